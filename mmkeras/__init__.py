@@ -1,0 +1,39 @@
+"""mmkeras: multimodal classification with TensorFlow and Keras.
+
+The public API is listed in `__all__`. Names are imported on first use, so
+`import mmkeras` (and `mmkeras --help`) answer at once without importing
+TensorFlow.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it. Written out once; read-only.
+_EXPORTS = {
+    "load_spec": "mmkeras.spec",
+    "DatasetSpec": "mmkeras.spec",
+    "FeatureSpec": "mmkeras.spec",
+    "LabelSpec": "mmkeras.spec",
+    "SplitSpec": "mmkeras.spec",
+    "FUSIONS": "mmkeras.fusion",
+    "BRANCHES": "mmkeras.branches",
+    "build_text_branch": "mmkeras.branches",
+    "build_image_branch": "mmkeras.branches",
+    "build_audio_branch": "mmkeras.branches",
+    "build_classifier": "mmkeras.models.classifier",
+    "prepare": "mmkeras.datasets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mmkeras' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,381 @@
+"""Dataset specs: what a dataset holds, written once and read everywhere.
+
+A spec names each feature (its data key, `keras.Input` name, serving key and
+REST JSON key), its modality and shape options, the label and its classes, and
+where each split lives. Everything else in mmkeras takes a `DatasetSpec`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+# Options each modality understands, with their defaults. Shapes are written
+# here (and overridden per feature in the YAML) and nowhere else.
+MODALITY_OPTIONS: Mapping[str, Mapping[str, Any]] = {
+    "text": {"vocab_size": 20000, "sequence_length": 64},
+    "image": {"image_size": (64, 64), "channels": 3},
+    "audio": {
+        "sample_rate": 16000,
+        "clip_seconds": 1.0,
+        "num_mel_bins": 40,
+        "frame_ms": 25.0,
+        "hop_ms": 10.0,
+        "resample": False,
+    },
+}
+# Keys a feature may carry besides its modality options: the manifest column
+# it is read from, and the arguments handed to its branch builder.
+FEATURE_KEYS = ("name", "modality", "column", "branch")
+ON_ERROR_POLICIES = ("raise", "skip")
+SPEC_KEYS = (
+    "name", "features", "label", "splits", "data_dir", "source", "source_options", "on_error",
+)
+SPLIT_KEYS = ("manifest", "tfrecords", "select")
+DEFAULT_SPECS_DIR = Path(__file__).resolve().parents[1] / "data_specs"
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """One input of a dataset: a text, an image or a recording.
+
+    Args:
+      name: data key, `keras.Input` name, serving-signature key and REST key.
+      modality: one of `MODALITY_OPTIONS` ("text", "image", "audio").
+      options: the modality's options (see `MODALITY_OPTIONS`), defaults filled in.
+      column: the manifest column holding the value (text inline, a path for
+        images and audio). Defaults to `name`.
+      branch: keyword arguments for the branch builder (e.g. `backbone`).
+    """
+
+    name: str
+    modality: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    column: str = ""
+    branch: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.column:
+            object.__setattr__(self, "column", self.name)
+
+    @property
+    def presence_key(self) -> str:
+        """The name of this feature's presence flag (`<name>_present`)."""
+        return f"{self.name}_present"
+
+    @property
+    def num_samples(self) -> int:
+        """Audio only: samples per clip (`sample_rate * clip_seconds`)."""
+        return int(round(self.options["sample_rate"] * self.options["clip_seconds"]))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The decoded tensor's shape for one example (no batch axis)."""
+        if self.modality == "text":
+            return ()
+        if self.modality == "image":
+            height, width = self.options["image_size"]
+            return (int(height), int(width), int(self.options["channels"]))
+        return (self.num_samples,)
+
+    @property
+    def dtype(self) -> str:
+        """The decoded tensor's dtype: string text, uint8 images, float32 audio."""
+        return {"text": "string", "image": "uint8", "audio": "float32"}[self.modality]
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpec:
+    """The label column and its classes, in class-id order."""
+
+    column: str
+    class_names: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSpec:
+    """Where one split's examples live.
+
+    Exactly one of `manifest` (a CSV or JSONL table) and `tfrecords` (a glob of
+    shards written by `write_tfrecords`) is set; paths are relative to the
+    spec's `data_dir`. `select` keeps only manifest rows whose `split` column
+    equals it.
+    """
+
+    name: str
+    manifest: str | None = None
+    tfrecords: str | None = None
+    select: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A whole dataset: features, label, splits and data policies.
+
+    Args:
+      name: the dataset's name (used for run and export folder names).
+      features: the inputs, in a fixed order (the fusion order).
+      label: the label column and class names.
+      splits: split name -> `SplitSpec`.
+      data_dir: folder that split paths are relative to.
+      source: name of a `mmkeras.datasets` builder that writes the data into
+        `data_dir` on first use (None for user data).
+      source_options: keyword arguments for that builder.
+      on_error: what the pipeline does with a bad example: "raise" or "skip".
+      path: the YAML file this spec was read from, if any.
+    """
+
+    name: str
+    features: tuple[FeatureSpec, ...]
+    label: LabelSpec
+    splits: Mapping[str, SplitSpec]
+    data_dir: Path
+    source: str | None = None
+    source_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    on_error: str = "raise"
+    path: Path | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the label has."""
+        return len(self.label.class_names)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The feature names, in spec order."""
+        return tuple(f.name for f in self.features)
+
+    def feature(self, name: str) -> FeatureSpec:
+        """Return the feature called `name`.
+
+        Raises:
+          ValueError: if the spec has no such feature.
+        """
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise ValueError(
+            f"Spec {self.name!r} has no feature {name!r}. Expected one of {list(self.feature_names)}."
+        )
+
+    def split(self, name: str) -> SplitSpec:
+        """Return the split called `name`.
+
+        Raises:
+          ValueError: if the spec has no such split.
+        """
+        if name not in self.splits:
+            raise ValueError(
+                f"Spec {self.name!r} has no split {name!r}. Expected one of {sorted(self.splits)}."
+            )
+        return self.splits[name]
+
+    def replace(self, **changes: Any) -> "DatasetSpec":
+        """Return a copy with some fields changed (specs are immutable)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_features(self, names: tuple[str, ...] | list[str]) -> "DatasetSpec":
+        """Return a copy that keeps only the named features (e.g. a unimodal baseline)."""
+        return self.replace(features=tuple(self.feature(n) for n in names))
+
+
+def cache_dir() -> Path:
+    """Where dataset builders write their data: `$MMKERAS_CACHE_DIR` or `~/.cache/mmkeras`."""
+    return Path(os.environ.get("MMKERAS_CACHE_DIR", Path.home() / ".cache" / "mmkeras"))
+
+
+def resolve_spec_path(name_or_path: str | os.PathLike) -> Path:
+    """Turn a spec name ("tiny") or a path into the YAML file's path.
+
+    Raises:
+      FileNotFoundError: if neither a file nor a bundled spec of that name exists.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = DEFAULT_SPECS_DIR / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    known = sorted(p.stem for p in DEFAULT_SPECS_DIR.glob("*.yaml"))
+    raise FileNotFoundError(
+        f"No spec file {str(name_or_path)!r}. Give a path to a YAML spec or one of the bundled "
+        f"names {known}."
+    )
+
+
+def load_spec(name_or_path: str | os.PathLike) -> DatasetSpec:
+    """Read a YAML dataset spec (with `yaml.safe_load`) and validate it.
+
+    Use this at every entry point: the returned spec is checked once here and
+    trusted everywhere after.
+
+    Args:
+      name_or_path: a path to a YAML file, or the name of a bundled spec in
+        `data_specs/` (e.g. "tiny", "avmnist").
+
+    Returns:
+      The `DatasetSpec`, with modality defaults filled in and `data_dir` resolved.
+
+    Raises:
+      FileNotFoundError: if the file does not exist.
+      ValueError: if the spec is malformed; the message names the file, the key
+        and the allowed values.
+
+    Example:
+      >>> spec = load_spec("tiny")
+      >>> spec.feature_names
+      ('caption', 'picture', 'sound')
+    """
+    path = resolve_spec_path(name_or_path)
+    with open(path, encoding="utf-8") as stream:
+        try:
+            raw = yaml.safe_load(stream)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: not valid YAML: {error}") from None
+    return spec_from_dict(raw, path=path)
+
+
+def spec_from_dict(raw: Any, *, path: Path | None = None) -> DatasetSpec:
+    """Build and validate a `DatasetSpec` from a parsed YAML mapping.
+
+    Args:
+      raw: the mapping `yaml.safe_load` returned.
+      path: the file it came from (for messages and relative paths).
+
+    Returns:
+      The validated `DatasetSpec`.
+
+    Raises:
+      ValueError: naming the file, the key and the allowed values.
+    """
+    where = str(path) if path else "<spec>"
+
+    def fail(key: str, message: str) -> ValueError:
+        return ValueError(f"{where}: key {key!r}: {message}")
+
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: a spec must be a YAML mapping, got {type(raw).__name__}.")
+    _check_keys(raw, SPEC_KEYS, "", fail)
+    for key in ("name", "features", "label", "splits"):
+        if key not in raw:
+            raise fail(key, "is required.")
+    name = str(raw["name"])
+    if not isinstance(raw["features"], list) or not raw["features"]:
+        raise fail("features", "must be a non-empty list of features.")
+    features = tuple(_feature(item, i, fail) for i, item in enumerate(raw["features"]))
+    names = [f.name for f in features]
+    if len(set(names)) != len(names):
+        raise fail("features", f"feature names must be unique, got {names}.")
+    label = _label(raw["label"], fail)
+    if label.column in names:
+        raise fail("label.column", f"{label.column!r} is also a feature name.")
+    splits = _splits(raw["splits"], fail)
+    on_error = raw.get("on_error", "raise")
+    if on_error not in ON_ERROR_POLICIES:
+        raise fail("on_error", f"got {on_error!r}, expected one of {list(ON_ERROR_POLICIES)}.")
+    source = raw.get("source")
+    source_options = raw.get("source_options") or {}
+    if not isinstance(source_options, Mapping):
+        raise fail("source_options", "must be a mapping of builder arguments.")
+    base = path.parent if path else Path.cwd()
+    if raw.get("data_dir") is not None:
+        data_dir = base / os.path.expandvars(os.path.expanduser(str(raw["data_dir"])))
+    elif source:
+        data_dir = cache_dir() / name
+    else:
+        data_dir = base
+    return DatasetSpec(
+        name=name,
+        features=features,
+        label=label,
+        splits=splits,
+        data_dir=data_dir,
+        source=str(source) if source else None,
+        source_options=dict(source_options),
+        on_error=on_error,
+        path=path,
+    )
+
+
+def _check_keys(raw: Mapping, allowed: tuple[str, ...], prefix: str, fail) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise fail(f"{prefix}{key}", f"unknown key; allowed keys are {list(allowed)}.")
+
+
+def _feature(raw: Any, index: int, fail) -> FeatureSpec:
+    prefix = f"features[{index}]"
+    if not isinstance(raw, Mapping):
+        raise fail(prefix, "each feature must be a mapping with 'name' and 'modality'.")
+    for key in ("name", "modality"):
+        if key not in raw:
+            raise fail(f"{prefix}.{key}", "is required.")
+    modality = raw["modality"]
+    if modality not in MODALITY_OPTIONS:
+        raise fail(f"{prefix}.modality", f"got {modality!r}, expected one of {sorted(MODALITY_OPTIONS)}.")
+    defaults = MODALITY_OPTIONS[modality]
+    _check_keys(raw, FEATURE_KEYS + tuple(defaults), f"{prefix}.", fail)
+    options = {key: raw.get(key, default) for key, default in defaults.items()}
+    _check_options(modality, options, prefix, fail)
+    branch = raw.get("branch") or {}
+    if not isinstance(branch, Mapping):
+        raise fail(f"{prefix}.branch", "must be a mapping of branch-builder arguments.")
+    name = str(raw["name"])
+    if not name.isidentifier():
+        raise fail(f"{prefix}.name", f"got {name!r}; use letters, digits and '_' (it is a Keras input name).")
+    return FeatureSpec(
+        name=name, modality=modality, options=options, column=str(raw.get("column", "")), branch=dict(branch)
+    )
+
+
+def _check_options(modality: str, options: dict, prefix: str, fail) -> None:
+    if modality == "image":
+        size = options["image_size"]
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(int(s) > 0 for s in size)):
+            raise fail(f"{prefix}.image_size", f"got {size!r}, expected [height, width] of positive ints.")
+        options["image_size"] = (int(size[0]), int(size[1]))
+        if options["channels"] not in (1, 3):
+            raise fail(f"{prefix}.channels", f"got {options['channels']!r}, expected 1 or 3.")
+    positive = {"text": ("vocab_size", "sequence_length"),
+                "audio": ("sample_rate", "clip_seconds", "num_mel_bins", "frame_ms", "hop_ms")}
+    for key in positive.get(modality, ()):
+        value = options[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise fail(f"{prefix}.{key}", f"got {value!r}, expected a positive number.")
+
+
+def _label(raw: Any, fail) -> LabelSpec:
+    if not isinstance(raw, Mapping):
+        raise fail("label", "must be a mapping with 'column' and 'class_names'.")
+    _check_keys(raw, ("column", "class_names"), "label.", fail)
+    names = raw.get("class_names")
+    if not isinstance(names, list) or len(names) < 2:
+        raise fail("label.class_names", f"got {names!r}, expected a list of at least 2 class names.")
+    names = tuple(str(n) for n in names)
+    if len(set(names)) != len(names):
+        raise fail("label.class_names", f"class names must be unique, got {list(names)}.")
+    return LabelSpec(column=str(raw.get("column", "label")), class_names=names)
+
+
+def _splits(raw: Any, fail) -> dict[str, SplitSpec]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise fail("splits", "must be a mapping of split name -> {manifest: ...} or {tfrecords: ...}.")
+    splits = {}
+    for name, item in raw.items():
+        if isinstance(item, str):
+            item = {"manifest": item}
+        if not isinstance(item, Mapping):
+            raise fail(f"splits.{name}", "must be a path or a mapping with 'manifest' or 'tfrecords'.")
+        _check_keys(item, SPLIT_KEYS, f"splits.{name}.", fail)
+        if ("manifest" in item) == ("tfrecords" in item):
+            raise fail(f"splits.{name}", "give exactly one of 'manifest' and 'tfrecords'.")
+        splits[str(name)] = SplitSpec(
+            name=str(name),
+            manifest=item.get("manifest"),
+            tfrecords=item.get("tfrecords"),
+            select=None if item.get("select") is None else str(item["select"]),
+        )
+    return splits
