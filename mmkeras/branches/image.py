@@ -1,0 +1,116 @@
+"""Image branch: uint8 images -> Conv2D stages with pooling, or a keras.applications backbone."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import keras
+from keras import layers
+
+from mmkeras.branches.common import check_positive, finish_branch, make_input
+from mmkeras.branches.imagenet import ImagenetPreprocessing
+from mmkeras.registry import lookup
+from mmkeras.spec import FeatureSpec
+
+# Backbone name -> (keras.applications class name, its `preprocess_input` mode).
+# "none": the application rescales raw 0..255 pixels itself.
+BACKBONES: Mapping[str, tuple[str, str]] = {
+    "mobilenet_v3_small": ("MobileNetV3Small", "none"),
+    "mobilenet_v3_large": ("MobileNetV3Large", "none"),
+    "efficientnet_b0": ("EfficientNetB0", "none"),
+    "resnet50": ("ResNet50", "caffe"),
+    "mobilenet_v2": ("MobileNetV2", "tf"),
+    "densenet121": ("DenseNet121", "torch"),
+}
+# Smallest input side keras.applications accept.
+MIN_BACKBONE_SIZE = 32
+DEFAULT_STAGES = (32, 64, 128)
+
+
+def build_image_branch(
+    feature: FeatureSpec,
+    *,
+    stages: Sequence[int] = DEFAULT_STAGES,
+    convs_per_stage: int = 2,
+    backbone: str | None = None,
+    weights: str | None = None,
+    trainable: bool | None = None,
+    augment: bool = True,
+    embed_dim: int = 128,
+    dropout_rate: float = 0.3,
+) -> keras.Model:
+    """Build the image branch: pixels in, an embedding and a grid of patch features out.
+
+    By default a small CNN from a table of stages (each: `convs_per_stage`
+    3x3 conv + batch norm + ReLU, then 2x2 max pooling and dropout), with light
+    random translation and zoom during training: it learns small data well.
+    With `backbone`, a keras.applications network replaces the stages.
+
+    Args:
+      feature: an image feature of the spec.
+      stages: filters of each CNN stage; pooling between stages halves the grid.
+      convs_per_stage: conv layers per stage.
+      backbone: a name in `BACKBONES` to use instead of the stages.
+      weights: backbone weights: None (random), "imagenet" (downloads once) or a file path.
+      trainable: whether backbone weights train; default False for pretrained weights, else True.
+      augment: random translation and zoom while training.
+      embed_dim: width of the branch outputs.
+      dropout_rate: dropout after each stage and on the pooled features.
+
+    Returns:
+      A `keras.Model` taking `(batch, height, width, channels)` uint8 images named
+      `feature.name` and returning `{"embedding": (batch, embed_dim), "sequence":
+      (batch, grid_cells, embed_dim)}`.
+
+    Raises:
+      ValueError: for a non-image feature, an unknown backbone or bad sizes.
+
+    Example:
+      >>> build_image_branch(spec.feature("picture")).output["embedding"].shape
+      (None, 128)
+    """
+    if feature.modality != "image":
+        raise ValueError(f"build_image_branch needs an image feature, got {feature.name!r} ({feature.modality}).")
+    check_positive(embed_dim, "embed_dim")
+    inputs = make_input(feature)
+    x = inputs
+    if augment:
+        x = layers.RandomTranslation(0.08, 0.08, fill_mode="constant", name="augment_translation")(x)
+        x = layers.RandomZoom(0.08, fill_mode="constant", name="augment_zoom")(x)
+    if backbone is None:
+        x = layers.Rescaling(1.0 / 255.0)(x)
+        x = _conv_stages(x, stages, convs_per_stage, dropout_rate)
+    else:
+        x = _backbone(feature, x, backbone, weights, trainable)
+    sequence = layers.Reshape((-1, x.shape[-1]), name="grid_to_sequence")(x)
+    return finish_branch(feature, inputs, sequence, embed_dim=embed_dim, dropout_rate=dropout_rate)
+
+
+def _conv_stages(x, stages: Sequence[int], convs_per_stage: int, dropout_rate: float):
+    check_positive(convs_per_stage, "convs_per_stage")
+    if not stages:
+        raise ValueError("`stages` must list at least one stage's filter count, e.g. (32, 64, 128).")
+    for filters in stages:
+        check_positive(filters, "stages[i]")
+        for _ in range(convs_per_stage):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.Activation("relu")(x)
+        # Pool while the grid can still halve: small images keep a 2x2 grid at least.
+        if min(x.shape[1], x.shape[2]) >= 4:
+            x = layers.MaxPooling2D(2)(x)
+        x = layers.Dropout(dropout_rate / 2)(x)
+    return x
+
+
+def _backbone(feature: FeatureSpec, x, name: str, weights: str | None, trainable: bool | None):
+    class_name, mode = lookup(BACKBONES, name, "backbone")
+    height, width, channels = feature.shape
+    if channels == 1:
+        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    if min(height, width) < MIN_BACKBONE_SIZE:
+        x = layers.Resizing(max(height, MIN_BACKBONE_SIZE), max(width, MIN_BACKBONE_SIZE))(x)
+    x = ImagenetPreprocessing(mode=mode, name="backbone_preprocessing")(x)
+    application = getattr(keras.applications, class_name)
+    network = application(include_top=False, weights=weights, input_shape=tuple(x.shape[1:]), pooling=None)
+    network.trainable = (weights is None) if trainable is None else bool(trainable)
+    return network(x)
