@@ -1,0 +1,58 @@
+"""Input pipelines: decoders, manifests, tf.data pipelines, TFRecord shards, the bad-input scan.
+
+Modules: `decoders` (raw values -> tensors; shared with the serving export),
+`manifest` (CSV/JSONL tables), `scan` (bad-input policy), `pipeline`
+(`read_split`, `make_dataset`, `text_corpus`) and `tfrecords`
+(`write_tfrecords`). Names are imported on first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+# Public name -> module that defines it. Written out once; read-only.
+_EXPORTS = {
+    "decode_text": "mmkeras.data.decoders",
+    "decode_image": "mmkeras.data.decoders",
+    "decode_audio": "mmkeras.data.decoders",
+    "decode_feature": "mmkeras.data.decoders",
+    "decode_batch": "mmkeras.data.decoders",
+    "make_example_decoder": "mmkeras.data.decoders",
+    "read_manifest": "mmkeras.data.manifest",
+    "read_split": "mmkeras.data.pipeline",
+    "make_dataset": "mmkeras.data.pipeline",
+    "text_corpus": "mmkeras.data.pipeline",
+    "write_tfrecords": "mmkeras.data.tfrecords",
+    "scan_split": "mmkeras.data.scan",
+    "ScanReport": "mmkeras.data.scan",
+    "BadExample": "mmkeras.data.scan",
+    "BadInputError": "mmkeras.data.scan",
+}
+
+# The same names as `_EXPORTS`, sorted.
+__all__ = [
+    "BadExample",
+    "BadInputError",
+    "ScanReport",
+    "decode_audio",
+    "decode_batch",
+    "decode_feature",
+    "decode_image",
+    "decode_text",
+    "make_dataset",
+    "make_example_decoder",
+    "read_manifest",
+    "read_split",
+    "scan_split",
+    "text_corpus",
+    "write_tfrecords",
+]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mmkeras.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

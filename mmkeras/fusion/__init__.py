@@ -7,10 +7,31 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from mmkeras.fusion.attention import AttentionFusion
 from mmkeras.fusion.concat import ConcatFusion
+from mmkeras.fusion.cross_attention import CrossAttentionFusion
+from mmkeras.fusion.gated import GatedFusion
+from mmkeras.fusion.late import LateFusion
+from mmkeras.fusion.low_rank_tensor import LowRankTensorFusion
+from mmkeras.fusion.tensor import TensorFusion
 
 FUSIONS: Mapping[str, type] = {
     "concat": ConcatFusion,
+    "attention": AttentionFusion,
+    "cross_attention": CrossAttentionFusion,
+    "gated": GatedFusion,
+    "late": LateFusion,
+    "tensor": TensorFusion,
+    "low_rank_tensor": LowRankTensorFusion,
 }
 
-__all__ = ["FUSIONS", "ConcatFusion"]
+__all__ = [
+    "FUSIONS",
+    "AttentionFusion",
+    "ConcatFusion",
+    "CrossAttentionFusion",
+    "GatedFusion",
+    "LateFusion",
+    "LowRankTensorFusion",
+    "TensorFusion",
+]

@@ -1,0 +1,195 @@
+"""The `mmkeras` command: train | evaluate | export | predict | demo | bench.
+
+Each sub-command parses its arguments, calls one library function and
+returns an exit code: 0 on success, 2 with a one-line error on bad arguments
+or bad data. TensorFlow is imported inside the handlers, so `mmkeras --help`
+answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+BENCHMARKS = ("fusion", "pipeline", "serving", "train_throughput")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `mmkeras` command line; returns the process exit code.
+
+    Example:
+      >>> main(["train", "tiny", "--epochs", "1"])
+      0
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
+        print(f"mmkeras {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 - TF errors for bad data arrive as OpError
+        if type(error).__name__ in ("InvalidArgumentError", "NotFoundError", "OpError"):
+            print(f"mmkeras {args.command}: error: {_one_line(error)}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _one_line(error: BaseException) -> str:
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return " ".join(str(message).split())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmkeras", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a classifier on a dataset spec")
+    train.add_argument("spec", help="a spec name (tiny, avmnist, tuxpaint) or a YAML path")
+    train.add_argument("--fusion", help="a fusion name (see mmkeras.FUSIONS); default concat")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--output", help="run folder; rerunning with the same folder resumes")
+    train.add_argument("--config", help="a run config YAML ({model: ..., training: ..., runtime: ...})")
+    train.add_argument("--strategy", choices=("auto", "default", "mirrored", "multi_worker"))
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run: report.json and plots")
+    evaluate.add_argument("run", help="a run folder written by `mmkeras train`")
+    evaluate.add_argument("--split", default="test")
+    evaluate.set_defaults(handler=_evaluate)
+
+    export = commands.add_parser("export", help="export a run as a versioned SavedModel for TF Serving")
+    export.add_argument("run", help="a run folder written by `mmkeras train`")
+    export.add_argument("--base-dir", default="saved_models")
+    export.add_argument("--name", help="model name (folder under --base-dir)")
+    export.add_argument("--version", type=int, help="version number; default: the next free one")
+    export.set_defaults(handler=_export)
+
+    predict = commands.add_parser("predict", help="predict one example given as JSON")
+    predict.add_argument("run", help="a run folder written by `mmkeras train`")
+    predict.add_argument(
+        "--input", required=True,
+        help="JSON file with one object (or a list): text inline, image/audio as file paths relative to it",
+    )
+    predict.set_defaults(handler=_predict)
+
+    demo = commands.add_parser("demo", help="train, evaluate and export on the default dataset (avmnist)")
+    demo.add_argument("--spec", default="avmnist")
+    demo.add_argument("--fusion", default="concat")
+    demo.add_argument("--epochs", type=int)
+    demo.add_argument("--output", default="runs/demo")
+    demo.add_argument("--base-dir", default="saved_models")
+    demo.set_defaults(handler=_demo)
+
+    bench = commands.add_parser("bench", help="run a benchmark and save its figures in benchmarks/results")
+    bench.add_argument("benchmark", choices=BENCHMARKS)
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="options passed to the benchmark script")
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+def _train(args) -> int:
+    import mmkeras
+
+    overrides = {
+        key: value
+        for key, value in (("fusion", args.fusion), ("epochs", args.epochs), ("batch_size", args.batch_size),
+                           ("strategy", args.strategy))
+        if value is not None
+    }
+    if args.config:
+        from mmkeras.train.config import load_run_config
+
+        config = load_run_config(args.config)
+        overrides.update(model_config=config.model, training_config=config.training, runtime_config=config.runtime)
+    result = mmkeras.train(args.spec, output_dir=args.output, **overrides)
+    print(f"run folder: {result.run_dir}")
+    print(f"best model: {result.best_model_path}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from mmkeras.evaluate.report import evaluate_run
+
+    report = evaluate_run(args.run, split=args.split)
+    _print_report(report)
+    return 0
+
+
+def _export(args) -> int:
+    from mmkeras.export.saved_model import export_run
+
+    path = export_run(args.run, base_dir=args.base_dir, name=args.name, version=args.version)
+    print(f"exported: {path}")
+    return 0
+
+
+def _predict(args) -> int:
+    from mmkeras.models.predict import predict_run
+
+    path = Path(args.input)
+    if not path.is_file():
+        raise FileNotFoundError(f"No input file {str(path)!r}: give a JSON file with one example object.")
+    try:
+        rows = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}).") from None
+    for row in predict_run(args.run, rows if isinstance(rows, list) else [rows], base_dir=path.parent):
+        print(json.dumps(row))
+    return 0
+
+
+def _demo(args) -> int:
+    import mmkeras
+    from mmkeras.export.saved_model import export_run
+
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    result = mmkeras.train(args.spec, fusion=args.fusion, output_dir=args.output, **overrides)
+    report = mmkeras.evaluate(
+        result.model, result_spec(result), output_dir=Path(result.run_dir) / "evaluation",
+        history=result.history,
+    )
+    export = export_run(result.run_dir, base_dir=args.base_dir)
+    _print_report(report)
+    print(f"run folder:   {result.run_dir}")
+    print(f"evaluation:   {Path(result.run_dir) / 'evaluation'}")
+    print(f"saved model:  {export}")
+    return 0
+
+
+def result_spec(result):
+    """The spec a `TrainResult`'s run was trained on."""
+    from mmkeras.train.run_dir import load_run_spec
+
+    return load_run_spec(result.run_dir)
+
+
+def _bench(args) -> int:
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{args.benchmark}.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"No benchmark script {script}: run from a source checkout of mmkeras.")
+    sys.argv = [str(script), *args.options]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def _print_report(report: dict) -> None:
+    print(f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  ({report['num_examples']} examples)")
+    for name, scores in report["reliance"].items():
+        print(f"  without {name}: {scores['absent']:.4f}   {name} shuffled: {scores['shuffled']:.4f}")
+    for name, path in report.get("files", {}).items():
+        print(f"  {name}: {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

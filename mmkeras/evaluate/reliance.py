@@ -1,0 +1,90 @@
+"""Modality reliance: how much the model's score depends on each modality."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from mmkeras.models.classifier import MODALITY_WEIGHTS, PROBABILITIES
+from mmkeras.spec import DatasetSpec
+
+FULL = "full"
+
+
+def conditions(spec: DatasetSpec) -> list[tuple[str, str | None, str | None]]:
+    """The evaluation conditions: all inputs, then each modality absent and shuffled.
+
+    Returns:
+      A list of (condition name, feature name or None, "absent" | "shuffled" | None).
+    """
+    rows = [(FULL, None, None)]
+    for feature in spec.features:
+        rows.append((f"{feature.name}_absent", feature.name, "absent"))
+        rows.append((f"{feature.name}_shuffled", feature.name, "shuffled"))
+    return rows
+
+
+def perturb(features: dict, feature_name: str | None, how: str | None, rng: np.random.Generator) -> dict:
+    """Return a copy of a batch with one modality marked absent or shuffled across the batch.
+
+    "absent" sets the feature's `<name>_present` flag to False (the model then
+    uses its learned stand-in); "shuffled" permutes the feature and its flag
+    across the examples of the batch, keeping the data real but unrelated to
+    the label. A large drop under either means the model relies on that modality.
+
+    Args:
+      features: a batch dict as `make_dataset` yields (NumPy arrays).
+      feature_name: the modality to perturb; None leaves the batch as is.
+      how: "absent" or "shuffled".
+      rng: random generator for the permutation.
+
+    Returns:
+      The perturbed batch dict (the input is not modified).
+    """
+    if feature_name is None:
+        return features
+    features = dict(features)
+    flag = f"{feature_name}_present"
+    if how == "absent":
+        features[flag] = np.zeros_like(features[flag])
+    else:
+        order = rng.permutation(len(features[feature_name]))
+        features[feature_name] = features[feature_name][order]
+        features[flag] = features[flag][order]
+    return features
+
+
+def collect_predictions(model, spec: DatasetSpec, batches: Iterable, *, seed: int = 0) -> dict:
+    """Run the model on every batch under every condition of `conditions(spec)`.
+
+    Args:
+      model: a classifier from `build_classifier`.
+      spec: its dataset spec.
+      batches: an iterable of (features, labels) NumPy batches.
+      seed: seed for the shuffles.
+
+    Returns:
+      `{"labels": (n,), "predictions": {condition: (n,) class ids},
+      "probabilities": (n, C) under all inputs, "modality_weights": (n, M) or None}`.
+    """
+    rng = np.random.default_rng(seed)
+    plan = conditions(spec)
+    labels, probabilities, weights = [], [], []
+    predictions = {name: [] for name, _, _ in plan}
+    for features, batch_labels in batches:
+        labels.append(np.asarray(batch_labels))
+        for name, feature_name, how in plan:
+            outputs = model.predict_on_batch(perturb(features, feature_name, how, rng))
+            predictions[name].append(np.argmax(outputs[PROBABILITIES], axis=-1))
+            if name == FULL:
+                probabilities.append(outputs[PROBABILITIES])
+                if MODALITY_WEIGHTS in outputs:
+                    weights.append(outputs[MODALITY_WEIGHTS])
+    if not labels:
+        raise ValueError(f"Split of spec {spec.name!r} has no examples to evaluate.")
+    return {
+        "labels": np.concatenate(labels),
+        "predictions": {name: np.concatenate(values) for name, values in predictions.items()},
+        "probabilities": np.concatenate(probabilities),
+        "modality_weights": np.concatenate(weights) if weights else None,
+    }

@@ -1,0 +1,384 @@
+"""`export_for_serving`: a versioned TF SavedModel that takes raw inputs, for TF Serving.
+
+Layout written for a model called `<name>` (TF Serving's base path is
+`base_dir/<name>`; it serves the highest integer version it finds):
+
+    base_dir/<name>/
+      models.config            TF Serving model_config_list for this model (docker paths)
+      README.md                how to serve and query it (regenerated on each export)
+      1/  2/  ...              one immutable folder per export
+        saved_model.pb  variables/  assets/
+        assets.extra/
+          tf_serving_warmup_requests   PredictionLog records TF Serving replays on load
+          request_instances.json       REST body, row ("instances") form
+          request_inputs.json          REST body, columnar ("inputs") form
+          saved_model_cli_inputs.npz   inputs for `saved_model_cli run --inputs`
+          model.keras                  the Keras model, for `check_export`
+          mmkeras_export.json          spec, classes, signatures, versions, commands
+
+Each version is written into a hidden temporary folder next to the others
+and renamed into place, so TF Serving (which polls the folder) never sees a
+half-written version; an existing version is never overwritten.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mmkeras.export import requests, signatures, warmup
+from mmkeras.serving.protocol import to_rest_body
+from mmkeras.spec import DatasetSpec, load_spec
+
+EXTRA_DIR = "assets.extra"
+KERAS_MODEL_FILE = "model.keras"
+METADATA_FILE = "mmkeras_export.json"
+REST_INSTANCES_FILE = "request_instances.json"
+REST_INPUTS_FILE = "request_inputs.json"
+CLI_INPUTS_FILE = "saved_model_cli_inputs.npz"
+MODEL_CONFIG_FILE = "models.config"
+# Where the docker image of TF Serving expects models: /models/<name>.
+DOCKER_MODELS_DIR = "/models"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def export_for_serving(
+    model: keras.Model,
+    spec: DatasetSpec | str,
+    base_dir: str | os.PathLike = "saved_models",
+    name: str | None = None,
+    version: int | None = None,
+) -> Path:
+    """Export a classifier as a raw-input SavedModel for TF Serving, in a new version folder.
+
+    The signatures decode raw inputs with the training pipeline's own decoders
+    (see `mmkeras.export.signatures`): `serving_default` takes one `tf.string`
+    per feature (text, image bytes, WAV bytes; an empty string = missing),
+    `serving_with_presence` adds `<name>_present` flags, `serving_waveform`
+    takes audio as float waveforms and `serving_decoded` the model's own
+    inputs. Outputs: `probabilities`, `class_id`, `class_name` and, for
+    fusions that weight modalities, `modality_weights`. The example requests,
+    warm-up file, `models.config` and Keras model are written next to it.
+
+    Args:
+      model: a classifier from `build_classifier` (trained or not).
+      spec: the spec the model was built for, or its name or YAML path.
+      base_dir: the folder holding exported models.
+      name: the model's serving name (its folder and TF Serving name);
+        default: the model's name without "_classifier", prefixed with the
+        spec's name if it lacks it (e.g. "tiny_concat").
+      version: a positive integer version; default: one more than the
+        highest existing version (1 for the first export).
+
+    Returns:
+      The new version folder, `base_dir/<name>/<version>`.
+
+    Raises:
+      FileExistsError: if `base_dir/<name>/<version>` already exists.
+      ValueError: for a bad name or version, or a model that does not fit the spec.
+
+    Example:
+      >>> path = export_for_serving(model, load_spec("tiny"), "saved_models")
+      >>> path
+      PosixPath('saved_models/tiny_concat/1')
+
+      Serve it with TF Serving's docker image:
+
+          docker run --rm -p 8500:8500 -p 8501:8501 \\
+            -v "$PWD/saved_models/tiny_concat:/models/tiny_concat" tensorflow/serving \\
+            --model_config_file=/models/tiny_concat/models.config
+    """
+    if not isinstance(spec, DatasetSpec):
+        spec = load_spec(spec)
+    name = default_model_name(model, spec) if name is None else name
+    if not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"Model name {name!r} is not a valid folder/serving name; use letters, digits, '_', '-' and '.'."
+        )
+    model_dir = Path(base_dir) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if version is None:
+        version = next_version(model_dir)
+    elif isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version <= 0:
+        raise ValueError(f"`version` must be a positive integer or None (next free version), got {version!r}.")
+    version = int(version)
+    _refuse_existing(model_dir, version)
+
+    staging = Path(tempfile.mkdtemp(prefix=f".writing-{version}-", dir=model_dir))
+    try:
+        write_saved_model(model, spec, staging)
+        write_extras(model, spec, staging, name=name, version=version)
+        _refuse_existing(model_dir, version)
+        os.rename(staging, model_dir / str(version))
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    write_model_config(model_dir, name)
+    write_readme(model_dir, name, spec)
+    return model_dir / str(version)
+
+
+def default_model_name(model: keras.Model, spec: DatasetSpec) -> str:
+    """The default serving name: the model's name without "_classifier", prefixed with the spec's name.
+
+    Example:
+      >>> default_model_name(build_classifier(spec, fusion="gated"), spec)
+      'tiny_gated'
+    """
+    stem = re.sub(r"_classifier$", "", model.name)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.-") or "model"
+    return stem if stem.startswith(spec.name) else f"{spec.name}_{stem}"
+
+
+def versions(model_dir: str | os.PathLike) -> list[int]:
+    """The integer version folders under a model folder, sorted (hidden and other folders ignored)."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def next_version(model_dir: str | os.PathLike) -> int:
+    """One more than the highest existing version under `model_dir`, or 1."""
+    existing = versions(model_dir)
+    return existing[-1] + 1 if existing else 1
+
+
+def resolve_version_dir(path: str | os.PathLike) -> Path:
+    """Turn a version folder, or a model folder (its latest version), into the version folder.
+
+    Raises:
+      FileNotFoundError: if `path` holds neither a SavedModel nor version folders.
+    """
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    existing = versions(path)
+    if not existing:
+        raise FileNotFoundError(
+            f"{path} is neither a SavedModel folder (no saved_model.pb) nor a model folder with integer "
+            "version sub-folders. Pass what export_for_serving returned, or its parent."
+        )
+    return path / str(existing[-1])
+
+
+def _refuse_existing(model_dir: Path, version: int) -> None:
+    if (model_dir / str(version)).exists():
+        raise FileExistsError(
+            f"{model_dir / str(version)} already exists and exported versions are never overwritten. Pass "
+            f"version=None to write the next free version ({next_version(model_dir)}), or another name or base_dir."
+        )
+
+
+def _leaf_layers(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def write_saved_model(model: keras.Model, spec: DatasetSpec, path: str | os.PathLike) -> Path:
+    """Write the SavedModel with all serving signatures (no extras) into `path`.
+
+    Args:
+      model: the classifier.
+      spec: its dataset spec.
+      path: the folder to write (TF creates it).
+
+    Returns:
+      `path` as a `Path`.
+    """
+    archive = keras.export.ExportArchive()
+    # Track the leaf layers, not the model: tracking walks every tracked object,
+    # and a (sub-)model re-traces its whole call graph on each visit; the leaves
+    # are enough to capture the lookup tables of TextVectorization layers.
+    for layer in _leaf_layers(model):
+        archive.track(layer)
+    # The model is traced once, in `serving_decoded`; the raw signatures call it.
+    predict_decoded = archive.add_endpoint(
+        signatures.DECODED,
+        signatures.make_predict_decoded(model, spec),
+        input_signature=[signatures.decoded_input_signature(spec)],
+    )
+    for signature_name in signatures.signature_names(spec):
+        if signature_name == signatures.DECODED:
+            continue
+        waveform = signature_name == signatures.WAVEFORM
+        archive.add_endpoint(
+            signature_name,
+            signatures.make_raw_signature(spec, predict_decoded, waveform=waveform),
+            input_signature=[
+                signatures.raw_input_signature(
+                    spec, presence=signature_name != signatures.DEFAULT, waveform=waveform
+                )
+            ],
+        )
+    archive.write_out(str(path), verbose=False)
+    return Path(path)
+
+
+def write_extras(model: keras.Model, spec: DatasetSpec, version_dir: str | os.PathLike, *, name: str, version: int):
+    """Write `assets.extra/` of a version: warm-up file, example requests, Keras model, metadata.
+
+    Args:
+      model: the exported classifier.
+      spec: its dataset spec.
+      version_dir: the (staging) version folder.
+      name: the serving name.
+      version: the version number.
+
+    Returns:
+      The `assets.extra` folder.
+    """
+    extra = Path(version_dir) / EXTRA_DIR
+    extra.mkdir(parents=True, exist_ok=True)
+    warmup.write_warmup_file(extra / warmup.WARMUP_FILE, warmup.make_warmup_logs(spec, name))
+    columns = requests.example_columns(spec, signatures.DEFAULT, batch_size=2)
+    for file_name, rest_format in ((REST_INSTANCES_FILE, "instances"), (REST_INPUTS_FILE, "inputs")):
+        body = to_rest_body(columns, signatures.DEFAULT, rest_format)
+        (extra / file_name).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+    # Object arrays of bytes: numpy's fixed-width bytes would drop trailing NULs of WAV data.
+    np.savez(extra / CLI_INPUTS_FILE, **{
+        key: np.array([v.encode("utf-8") if isinstance(v, str) else v for v in values], object)
+        for key, values in columns.items()
+    })
+    model.save(extra / KERAS_MODEL_FILE)
+    metadata = {
+        "name": name,
+        "version": version,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "spec": {"name": spec.name, "path": str(spec.path) if spec.path else None},
+        "features": [
+            {"name": f.name, "modality": f.modality, "decoded_shape": list(f.shape), "decoded_dtype": f.dtype}
+            for f in spec.features
+        ],
+        "class_names": list(spec.label.class_names),
+        "keras_model": KERAS_MODEL_FILE,
+        "signatures": {
+            name_: sorted(_signature_inputs(spec, name_)) for name_ in signatures.signature_names(spec)
+        },
+        "saved_model_cli": cli_run_command(spec, "."),
+        "versions": {
+            "mmkeras": _mmkeras_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        },
+    }
+    (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
+    return extra
+
+
+def _signature_inputs(spec: DatasetSpec, signature_name: str) -> dict:
+    if signature_name == signatures.DECODED:
+        return signatures.decoded_input_signature(spec)
+    return signatures.raw_input_signature(
+        spec, presence=signature_name != signatures.DEFAULT, waveform=signature_name == signatures.WAVEFORM
+    )
+
+
+def _mmkeras_version() -> str:
+    import mmkeras
+
+    return mmkeras.__version__
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """Read `assets.extra/mmkeras_export.json` of a version folder (or a model folder's latest version)."""
+    version_dir = resolve_version_dir(path)
+    return json.loads((version_dir / EXTRA_DIR / METADATA_FILE).read_text(encoding="utf-8"))
+
+
+def cli_run_command(spec: DatasetSpec, version_dir: str | os.PathLike) -> str:
+    """The `saved_model_cli run` command that runs `serving_default` on the example inputs.
+
+    Example:
+      >>> cli_run_command(spec, "saved_models/tiny_concat/1")
+      'saved_model_cli run --dir saved_models/tiny_concat/1 --tag_set serve --signature_def serving_default ...'
+    """
+    inputs_file = Path(version_dir) / EXTRA_DIR / CLI_INPUTS_FILE
+    inputs = ";".join(f"{f.name}={inputs_file}[{f.name}]" for f in spec.features)
+    return (
+        f"saved_model_cli run --dir {version_dir} --tag_set serve --signature_def {signatures.DEFAULT} "
+        f"--inputs '{inputs}'"
+    )
+
+
+def model_config_text(name: str) -> str:
+    """TF Serving's `model_config_list` for one model, with the docker image's path `/models/<name>`."""
+    return (
+        "model_config_list {\n"
+        "  config {\n"
+        f'    name: "{name}"\n'
+        f'    base_path: "{DOCKER_MODELS_DIR}/{name}"\n'
+        '    model_platform: "tensorflow"\n'
+        "  }\n"
+        "}\n"
+    )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    staging = path.with_name(f".{path.name}.writing")
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, path)
+
+
+def write_model_config(model_dir: str | os.PathLike, name: str) -> Path:
+    """Write `model_dir/models.config` (see `model_config_text`) and return its path."""
+    path = Path(model_dir) / MODEL_CONFIG_FILE
+    _write_atomically(path, model_config_text(name))
+    return path
+
+
+def write_readme(model_dir: str | os.PathLike, name: str, spec: DatasetSpec) -> Path:
+    """Write `model_dir/README.md`: the versions, signatures and the commands that serve and query them."""
+    model_dir = Path(model_dir)
+    latest = versions(model_dir)[-1]
+    rows = "\n".join(
+        f"| `{signature_name}` | {', '.join(f'`{k}`' for k in _signature_inputs(spec, signature_name))} |"
+        for signature_name in signatures.signature_names(spec)
+    )
+    text = f"""# {name}
+
+Exported by mmkeras from the `{spec.name}` spec; versions {versions(model_dir)} (TF Serving serves the
+latest, {latest}). Classes: {', '.join(spec.label.class_names)}.
+
+## Serve it (TF Serving's docker image; gRPC on 8500, REST on 8501)
+
+    docker run --rm -p 8500:8500 -p 8501:8501 \\
+      -v "{model_dir.resolve()}:{DOCKER_MODELS_DIR}/{name}" tensorflow/serving \\
+      --model_config_file={DOCKER_MODELS_DIR}/{name}/{MODEL_CONFIG_FILE}
+
+## Query it
+
+    curl -d @{latest}/{EXTRA_DIR}/{REST_INSTANCES_FILE} http://localhost:8501/v1/models/{name}:predict
+
+    from mmkeras.serving import Client
+    client = Client("localhost", grpc_port=8500, model_name="{name}", spec="{spec.name}")
+    client.predict({{...one value per feature: text, or an image/WAV file path...}})
+
+Inputs are named after the features; images and WAV recordings are sent as their file bytes
+(`{{"b64": ...}}` in JSON), and an empty string marks a missing modality in `serving_default`.
+
+| signature | inputs |
+|---|---|
+{rows}
+
+Outputs: `probabilities`, `class_id`, `class_name` (and `modality_weights` for attention fusions).
+
+## Run it without a server
+
+    saved_model_cli show --dir {latest} --all
+    cd {latest} && {cli_run_command(spec, ".")}
+"""
+    path = model_dir / "README.md"
+    _write_atomically(path, text)
+    return path

@@ -1,0 +1,206 @@
+"""TF Serving's wire formats: REST JSON bodies and gRPC `PredictRequest` protos.
+
+One module turns columns of request values into what TF Serving reads, and
+its answers back into numpy arrays, so that the client, the loopback test
+server, the warm-up file and the example request bodies written next to an
+export all agree on the format.
+
+Columns are `{input_name: numpy array}` with one row per example. A string
+input's column is an object array whose items are `str` (text, sent as a JSON
+string) or `bytes` (file contents, sent as `{"b64": ...}` in JSON); gRPC sends
+both as `DT_STRING` bytes.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Mapping
+
+import numpy as np
+
+REST_FORMATS = ("instances", "inputs")
+DEFAULT_SIGNATURE = "serving_default"
+
+
+class ServingError(RuntimeError):
+    """A prediction request that the model server refused or could not answer.
+
+    Attributes:
+      code: the gRPC status name (e.g. "INVALID_ARGUMENT") or the HTTP status
+        (e.g. 400) of the answer.
+      message: the server's message; for a bad input it names the input.
+    """
+
+    def __init__(self, message: str, code: Any = None):
+        super().__init__(f"[{code}] {message}" if code is not None else message)
+        self.code = code
+        self.message = message
+
+
+def string_item(value: Any) -> str | bytes:
+    """Return a string input's item as `str` (text) or `bytes` (binary), unchanged otherwise.
+
+    Raises:
+      TypeError: if `value` is neither.
+    """
+    if isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, (np.str_, np.bytes_)):
+        return value.item()
+    raise TypeError(f"expected a str or bytes value, got {type(value).__name__} {value!r:.60}")
+
+
+def _json_value(value: Any) -> Any:
+    """Turn one numpy item or array into JSON: bytes become {"b64": ...}, arrays lists."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object or value.dtype.kind in "SU":
+            return [_json_value(item) for item in value]
+        return value.tolist()
+    if isinstance(value, (bytes, np.bytes_)):
+        return {"b64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def to_rest_body(
+    columns: Mapping[str, np.ndarray], signature_name: str = DEFAULT_SIGNATURE, rest_format: str = "instances"
+) -> dict:
+    """Build the JSON body of a TF Serving REST `:predict` request.
+
+    Args:
+      columns: input name -> array with one row per example (see the module docstring).
+      signature_name: the signature to run.
+      rest_format: "instances" (row format: a list of one object per example)
+        or "inputs" (columnar format: one list per input).
+
+    Returns:
+      A JSON-ready dict, e.g. `{"signature_name": "serving_default",
+      "instances": [{"caption": "a red ball", "picture": {"b64": "iVBORw0..."}}]}`.
+
+    Raises:
+      ValueError: for an unknown `rest_format` or columns of different lengths.
+
+    Example:
+      >>> to_rest_body({"caption": np.array(["hi"], object)})
+      {'signature_name': 'serving_default', 'instances': [{'caption': 'hi'}]}
+    """
+    if rest_format not in REST_FORMATS:
+        raise ValueError(f"Unknown REST format {rest_format!r}. Expected one of {list(REST_FORMATS)}.")
+    if rest_format == "inputs":
+        return {"signature_name": signature_name, "inputs": {k: _json_value(np.asarray(v)) for k, v in columns.items()}}
+    sizes = {name: len(values) for name, values in columns.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"Every input needs one value per example, got these lengths: {sizes}.")
+    count = next(iter(sizes.values()), 0)
+    instances = [{name: _json_value(values[i]) for name, values in columns.items()} for i in range(count)]
+    return {"signature_name": signature_name, "instances": instances}
+
+
+def _output_array(values: Any) -> np.ndarray:
+    """A JSON output value as numpy: numbers as float32/int64 arrays, strings as object arrays of str."""
+    array = np.asarray(values, dtype=object)
+    flat = [item for item in array.reshape(-1)] if array.ndim else [array.item()]
+    if flat and all(isinstance(item, str) for item in flat):
+        return array
+    if flat and all(isinstance(item, bool) for item in flat):
+        return array.astype(bool)
+    if flat and all(isinstance(item, int) and not isinstance(item, bool) for item in flat):
+        return array.astype(np.int64)
+    return np.asarray(values, dtype=np.float32)
+
+
+def from_rest_response(body: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Turn a TF Serving REST `:predict` answer into output name -> numpy array.
+
+    Handles both answer forms: `{"predictions": [...]}` (to an `instances`
+    request) and `{"outputs": {...}}` (to an `inputs` request). A model with a
+    single output is answered without names; it comes back as `"output"`.
+
+    Raises:
+      ServingError: if the body is an error (`{"error": ...}`) or has neither form.
+    """
+    if "error" in body:
+        raise ServingError(str(body["error"]))
+    if "predictions" in body:
+        predictions = body["predictions"]
+        if predictions and isinstance(predictions[0], Mapping):
+            return {name: _output_array([row[name] for row in predictions]) for name in predictions[0]}
+        return {"output": _output_array(predictions)}
+    if "outputs" in body:
+        outputs = body["outputs"]
+        if isinstance(outputs, Mapping):
+            return {name: _output_array(values) for name, values in outputs.items()}
+        return {"output": _output_array(outputs)}
+    raise ServingError(f"The server's answer has neither 'predictions' nor 'outputs': {json.dumps(body)[:200]}")
+
+
+def to_tensor_proto(values: np.ndarray):
+    """A numpy column as a `TensorProto`; str items are sent as their UTF-8 bytes."""
+    import tensorflow as tf
+
+    values = np.asarray(values)
+    if values.dtype == object or values.dtype.kind == "U":
+        flat = [item.encode("utf-8") if isinstance(item, str) else bytes(item) for item in values.reshape(-1)]
+        values = np.array(flat, dtype=object).reshape(values.shape)
+        return tf.make_tensor_proto(values, dtype=tf.string)
+    return tf.make_tensor_proto(values)
+
+
+def from_tensor_proto(proto) -> np.ndarray:
+    """A `TensorProto` as numpy; string tensors become object arrays of `str` where they are UTF-8."""
+    import tensorflow as tf
+
+    array = tf.make_ndarray(proto)
+    if array.dtype == object:
+        return _decode_strings(array)
+    return array
+
+
+def _decode_strings(array: np.ndarray) -> np.ndarray:
+    def decode(item):
+        try:
+            return item.decode("utf-8") if isinstance(item, bytes) else item
+        except UnicodeDecodeError:
+            return item
+
+    return np.vectorize(decode, otypes=[object])(array) if array.size else array
+
+
+def to_predict_request(
+    columns: Mapping[str, np.ndarray],
+    model_name: str,
+    signature_name: str = DEFAULT_SIGNATURE,
+    version: int | None = None,
+):
+    """Build a gRPC `PredictRequest` (from `tensorflow-serving-api`) for the columns.
+
+    Args:
+      columns: input name -> array with one row per example.
+      model_name: the served model's name.
+      signature_name: the signature to run.
+      version: a model version, or None for the server's latest.
+
+    Returns:
+      A `tensorflow_serving.apis.predict_pb2.PredictRequest`.
+
+    Example:
+      >>> request = to_predict_request({"caption": np.array(["hi"], object)}, "tiny_concat")
+      >>> request.inputs["caption"].dtype  # DT_STRING
+      7
+    """
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = int(version)
+    for name, values in columns.items():
+        request.inputs[name].CopyFrom(to_tensor_proto(values))
+    return request
+
+
+def from_predict_response(response) -> dict[str, np.ndarray]:
+    """Turn a gRPC `PredictResponse` into output name -> numpy array."""
+    return {name: from_tensor_proto(proto) for name, proto in response.outputs.items()}

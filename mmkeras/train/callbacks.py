@@ -1,0 +1,134 @@
+"""The callbacks of a training run: backup, best model, early stopping and logs.
+
+`make_callbacks` lists them in the order they must run at each epoch end:
+logs first, then the best-model save, then the backup, so a run killed at any
+moment resumes from a state whose history and best model are already written.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+from typing import Sequence
+
+import keras
+
+from mmkeras.train.run_dir import RunPaths, read_history
+
+
+class EpochAwareBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose step-wise backups record the right epoch after a resume.
+
+    Keras' callback learns the current epoch only when an epoch ends, so in a
+    resumed run a backup taken every `save_freq` steps before the first epoch
+    end records epoch 0, and a second kill would restart training from the
+    beginning. Tracking the epoch when it begins fixes that. Step-wise
+    backups are also taken at every epoch end, where Keras takes them only
+    every `save_freq` steps.
+
+    Args:
+      backup_dir: the folder of the backup (used by nothing else).
+      save_freq: "epoch", or back up every this many training steps too.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.save_freq != "epoch":
+            self._save_model()
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Save a model to one `.keras` file whenever the monitored value improves.
+
+    Unlike `keras.callbacks.ModelCheckpoint`, the saved model may differ from
+    the one being fitted: training fits a view of the classifier with only its
+    probabilities output, and this saves the full classifier (with every
+    output) that shares its weights.
+
+    Args:
+      model: the model to save.
+      filepath: the `.keras` file, overwritten at each improvement.
+      monitor: the log key to watch, e.g. "val_loss".
+      mode: "min" or "max": which direction is better.
+      initial_best: the best value so far (a resumed run's), or None.
+
+    Raises:
+      ValueError: for a mode other than "min" or "max".
+
+    Example:
+      >>> BestModelCheckpoint(classifier, "run/best.keras", monitor="val_loss")
+    """
+
+    def __init__(self, model: keras.Model, filepath, monitor: str = "val_loss", mode: str = "min",
+                 initial_best: float | None = None):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"`mode` must be 'min' or 'max', got {mode!r}.")
+        self.model_to_save = model
+        self.filepath = str(filepath)
+        self.monitor = monitor
+        self.mode = mode
+        self.best = initial_best
+        self.best_epoch: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or math.isnan(float(value)):
+            return
+        value = float(value)
+        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best, self.best_epoch = value, epoch
+            self.model_to_save.save(self.filepath)
+
+
+def make_callbacks(
+    paths: RunPaths,
+    model: keras.Model,
+    *,
+    monitor: str,
+    early_stopping_patience: int | None,
+    backup_every_steps: int | None = None,
+    extra: Sequence[keras.callbacks.Callback] = (),
+) -> list[keras.callbacks.Callback]:
+    """Return the run's callbacks, writing into `paths`.
+
+    - `CSVLogger` to `history.csv`, appending across resumes;
+    - `TensorBoard` to `tensorboard/` (when the `tensorboard` package is installed);
+    - `BestModelCheckpoint` of the full `model` to `best.keras` on `monitor`,
+      starting from the best value already in `history.csv` when resuming;
+    - `EarlyStopping` on `monitor`, restoring the best weights (unless
+      `early_stopping_patience` is None);
+    - `EpochAwareBackupAndRestore` in `backup/`, at each epoch end and every
+      `backup_every_steps` steps, so the same call resumes a killed run;
+    - then `extra`.
+
+    Args:
+      paths: the run folder's paths.
+      model: the full classifier to save as the best model.
+      monitor: the log key to watch ("val_loss", or "loss" without validation).
+      early_stopping_patience: epochs without improvement before stopping, or None.
+      backup_every_steps: also back up every this many steps, or None.
+      extra: more callbacks, run last.
+
+    Returns:
+      The callbacks, in order.
+    """
+    previous = read_history(paths.history_csv).get(monitor, [])
+    previous = [value for value in previous if not math.isnan(value)]
+    callbacks = [keras.callbacks.CSVLogger(str(paths.history_csv), append=True)]
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths.tensorboard), write_graph=False))
+    else:
+        warnings.warn("TensorBoard is not installed, so no TensorBoard logs are written: `pip install tensorboard`.")
+    callbacks.append(
+        BestModelCheckpoint(model, paths.best_model, monitor=monitor, initial_best=min(previous, default=None))
+    )
+    if early_stopping_patience is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping_patience, restore_best_weights=True)
+        )
+    callbacks.append(EpochAwareBackupAndRestore(str(paths.backup), save_freq=backup_every_steps or "epoch"))
+    return callbacks + list(extra)

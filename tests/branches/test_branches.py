@@ -1,0 +1,126 @@
+"""Branch builders: shapes, names, masking, save/load and argument checks."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mmkeras.branches import BRANCHES, build_audio_branch, build_image_branch, build_text_branch
+from mmkeras.branches.common import SequencePooling
+from mmkeras.branches.log_mel import LogMelSpectrogram
+from mmkeras.spec import load_spec
+
+VOCABULARY = ["red", "green", "blue", "ball"]
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec("tiny")
+
+
+def _batch(spec, name):
+    feature = spec.feature(name)
+    if feature.modality == "text":
+        return tf.constant(["a red ball", ""])
+    if feature.modality == "image":
+        return np.random.default_rng(0).integers(0, 255, (2, *feature.shape)).astype("uint8")
+    return np.random.default_rng(0).uniform(-1, 1, (2, *feature.shape)).astype("float32")
+
+
+def _branch(spec, name, **kwargs):
+    feature = spec.feature(name)
+    if feature.modality == "text":
+        kwargs.setdefault("vocabulary", VOCABULARY)
+    return BRANCHES[feature.modality](feature, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["caption", "picture", "sound"])
+def test_branch_outputs_names_and_shapes(spec, name):
+    branch = _branch(spec, name, embed_dim=24)
+    assert branch.name == f"{name}_branch"
+    assert branch.input.name == name
+    outputs = branch(_batch(spec, name), training=False)
+    assert outputs["embedding"].shape == (2, 24)
+    assert outputs["sequence"].shape[0] == 2 and outputs["sequence"].shape[-1] == 24
+    assert np.isfinite(outputs["embedding"].numpy()).all()
+
+
+@pytest.mark.parametrize("name", ["caption", "picture", "sound"])
+def test_branch_survives_save_and_load(spec, name, tmp_path):
+    branch = _branch(spec, name, embed_dim=16)
+    batch = _batch(spec, name)
+    branch.save(tmp_path / "branch.keras")
+    restored = keras.saving.load_model(tmp_path / "branch.keras")
+    np.testing.assert_allclose(
+        restored(batch, training=False)["embedding"].numpy(),
+        branch(batch, training=False)["embedding"].numpy(),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+
+
+def test_text_branch_learns_vocabulary_from_corpus_and_masks_padding(spec):
+    branch = build_text_branch(spec.feature("caption"), corpus=["red ball", "blue box", ""], embed_dim=8)
+    vocabulary = branch.get_layer("caption_vectorizer").get_vocabulary()
+    assert {"red", "ball", "blue", "box"} <= set(vocabulary)
+    # Padding is masked: the same words padded to a longer length pool to the same embedding.
+    short = branch(tf.constant(["red ball"]))["embedding"].numpy()
+    assert np.isfinite(branch(tf.constant([""]))["embedding"].numpy()).all()
+    np.testing.assert_allclose(branch(tf.constant(["red ball"]))["embedding"].numpy(), short)
+
+
+def test_text_branch_needs_a_vocabulary_source(spec):
+    with pytest.raises(ValueError, match="needs a vocabulary"):
+        build_text_branch(spec.feature("caption"))
+
+
+def test_branch_rejects_wrong_modality_and_bad_sizes(spec):
+    with pytest.raises(ValueError, match="needs an image feature"):
+        build_image_branch(spec.feature("sound"))
+    with pytest.raises(ValueError, match="embed_dim"):
+        build_audio_branch(spec.feature("sound"), embed_dim=0)
+    with pytest.raises(ValueError, match="Unknown audio encoder"):
+        build_audio_branch(spec.feature("sound"), encoder="transformer")
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        build_image_branch(spec.feature("picture"), backbone="vgg1000")
+
+
+def test_image_stages_pool_between_stages(spec):
+    branch = build_image_branch(spec.feature("picture"), stages=(8, 8), embed_dim=8)
+    pools = [layer for layer in branch.layers if isinstance(layer, keras.layers.MaxPooling2D)]
+    assert len(pools) == 2
+    assert branch.output["sequence"].shape == (None, 16, 8)  # 16x16 -> 8x8 -> 4x4 grid
+
+
+def test_audio_conv1d_encoder_has_no_lstm(spec):
+    branch = build_audio_branch(spec.feature("sound"), encoder="conv1d", embed_dim=8)
+    assert not any("lstm" in layer.name for layer in branch.layers)
+    assert branch(_batch(spec, "sound"))["embedding"].shape == (2, 8)
+
+
+def test_image_backbone_from_keras_applications(spec):
+    branch = build_image_branch(spec.feature("picture"), backbone="mobilenet_v3_small", weights=None, embed_dim=8)
+    assert branch(_batch(spec, "picture"))["embedding"].shape == (2, 8)
+
+
+def test_log_mel_is_normalised_per_bin_and_reloads():
+    rng = np.random.default_rng(0)
+    waves = (rng.normal(0, 0.1, (2, 4000)) * np.array([[1.0], [10.0]])).astype("float32")
+    layer = LogMelSpectrogram(sample_rate=8000, num_mel_bins=20)
+    features = layer(waves).numpy()
+    assert features.shape == (2, layer.num_frames(4000), 20)
+    np.testing.assert_allclose(features.mean(axis=1), 0.0, atol=1e-3)
+    # Per-utterance normalisation removes gain: the loud copy's features match the quiet one's shape.
+    assert np.abs(features.std(axis=1) - 1.0).max() < 0.05
+    restored = LogMelSpectrogram.from_config(layer.get_config())
+    np.testing.assert_allclose(restored(waves).numpy(), features, rtol=1e-5)
+    with pytest.raises(ValueError, match="normalization"):
+        LogMelSpectrogram(normalization="global")
+
+
+def test_sequence_pooling_ignores_padding_and_never_divides_by_zero():
+    sequence = np.array([[[1.0], [3.0], [100.0]], [[5.0], [7.0], [9.0]]], "float32")
+    mask = np.array([[True, True, False], [False, False, False]])
+    pooled = SequencePooling()(sequence, mask=mask).numpy()
+    np.testing.assert_allclose(pooled, [[2.0], [0.0]])

@@ -1,0 +1,85 @@
+"""Spec loading: the bundled specs parse, and malformed specs say what to fix."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from mmkeras.spec import load_spec, spec_from_dict
+
+VALID = {
+    "name": "toy",
+    "label": {"column": "label", "class_names": ["a", "b"]},
+    "features": [
+        {"name": "caption", "modality": "text", "sequence_length": 5},
+        {"name": "picture", "modality": "image", "image_size": [8, 8], "channels": 1},
+        {"name": "sound", "modality": "audio", "sample_rate": 8000, "clip_seconds": 0.5},
+    ],
+    "splits": {"train": "train.csv", "test": {"tfrecords": "test-*.tfrecord"}},
+}
+
+
+def test_tiny_spec_loads_with_defaults_filled_in():
+    spec = load_spec("tiny")
+    assert spec.feature_names == ("caption", "picture", "sound")
+    assert spec.num_classes == 3
+    assert spec.feature("picture").shape == (16, 16, 3)
+    assert spec.feature("sound").shape == (2000,)
+    assert spec.feature("sound").options["frame_ms"] == 25.0
+    assert spec.split("train").select == "train"
+    assert spec.feature("caption").presence_key == "caption_present"
+
+
+def test_spec_from_dict_shapes_dtypes_and_paths(tmp_path):
+    spec = spec_from_dict(VALID, path=tmp_path / "toy.yaml")
+    assert [f.dtype for f in spec.features] == ["string", "uint8", "float32"]
+    assert spec.feature("picture").shape == (8, 8, 1)
+    assert spec.feature("sound").num_samples == 4000
+    assert spec.split("train").manifest == "train.csv"
+    assert spec.split("test").tfrecords == "test-*.tfrecord"
+    assert spec.data_dir == tmp_path
+    assert spec.with_features(["sound"]).feature_names == ("sound",)
+
+
+@pytest.mark.parametrize(
+    "change, key, hint",
+    [
+        ({"features": [{"name": "x", "modality": "video"}]}, "features[0].modality", "'audio', 'image', 'text'"),
+        ({"features": [{"name": "x", "modality": "text", "colour": 1}]}, "features[0].colour", "allowed keys"),
+        ({"features": [{"name": "x", "modality": "image", "channels": 4}]}, "features[0].channels", "1 or 3"),
+        ({"features": [{"name": "x", "modality": "audio", "sample_rate": -1}]}, "features[0].sample_rate", "positive"),
+        ({"label": {"class_names": ["only"]}}, "label.class_names", "at least 2"),
+        ({"on_error": "ignore"}, "on_error", "'raise', 'skip'"),
+        ({"splits": {"train": {"manifest": "a.csv", "tfrecords": "b"}}}, "splits.train", "exactly one"),
+        ({"shards": 3}, "shards", "allowed keys"),
+        ({"features": [{"name": "my-feature", "modality": "text"}]}, "features[0].name", "letters"),
+    ],
+)
+def test_malformed_spec_names_file_key_and_allowed_values(tmp_path, change, key, hint):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**VALID, **change}))
+    with pytest.raises(ValueError) as error:
+        load_spec(path)
+    message = str(error.value)
+    assert str(path) in message and repr(key) in message and hint in message
+
+
+def test_missing_required_key_and_bad_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in VALID.items() if k != "label"}))
+    with pytest.raises(ValueError, match="'label': is required"):
+        load_spec(path)
+    path.write_text("name: [unclosed")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_spec(path)
+
+
+def test_unknown_spec_name_lists_bundled_specs():
+    with pytest.raises(FileNotFoundError, match="tiny"):
+        load_spec("no-such-spec")
+
+
+def test_spec_is_read_with_safe_load(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_spec(path)
