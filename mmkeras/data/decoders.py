@@ -59,7 +59,7 @@ def decode_image(feature: FeatureSpec, encoded_bytes: tf.Tensor) -> tf.Tensor:
     The image is decoded to RGB (alpha dropped, grey replicated; a GIF keeps
     its first frame), turned to grey with `tf.image.rgb_to_grayscale` weights
     when the spec asks for 1 channel, and resized to `image_size` with
-    antialiased bilinear resampling (exact when the size already matches).
+    antialiased bilinear resampling (skipped when the size already matches).
 
     Args:
       feature: the image feature's spec (`image_size`, `channels`).
@@ -95,7 +95,12 @@ def decode_image(feature: FeatureSpec, encoded_bytes: tf.Tensor) -> tf.Tensor:
         image = tf.cast(image, tf.float32)
         if channels == 1:
             image = tf.image.rgb_to_grayscale(image)
-        image = tf.image.resize(image, (height, width), method="bilinear", antialias=True)
+        same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
+        image = tf.cond(
+            same_size,
+            lambda: image,
+            lambda: tf.image.resize(image, (height, width), method="bilinear", antialias=True),
+        )
         image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
         return tf.ensure_shape(image, feature.shape)
 

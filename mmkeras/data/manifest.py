@@ -98,8 +98,8 @@ def read_manifest(spec: DatasetSpec, split: str) -> Manifest:
     Raises:
       FileNotFoundError: if the manifest does not exist.
       ValueError: if the format is unknown, a JSONL line is not a JSON object,
-        or a needed column is missing (naming the manifest, the column and the
-        columns found).
+        a needed column is missing (naming the manifest, the column and the
+        columns found), or no row belongs to the split.
 
     Example:
       >>> manifest = read_manifest(load_spec("tiny"), "train")
@@ -140,6 +140,11 @@ def read_manifest(spec: DatasetSpec, split: str) -> Manifest:
         elif label < 0:
             problem = ("unknown class", f"class {label_name!r} is not one of {list(spec.label.class_names)}")
         rows.append(ManifestRow(number=number, values=values, label=label, problem=problem))
+    if not rows:
+        # An empty split is almost always a typo in `select` or the wrong file; say so now.
+        found = sorted({_cell(record, SPLIT_COLUMN) for _, record in records}) if SPLIT_COLUMN in columns else []
+        selected = f" with {SPLIT_COLUMN!r} == {select!r} (values found: {found})" if select is not None else ""
+        raise ValueError(f"Manifest {path} has no rows{selected} for split {split!r} of spec {spec.name!r}.")
     return Manifest(path=path, row_word="row" if fmt == "csv" else "line", rows=rows)
 
 

@@ -1,0 +1,44 @@
+"""Export for TF Serving: raw-input SavedModels, warm-up requests, the skew check and the serving benchmark.
+
+Modules: `saved_model` (`export_for_serving`), `signatures` (the serving
+signatures), `requests` (example inputs), `warmup` (TF Serving warm-up file),
+`check` (`check_export`) and `benchmark` (`benchmark_serving`,
+`run_serving_benchmark`). Names are imported on first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+# Public name -> module that defines it. Written out once; read-only.
+_EXPORTS = {
+    "export_for_serving": "mmkeras.export.saved_model",
+    "resolve_version_dir": "mmkeras.export.saved_model",
+    "read_metadata": "mmkeras.export.saved_model",
+    "check_export": "mmkeras.export.check",
+    "ExportCheck": "mmkeras.export.check",
+    "ExportSkewError": "mmkeras.export.check",
+    "benchmark_serving": "mmkeras.export.benchmark",
+    "run_serving_benchmark": "mmkeras.export.benchmark",
+}
+
+# The same names as `_EXPORTS`, sorted.
+__all__ = [
+    "ExportCheck",
+    "ExportSkewError",
+    "benchmark_serving",
+    "check_export",
+    "export_for_serving",
+    "read_metadata",
+    "resolve_version_dir",
+    "run_serving_benchmark",
+]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mmkeras.export' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -56,6 +56,9 @@ def export_for_serving(
     base_dir: str | os.PathLike = "saved_models",
     name: str | None = None,
     version: int | None = None,
+    *,
+    check_split: str | None = None,
+    check_examples: int = 64,
 ) -> Path:
     """Export a classifier as a raw-input SavedModel for TF Serving, in a new version folder.
 
@@ -77,6 +80,10 @@ def export_for_serving(
         spec's name if it lacks it (e.g. "tiny_concat").
       version: a positive integer version; default: one more than the
         highest existing version (1 for the first export).
+      check_split: if given, run `check_export` on this split's first
+        `check_examples` examples before the version is renamed into place, so
+        that an export that disagrees with the training pipeline is never served.
+      check_examples: how many examples that check compares.
 
     Returns:
       The new version folder, `base_dir/<name>/<version>`.
@@ -84,6 +91,7 @@ def export_for_serving(
     Raises:
       FileExistsError: if `base_dir/<name>/<version>` already exists.
       ValueError: for a bad name or version, or a model that does not fit the spec.
+      ExportSkewError: if `check_split` is given and the check fails (nothing is written).
 
     Example:
       >>> path = export_for_serving(model, load_spec("tiny"), "saved_models")
@@ -116,6 +124,10 @@ def export_for_serving(
     try:
         write_saved_model(model, spec, staging)
         write_extras(model, spec, staging, name=name, version=version)
+        if check_split is not None:
+            from mmkeras.export.check import check_export
+
+            check_export(staging, spec, check_split, check_examples, model=model)
         _refuse_existing(model_dir, version)
         os.rename(staging, model_dir / str(version))
     finally:
@@ -124,6 +136,44 @@ def export_for_serving(
     write_model_config(model_dir, name)
     write_readme(model_dir, name, spec)
     return model_dir / str(version)
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    base_dir: str | os.PathLike = "saved_models",
+    name: str | None = None,
+    version: int | None = None,
+    *,
+    check_split: str | None = "test",
+    check_examples: int = 64,
+) -> Path:
+    """Export a training run's best model (what `mmkeras export` runs), skew check included.
+
+    Args:
+      run_dir: a run folder written by `mmkeras.train`.
+      base_dir, name, version: as for `export_for_serving`.
+      check_split: the split `check_export` compares on before the version is
+        published (None: no check; a split the spec lacks is skipped).
+      check_examples: how many examples the check compares.
+
+    Returns:
+      The new version folder.
+
+    Raises:
+      ExportSkewError: if the check fails (nothing is written).
+
+    Example:
+      >>> export_run("runs/tiny")
+      PosixPath('saved_models/tiny_concat/1')
+    """
+    from mmkeras.train.run_dir import load_run
+
+    model, spec = load_run(run_dir)
+    if check_split is not None and check_split not in spec.splits:
+        check_split = None
+    return export_for_serving(
+        model, spec, base_dir, name, version, check_split=check_split, check_examples=check_examples
+    )
 
 
 def default_model_name(model: keras.Model, spec: DatasetSpec) -> str:
@@ -255,7 +305,7 @@ def write_extras(model: keras.Model, spec: DatasetSpec, version_dir: str | os.Pa
     metadata = {
         "name": name,
         "version": version,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "spec": {"name": spec.name, "path": str(spec.path) if spec.path else None},
         "features": [
             {"name": f.name, "modality": f.modality, "decoded_shape": list(f.shape), "decoded_dtype": f.dtype}

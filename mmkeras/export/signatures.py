@@ -27,7 +27,7 @@ float32 for fusions that weight modalities.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import keras
 import tensorflow as tf

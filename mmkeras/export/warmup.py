@@ -8,8 +8,8 @@ https://www.tensorflow.org/tfx/serving/saved_model_warmup .
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 import tensorflow as tf

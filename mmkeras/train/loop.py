@@ -21,7 +21,7 @@ import keras
 
 from mmkeras.data.pipeline import make_dataset
 from mmkeras.datasets import prepare
-from mmkeras.models.classifier import PROBABILITIES, build_classifier
+from mmkeras.models.classifier import build_classifier
 from mmkeras.spec import DatasetSpec, load_spec
 from mmkeras.train.callbacks import make_callbacks
 from mmkeras.train.class_weights import balanced_class_weights, split_labels
@@ -38,6 +38,7 @@ from mmkeras.train.losses import make_loss
 from mmkeras.train.metrics import SparseMacroF1Score
 from mmkeras.train.run_dir import RunPaths, read_history
 from mmkeras.train.strategy import ResolvedRuntime, precision_policy, resolve_runtime
+from mmkeras.train.training_view import TrainingView
 
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
@@ -165,9 +166,7 @@ def train(
 
     with runtime.strategy.scope(), precision_policy(runtime.mixed_precision):
         model = build_classifier(spec, seed=training.seed, **dataclasses.asdict(config.model))
-        # The fitted view shares every layer with `model` but has only the
-        # supervised output, so that labels, class weights and metrics stay plain.
-        trainer = keras.Model(model.input, model.output[PROBABILITIES], name=f"{model.name}_trainer")
+        trainer = TrainingView(model)  # shares the weights; only the supervised output
         learning_rate = training.learning_rate
         if training.scale_learning_rate_with_replicas:
             learning_rate *= runtime.num_replicas
@@ -188,7 +187,7 @@ def train(
     started = time.time()
     trainer.fit(
         train_data, validation_data=validation_data, epochs=training.epochs,
-        class_weight=class_weight, callbacks=run_callbacks, verbose=verbose,
+        class_weight=class_weight, callbacks=run_callbacks, verbose=verbose, shuffle=False,
     )
     model.save(paths.final_model)
     history = read_history(paths.history_csv)

@@ -76,3 +76,11 @@ def test_labels_map_to_class_ids(tmp_path, good_rows):
     assert [row.label for row in manifest.rows] == [0, 1, 0]
     assert all(row.problem is None for row in manifest.rows)
     assert np.all([row.present("caption") for row in manifest.rows])
+
+
+def test_a_split_with_no_rows_is_refused(tmp_path, good_rows):
+    for row in good_rows:
+        row["split"] = "trian"
+    write_manifest(tmp_path / "manifest.csv", good_rows)
+    with pytest.raises(ValueError, match=r"no rows with 'split' == 'train' \(values found: \['trian'\]\)"):
+        read_manifest(small_spec(tmp_path), "train")

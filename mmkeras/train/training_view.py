@@ -1,0 +1,44 @@
+"""The model that `fit` trains: the classifier seen through its supervised output."""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from mmkeras.models.classifier import PROBABILITIES
+
+
+class TrainingView(keras.Model):
+    """A functional view of a classifier with only its "probabilities" output.
+
+    It shares every layer and weight with the classifier, so training it
+    trains the classifier, while labels, class weights and metrics stay plain
+    tensors (Keras needs a target for every output of a dict-output model).
+    It is never saved; the classifier is.
+
+    It also lets a distribution strategy train on string and boolean inputs:
+    Keras learns the input shapes by averaging the first distributed batch
+    across replicas, which fails for text and presence flags, so this view
+    takes the first replica's batch instead (it has the same shapes).
+
+    Args:
+      classifier: a model from `build_classifier` (dict inputs, dict outputs).
+
+    Example:
+      >>> view = TrainingView(build_classifier(spec))
+      >>> view.output.shape
+      (None, 3)
+    """
+
+    def __init__(self, classifier: keras.Model, **kwargs):
+        kwargs.setdefault("name", f"{classifier.name}_training_view")
+        super().__init__(inputs=classifier.input, outputs=classifier.output[PROBABILITIES], **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None or iterator is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            first = next(batches)
+            break
+        local = tf.nest.map_structure(lambda value: self.distribute_strategy.experimental_local_results(value)[0], first)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=local)
