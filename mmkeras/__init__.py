@@ -24,6 +24,19 @@ _EXPORTS = {
     "build_audio_branch": "mmkeras.branches",
     "build_classifier": "mmkeras.models.classifier",
     "prepare": "mmkeras.datasets",
+    "make_dataset": "mmkeras.data.pipeline",
+    "read_split": "mmkeras.data.pipeline",
+    "text_corpus": "mmkeras.data.pipeline",
+    "write_tfrecords": "mmkeras.data.tfrecords",
+    "scan_split": "mmkeras.data.scan",
+    "ScanReport": "mmkeras.data.scan",
+    "BadInputError": "mmkeras.data.scan",
+    "train": "mmkeras.train",
+    "TrainResult": "mmkeras.train",
+    "evaluate": "mmkeras.evaluate",
+    "predict": "mmkeras.models.predict",
+    "export_for_serving": "mmkeras.export.saved_model",
+    "check_export": "mmkeras.export.check",
 }
 
 __all__ = sorted(_EXPORTS)

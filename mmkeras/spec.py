@@ -30,6 +30,9 @@ MODALITY_OPTIONS: Mapping[str, Mapping[str, Any]] = {
 # Keys a feature may carry besides its modality options: the manifest column
 # it is read from, and the arguments handed to its branch builder.
 FEATURE_KEYS = ("name", "modality", "column", "branch")
+# Pretrained-encoder keys a feature may give at its top level: shorthand for
+# the same keys under `branch:` (e.g. `backbone: resnet50`, `weights: imagenet`).
+BRANCH_SHORTCUTS = ("encoder", "preprocessor", "backbone", "weights", "trainable")
 ON_ERROR_POLICIES = ("raise", "skip")
 SPEC_KEYS = (
     "name", "features", "label", "splits", "data_dir", "source", "source_options", "on_error",
@@ -317,12 +320,13 @@ def _feature(raw: Any, index: int, fail) -> FeatureSpec:
     if modality not in MODALITY_OPTIONS:
         raise fail(f"{prefix}.modality", f"got {modality!r}, expected one of {sorted(MODALITY_OPTIONS)}.")
     defaults = MODALITY_OPTIONS[modality]
-    _check_keys(raw, FEATURE_KEYS + tuple(defaults), f"{prefix}.", fail)
+    _check_keys(raw, FEATURE_KEYS + BRANCH_SHORTCUTS + tuple(defaults), f"{prefix}.", fail)
     options = {key: raw.get(key, default) for key, default in defaults.items()}
     _check_options(modality, options, prefix, fail)
     branch = raw.get("branch") or {}
     if not isinstance(branch, Mapping):
         raise fail(f"{prefix}.branch", "must be a mapping of branch-builder arguments.")
+    branch = {**branch, **{key: raw[key] for key in BRANCH_SHORTCUTS if key in raw}}
     name = str(raw["name"])
     if not name.isidentifier():
         raise fail(f"{prefix}.name", f"got {name!r}; use letters, digits and '_' (it is a Keras input name).")

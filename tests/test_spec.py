@@ -83,3 +83,10 @@ def test_spec_is_read_with_safe_load(tmp_path):
     path.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ValueError, match="not valid YAML"):
         load_spec(path)
+
+
+def test_pretrained_encoder_keys_are_branch_options(tmp_path):
+    features = [{"name": "photo", "modality": "image", "backbone": "resnet50", "weights": None,
+                 "branch": {"embed_dim": 32}}]
+    spec = spec_from_dict({**VALID, "features": features}, path=tmp_path / "s.yaml")
+    assert spec.feature("photo").branch == {"embed_dim": 32, "backbone": "resnet50", "weights": None}

@@ -1,12 +1,14 @@
-"""Audio branch: waveforms -> log-mel frames -> Conv1D stages with pooling -> LSTM."""
+"""Audio branch: waveforms -> log-mel frames -> Conv1D stages with pooling -> LSTM, or a pretrained encoder."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
 from keras import layers
 
 from mmkeras.branches.common import check_positive, finish_branch, make_input
+from mmkeras.branches.hub import finish_hub_branch, is_hub_encoder, make_hub_encoder
 from mmkeras.branches.log_mel import LogMelSpectrogram
 from mmkeras.spec import FeatureSpec
 
@@ -24,6 +26,8 @@ def build_audio_branch(
     normalization: str = "utterance",
     embed_dim: int = 128,
     dropout_rate: float = 0.3,
+    trainable: bool | None = None,
+    encoder_options: Mapping[str, Any] | None = None,
 ) -> keras.Model:
     """Build the audio branch: a waveform in, an embedding and a frame sequence out.
 
@@ -31,17 +35,25 @@ def build_audio_branch(
     normalised per mel bin. Conv1D stages with max pooling between them
     shorten the sequence fourfold before the recurrent layer, which makes the
     LSTM both faster and better on short, noisy clips.
+    With `encoder="hub:<handle-or-path>"` a pretrained TF Hub audio encoder
+    takes the waveform instead (see `mmkeras.branches.hub.HubEncoder`); the
+    feature's `sample_rate` must be the one the encoder expects (16000 for most).
 
     Args:
       feature: an audio feature of the spec (uses sample_rate, clip_seconds,
         num_mel_bins, frame_ms, hop_ms).
-      encoder: "lstm" (conv stages then an LSTM over frames) or "conv1d" (conv stages only).
+      encoder: "lstm" (conv stages then an LSTM over frames), "conv1d" (conv stages only)
+        or "hub:<handle-or-path>" (a pretrained waveform encoder).
       conv_stages: filters of each Conv1D stage (kernel 5, batch norm, ReLU, pool 2).
       lstm_units: LSTM units per direction (encoder "lstm").
       bidirectional: read the frames both ways.
       normalization: log-mel normalisation, "utterance" or "none".
       embed_dim: width of the branch outputs.
       dropout_rate: dropout after stages and on the pooled features.
+      trainable: whether a hub encoder's weights train; default False. Only with a hub encoder.
+      encoder_options: other `HubEncoder` arguments (`signature`, `output_key`,
+        `sequence_key`, `batched`: False for encoders such as YAMNet that take one
+        unbatched waveform).
 
     Returns:
       A `keras.Model` taking `(batch, samples)` float32 waveforms named
@@ -50,6 +62,8 @@ def build_audio_branch(
 
     Raises:
       ValueError: for a non-audio feature, an unknown encoder or bad sizes.
+      FileNotFoundError, ImportError, ConnectionError: for a hub encoder handle
+        that cannot be loaded (see `mmkeras.branches.hub.resolve_handle`).
 
     Example:
       >>> build_audio_branch(spec.feature("sound")).output["sequence"].shape
@@ -57,11 +71,21 @@ def build_audio_branch(
     """
     if feature.modality != "audio":
         raise ValueError(f"build_audio_branch needs an audio feature, got {feature.name!r} ({feature.modality}).")
-    if encoder not in ENCODERS:
-        raise ValueError(f"Unknown audio encoder {encoder!r}. Expected one of {list(ENCODERS)}.")
+    if encoder not in ENCODERS and not is_hub_encoder(encoder):
+        raise ValueError(
+            f"Unknown audio encoder {encoder!r}. Expected one of {list(ENCODERS)} or 'hub:<handle-or-path>'."
+        )
+    if not is_hub_encoder(encoder) and (trainable is not None or encoder_options is not None):
+        raise ValueError(
+            f"Audio feature {feature.name!r}: `trainable` and `encoder_options` only go with "
+            f"encoder='hub:<handle-or-path>', got encoder={encoder!r}."
+        )
     check_positive(embed_dim, "embed_dim")
     check_positive(lstm_units, "lstm_units")
     inputs = make_input(feature)
+    if is_hub_encoder(encoder):
+        hub_encoder = make_hub_encoder(encoder, trainable=trainable, encoder_options=encoder_options)
+        return finish_hub_branch(feature, inputs, hub_encoder(inputs), embed_dim=embed_dim, dropout_rate=dropout_rate)
     options = feature.options
     x = LogMelSpectrogram(
         sample_rate=int(options["sample_rate"]),

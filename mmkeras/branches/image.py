@@ -1,12 +1,15 @@
-"""Image branch: uint8 images -> Conv2D stages with pooling, or a keras.applications backbone."""
+"""Image branch: uint8 images -> Conv2D stages with pooling, a keras.applications backbone or a hub encoder."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from mmkeras.branches.common import check_positive, finish_branch, make_input
+from mmkeras.branches.hub import HubEncoder, finish_hub_branch, is_hub_encoder, make_hub_encoder
 from mmkeras.branches.imagenet import ImagenetPreprocessing
 from mmkeras.registry import lookup
 from mmkeras.spec import FeatureSpec
@@ -37,13 +40,18 @@ def build_image_branch(
     augment: bool = True,
     embed_dim: int = 128,
     dropout_rate: float = 0.3,
+    encoder: str | None = None,
+    encoder_options: Mapping[str, Any] | None = None,
 ) -> keras.Model:
     """Build the image branch: pixels in, an embedding and a grid of patch features out.
 
     By default a small CNN from a table of stages (each: `convs_per_stage`
     3x3 conv + batch norm + ReLU, then 2x2 max pooling and dropout), with light
     random translation and zoom during training: it learns small data well.
-    With `backbone`, a keras.applications network replaces the stages.
+    With `backbone`, a keras.applications network replaces the stages; with
+    `encoder="hub:<handle-or-path>"`, a pretrained TF Hub image encoder does
+    (see `mmkeras.branches.hub.HubEncoder`), fed pixels scaled to [0, 1] (TF
+    Hub's image convention) and resized to the size its SavedModel declares.
 
     Args:
       feature: an image feature of the spec.
@@ -51,10 +59,15 @@ def build_image_branch(
       convs_per_stage: conv layers per stage.
       backbone: a name in `BACKBONES` to use instead of the stages.
       weights: backbone weights: None (random), "imagenet" (downloads once) or a file path.
-      trainable: whether backbone weights train; default False for pretrained weights, else True.
+      trainable: whether backbone weights train; default False for pretrained weights (and hub
+        encoders), else True.
       augment: random translation and zoom while training.
       embed_dim: width of the branch outputs.
       dropout_rate: dropout after each stage and on the pooled features.
+      encoder: "hub:<handle-or-path>" of a pretrained image encoder instead of
+        the stages (images -> embedding), or None.
+      encoder_options: other `HubEncoder` arguments (`signature`, `output_key`,
+        `sequence_key`, `batched`).
 
     Returns:
       A `keras.Model` taking `(batch, height, width, channels)` uint8 images named
@@ -62,7 +75,10 @@ def build_image_branch(
       (batch, grid_cells, embed_dim)}`.
 
     Raises:
-      ValueError: for a non-image feature, an unknown backbone or bad sizes.
+      ValueError: for a non-image feature, an unknown backbone, both a backbone
+        and an encoder, or bad sizes.
+      FileNotFoundError, ImportError, ConnectionError: for an encoder handle
+        that cannot be loaded (see `mmkeras.branches.hub.resolve_handle`).
 
     Example:
       >>> build_image_branch(spec.feature("picture")).output["embedding"].shape
@@ -71,11 +87,20 @@ def build_image_branch(
     if feature.modality != "image":
         raise ValueError(f"build_image_branch needs an image feature, got {feature.name!r} ({feature.modality}).")
     check_positive(embed_dim, "embed_dim")
+    if (encoder is not None or encoder_options is not None) and (not is_hub_encoder(encoder) or backbone is not None):
+        raise ValueError(
+            f"Image feature {feature.name!r}: `encoder` must be 'hub:<handle-or-path>' and comes without "
+            f"`backbone` (encoder_options only go with it); got encoder={encoder!r}, backbone={backbone!r}."
+        )
     inputs = make_input(feature)
     x = inputs
     if augment:
         x = layers.RandomTranslation(0.08, 0.08, fill_mode="constant", name="augment_translation")(x)
         x = layers.RandomZoom(0.08, fill_mode="constant", name="augment_zoom")(x)
+    if encoder is not None:
+        hub_encoder = make_hub_encoder(encoder, trainable=trainable, encoder_options=encoder_options)
+        encoded = hub_encoder(_hub_pixels(feature, x, hub_encoder))
+        return finish_hub_branch(feature, inputs, encoded, embed_dim=embed_dim, dropout_rate=dropout_rate)
     if backbone is None:
         x = layers.Rescaling(1.0 / 255.0)(x)
         x = _conv_stages(x, stages, convs_per_stage, dropout_rate)
@@ -114,3 +139,16 @@ def _backbone(feature: FeatureSpec, x, name: str, weights: str | None, trainable
     network = application(include_top=False, weights=weights, input_shape=tuple(x.shape[1:]), pooling=None)
     network.trainable = (weights is None) if trainable is None else bool(trainable)
     return network(x)
+
+
+def _hub_pixels(feature: FeatureSpec, x, encoder: HubEncoder):
+    """Pixels as the hub encoder declares them: RGB, its size if fixed, [0, 1] floats unless it takes integers."""
+    declared = encoder.input_signature
+    shape = declared.shape if isinstance(declared, tf.TensorSpec) and declared.shape.rank == 4 else None
+    if feature.shape[-1] == 1 and (shape is None or shape[-1] != 1):
+        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    if shape is not None and shape[1] is not None and shape[2] is not None and tuple(shape[1:3]) != feature.shape[:2]:
+        x = layers.Resizing(int(shape[1]), int(shape[2]), name="encoder_resizing")(x)
+    if isinstance(declared, tf.TensorSpec) and declared.dtype.is_integer:
+        return x
+    return layers.Rescaling(1.0 / 255.0, name="encoder_rescaling")(x)

@@ -1,12 +1,14 @@
-"""Text branch: raw strings -> TextVectorization -> Embedding -> (Bi)LSTM."""
+"""Text branch: raw strings -> TextVectorization -> Embedding -> (Bi)LSTM, or a pretrained encoder."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import keras
 from keras import layers, ops
 
 from mmkeras.branches.common import check_positive, finish_branch, make_input
+from mmkeras.branches.hub import finish_hub_branch, is_hub_encoder, make_hub_encoder
 from mmkeras.spec import FeatureSpec
 
 
@@ -58,11 +60,18 @@ def build_text_branch(
     lstm_units: int = 64,
     bidirectional: bool = True,
     dropout_rate: float = 0.3,
+    encoder: str | None = None,
+    preprocessor: str | None = None,
+    trainable: bool | None = None,
+    encoder_options: Mapping[str, Any] | None = None,
 ) -> keras.Model:
     """Build the text branch: strings in, an embedding and a token sequence out.
 
     Padding tokens are masked all the way through the LSTM and the pooling, so
     a short caption is not diluted by its padding, and an empty one pools to zeros.
+    With `encoder="hub:<handle-or-path>"` a pretrained sentence or BERT-style
+    encoder (see `mmkeras.branches.hub.HubEncoder`) replaces the vectorizer and
+    LSTM; it takes the raw strings itself, so no vocabulary is needed.
 
     Args:
       feature: a text feature of the spec.
@@ -73,13 +82,24 @@ def build_text_branch(
       lstm_units: LSTM units (per direction).
       bidirectional: read the text both ways.
       dropout_rate: dropout on token embeddings and on the pooled features.
+      encoder: None (the LSTM branch) or "hub:<handle-or-path>" of a pretrained
+        text encoder (strings -> embedding, optionally a per-token sequence).
+      preprocessor: "hub:<handle-or-path>" of the encoder's preprocessing model
+        (BERT-style encoders that take token ids), or None.
+      trainable: whether the pretrained encoder's weights train; default False.
+        Only with `encoder`.
+      encoder_options: other `HubEncoder` arguments (`signature`, `output_key`,
+        `sequence_key`, `batched`).
 
     Returns:
       A `keras.Model` taking `(batch,)` strings named `feature.name` and returning
-      `{"embedding": (batch, embed_dim), "sequence": (batch, sequence_length, embed_dim)}`.
+      `{"embedding": (batch, embed_dim), "sequence": (batch, sequence_length, embed_dim)}`
+      (with an encoder: its number of steps, 1 when it gives only a pooled vector).
 
     Raises:
       ValueError: for a non-text feature, bad sizes or no vocabulary source.
+      FileNotFoundError, ImportError, ConnectionError: for an encoder handle
+        that cannot be loaded (see `mmkeras.branches.hub.resolve_handle`).
 
     Example:
       >>> branch = build_text_branch(spec.feature("caption"), vocabulary=["red", "ball"])
@@ -91,6 +111,16 @@ def build_text_branch(
     for value, name in ((embed_dim, "embed_dim"), (token_dim, "token_dim"), (lstm_units, "lstm_units")):
         check_positive(value, name)
     inputs = make_input(feature)
+    if encoder is not None or preprocessor is not None or trainable is not None or encoder_options is not None:
+        if not is_hub_encoder(encoder):
+            raise ValueError(
+                f"Text feature {feature.name!r}: `encoder` must be None or 'hub:<handle-or-path>', got {encoder!r} "
+                "(preprocessor, trainable and encoder_options only go with a hub encoder)."
+            )
+        hub_encoder = make_hub_encoder(
+            encoder, preprocessor=preprocessor, trainable=trainable, encoder_options=encoder_options
+        )
+        return finish_hub_branch(feature, inputs, hub_encoder(inputs), embed_dim=embed_dim, dropout_rate=dropout_rate)
     token_ids = make_vectorizer(feature, vocabulary=vocabulary, corpus=corpus)(inputs)
     mask = ops.not_equal(token_ids, 0)
     tokens = layers.Embedding(int(feature.options["vocab_size"]), token_dim, mask_zero=True, name="token_embedding")(token_ids)

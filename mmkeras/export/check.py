@@ -77,6 +77,7 @@ def check_export(
     model: keras.Model | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     batch_size: int = 32,
+    signature_names: tuple[str, ...] | None = None,
 ) -> ExportCheck:
     """Compare an export with the training pipeline + Keras model on real raw examples; fail on skew.
 
@@ -94,6 +95,7 @@ def check_export(
         saved in the export's `assets.extra/`.
       tolerance: the largest allowed |probability difference|.
       batch_size: examples per call on both sides.
+      signature_names: the signatures to compare (default: all of them).
 
     Returns:
       An `ExportCheck` (it passed).
@@ -101,7 +103,8 @@ def check_export(
     Raises:
       ExportSkewError: if some probability differs by more than `tolerance`;
         the message gives each signature's difference and the likely cause.
-      ValueError: if the export's inputs do not match the spec, or the split is empty.
+      ValueError: if the export's inputs do not match the spec, the split is
+        empty, or a signature name is unknown.
       FileNotFoundError: if `model` is None and the export has no `model.keras`.
 
     Example:
@@ -114,6 +117,7 @@ def check_export(
         spec = load_spec(spec)
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ValueError(f"`n` must be a positive integer, got {n!r}.")
+    checked_signatures = _signatures_to_check(spec, signature_names)
     version_dir = resolve_version_dir(path)
     loaded = tf.saved_model.load(str(version_dir))
     _check_inputs_match(loaded, spec, version_dir)
@@ -142,7 +146,7 @@ def check_export(
         [raw[f.presence_key] & (np.vectorize(len)(raw[f.name]) == 0) for f in spec.features], axis=0
     ))
     diffs = {}
-    for name in signatures.signature_names(spec):
+    for name in checked_signatures:
         function = loaded.signatures[name]
         picked = {key: value[rows[name]] for key, value in inputs[name].items()}
         got = _in_chunks(lambda chunk, f=function: f(**chunk)["probabilities"], picked, len(rows[name]), batch_size)
@@ -154,6 +158,16 @@ def check_export(
     if not report.passed:
         raise ExportSkewError(f"{report}\n{_diagnosis(report)}", report)
     return report
+
+
+def _signatures_to_check(spec: DatasetSpec, names: tuple[str, ...] | None) -> tuple[str, ...]:
+    known = signatures.signature_names(spec)
+    if names is None:
+        return known
+    unknown = sorted(set(names) - set(known))
+    if unknown or not names:
+        raise ValueError(f"Unknown signature names {unknown or list(names)}; expected some of {list(known)}.")
+    return tuple(names)
 
 
 def _check_inputs_match(loaded, spec: DatasetSpec, version_dir: Path) -> None:

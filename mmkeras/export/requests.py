@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mmkeras.data.decoders import decode_batch
+from mmkeras.data.decoders import decode_feature
 from mmkeras.export import signatures
 from mmkeras.spec import DatasetSpec, FeatureSpec
 
@@ -94,13 +94,25 @@ def example_columns(spec: DatasetSpec, signature_name: str = signatures.DEFAULT,
                     for row in range(batch_size)
                 ])
         return {**raw, **flags}
-    tensors = {name: tf.constant(value, tf.string) for name, value in raw.items()}
-    decoded = decode_batch(spec, {**tensors, **flags})
-    return {name: _numpy(value) for name, value in decoded.items()}
+    # Decoded one example at a time by the pipeline's `decode_feature` (eager `map_fn` would autograph it).
+    decoded = {
+        f.name: _stack([
+            decode_feature(f, tf.constant(_as_bytes(raw[f.name][row])), tf.constant(present[f.name][row])).numpy()
+            for row in range(batch_size)
+        ])
+        for f in spec.features
+    }
+    return {**decoded, **flags}
 
 
-def _numpy(tensor: tf.Tensor) -> np.ndarray:
-    array = tensor.numpy()
-    if array.dtype == object:
-        return np.array([item.decode("utf-8") for item in array.reshape(-1)], object).reshape(array.shape)
-    return array
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def _stack(values: list) -> np.ndarray:
+    """Stack decoded examples; texts (bytes) become an object array of str."""
+    if isinstance(values[0], bytes):
+        column = np.empty(len(values), object)
+        column[:] = [value.decode("utf-8") for value in values]
+        return column
+    return np.stack(values)

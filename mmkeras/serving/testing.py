@@ -99,15 +99,19 @@ class SavedModelBackend:
 
 
 def _status_name(error) -> str:
-    import tensorflow as tf
+    """The gRPC status name ("INVALID_ARGUMENT") of a `tf.errors.OpError` (TF uses gRPC's codes)."""
+    import grpc
 
-    return tf.errors.exception_type_from_error_code(error.error_code).__name__.replace("Error", "").upper()
+    names = {status.value[0]: status.name for status in grpc.StatusCode}
+    return names.get(error.error_code, "INTERNAL")
 
 
 def _dtype_name(dtype) -> str:
+    """TF Serving's name of a dtype, e.g. "DT_STRING", "DT_FLOAT"."""
     import tensorflow as tf
+    from tensorflow.core.framework import types_pb2
 
-    return f"DT_{tf.as_dtype(dtype).name.upper()}"
+    return types_pb2.DataType.Name(tf.as_dtype(dtype).as_datatype_enum)
 
 
 def check_inputs(specs: Mapping[str, Any], columns: Mapping[str, np.ndarray], signature_name: str) -> None:

@@ -1,0 +1,42 @@
+"""Training: configs, the distribution strategy, the loop and its callbacks.
+
+Names are imported on first use, so reading a run config
+(`mmkeras.train.config`) does not import TensorFlow.
+"""
+from __future__ import annotations
+
+import importlib
+
+# Public name -> module that defines it. Written out once; read-only.
+_EXPORTS = {
+    "train": "mmkeras.train.loop",
+    "TrainResult": "mmkeras.train.loop",
+    "make_run_config": "mmkeras.train.loop",
+    "make_optimizer": "mmkeras.train.loop",
+    "ModelConfig": "mmkeras.train.config",
+    "TrainingConfig": "mmkeras.train.config",
+    "RuntimeConfig": "mmkeras.train.config",
+    "RunConfig": "mmkeras.train.config",
+    "load_run_config": "mmkeras.train.config",
+    "save_run_config": "mmkeras.train.config",
+    "make_strategy": "mmkeras.train.strategy",
+    "resolve_runtime": "mmkeras.train.strategy",
+    "ResolvedRuntime": "mmkeras.train.strategy",
+    "RunPaths": "mmkeras.train.run_dir",
+    "read_history": "mmkeras.train.run_dir",
+    "balanced_class_weights": "mmkeras.train.class_weights",
+    "SparseCategoricalFocalCrossentropy": "mmkeras.train.losses",
+    "SparseMacroF1Score": "mmkeras.train.metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mmkeras.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

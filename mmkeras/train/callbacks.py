@@ -1,7 +1,7 @@
 """The callbacks of a training run: backup, best model, early stopping and logs.
 
 `make_callbacks` lists them in the order they must run at each epoch end:
-logs first, then the best-model save, then the backup, so a run killed at any
+replica statistics first, then logs, the best-model save and the backup, so a run killed at any
 moment resumes from a state whose history and best model are already written.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -38,6 +38,7 @@ class EpochAwareBackupAndRestore(keras.callbacks.BackupAndRestore):
         super().on_epoch_end(epoch, logs)
         if self.save_freq != "epoch":
             self._save_model()
+            self._batches_seen_since_last_saving = 0
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
@@ -84,6 +85,35 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             self.model_to_save.save(self.filepath)
 
 
+class AverageReplicaStatistics(keras.callbacks.Callback):
+    """Average the non-trainable float weights across replicas at each epoch end.
+
+    Under a distribution strategy the gradients are summed across replicas,
+    so trainable weights stay equal everywhere, but batch-norm moving means
+    and variances are updated from each replica's own examples and drift
+    apart. Averaging them once per epoch gives every replica (and every
+    worker's saved model) statistics of all the data.
+
+    Args:
+      strategy: the `tf.distribute.Strategy` the model was built under.
+    """
+
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy = strategy
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        variables = [v for v in self.model.non_trainable_variables if "float" in str(v.dtype)]
+        if not variables:
+            return
+        per_replica = self.strategy.run(lambda: [tf.identity(v.value) for v in variables])
+        means = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+        for variable, mean in zip(variables, means):
+            variable.assign(mean)
+
+
 def make_callbacks(
     paths: RunPaths,
     model: keras.Model,
@@ -91,10 +121,12 @@ def make_callbacks(
     monitor: str,
     early_stopping_patience: int | None,
     backup_every_steps: int | None = None,
+    strategy=None,
     extra: Sequence[keras.callbacks.Callback] = (),
 ) -> list[keras.callbacks.Callback]:
     """Return the run's callbacks, writing into `paths`.
 
+    - `AverageReplicaStatistics` when `strategy` has several replicas;
     - `CSVLogger` to `history.csv`, appending across resumes;
     - `TensorBoard` to `tensorboard/` (when the `tensorboard` package is installed);
     - `BestModelCheckpoint` of the full `model` to `best.keras` on `monitor`,
@@ -111,6 +143,7 @@ def make_callbacks(
       monitor: the log key to watch ("val_loss", or "loss" without validation).
       early_stopping_patience: epochs without improvement before stopping, or None.
       backup_every_steps: also back up every this many steps, or None.
+      strategy: the distribution strategy, or None.
       extra: more callbacks, run last.
 
     Returns:
@@ -118,7 +151,10 @@ def make_callbacks(
     """
     previous = read_history(paths.history_csv).get(monitor, [])
     previous = [value for value in previous if not math.isnan(value)]
-    callbacks = [keras.callbacks.CSVLogger(str(paths.history_csv), append=True)]
+    callbacks = []
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        callbacks.append(AverageReplicaStatistics(strategy))
+    callbacks.append(keras.callbacks.CSVLogger(str(paths.history_csv), append=True))
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths.tensorboard), write_graph=False))
     else:

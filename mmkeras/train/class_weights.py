@@ -1,7 +1,7 @@
 """Class weights for imbalanced data, counted on the training split."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -62,7 +63,7 @@ class ModelConfig:
         _check_mapping(self, "branch_options")
         for key, options in self.branch_options.items():
             if not isinstance(options, Mapping):
-                raise ValueError(
+                raise ValueError(  # noqa: TRY004 - bad config values are ValueErrors everywhere in mmkeras
                     f"ModelConfig.branch_options[{key!r}] must be a mapping of branch arguments, got {options!r}."
                 )
 
@@ -229,7 +230,7 @@ def load_run_config(path_or_dict: str | os.PathLike | Mapping[str, Any]) -> RunC
             except yaml.YAMLError as error:
                 raise ValueError(f"{where}: not valid YAML: {error}") from None
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{where}: a run config must be a mapping with sections {list(RUN_CONFIG_KEYS)}.")
+        raise ValueError(f"{where}: a run config must be a mapping with sections {list(RUN_CONFIG_KEYS)}.")  # noqa: TRY004
     for key in raw:
         if key not in RUN_CONFIG_KEYS:
             raise ValueError(f"{where}: unknown key {key!r}; allowed keys are {list(RUN_CONFIG_KEYS)}.")
@@ -237,7 +238,7 @@ def load_run_config(path_or_dict: str | os.PathLike | Mapping[str, Any]) -> RunC
     for key, cls in SECTIONS.items():
         values = raw.get(key) or {}
         if not isinstance(values, Mapping):
-            raise ValueError(f"{where}: section {key!r} must be a mapping of {cls.__name__} fields.")
+            raise ValueError(f"{where}: section {key!r} must be a mapping of {cls.__name__} fields.")  # noqa: TRY004
         sections[key] = make_config(cls, values, where=f"{where}: {key}")
     spec = raw.get("spec")
     return RunConfig(spec=None if spec is None else str(spec), **sections)

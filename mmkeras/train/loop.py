@@ -14,15 +14,16 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import keras
 
 from mmkeras.data.pipeline import make_dataset
 from mmkeras.datasets import prepare
 from mmkeras.models.classifier import build_classifier
-from mmkeras.spec import DatasetSpec, load_spec
+from mmkeras.spec import DEFAULT_SPECS_DIR, DatasetSpec, load_spec
 from mmkeras.train.callbacks import make_callbacks
 from mmkeras.train.class_weights import balanced_class_weights, split_labels
 from mmkeras.train.config import (
@@ -182,7 +183,7 @@ def train(
     monitor = "val_loss" if validation_data is not None else "loss"
     run_callbacks = make_callbacks(
         paths, model, monitor=monitor, early_stopping_patience=training.early_stopping_patience,
-        backup_every_steps=config.runtime.backup_every_steps, extra=callbacks,
+        backup_every_steps=config.runtime.backup_every_steps, strategy=runtime.strategy, extra=callbacks,
     )
     started = time.time()
     trainer.fit(
@@ -230,8 +231,16 @@ def make_run_config(
         model=dataclasses.replace(model_config or ModelConfig(), **sections["model"]),
         training=dataclasses.replace(training_config or TrainingConfig(), **sections["training"]),
         runtime=dataclasses.replace(runtime_config or RuntimeConfig(), **sections["runtime"]),
-        spec=str(spec.path) if spec.path is not None else spec.name,
+        spec=_spec_reference(spec),
     )
+
+
+def _spec_reference(spec: DatasetSpec) -> str:
+    """A bundled spec's name (portable across machines), else its file's path, else its name."""
+    if spec.path is None:
+        return spec.name
+    path = Path(spec.path).resolve()
+    return spec.name if path == (DEFAULT_SPECS_DIR / f"{spec.name}.yaml").resolve() else str(path)
 
 
 def make_optimizer(config: TrainingConfig, learning_rate: float) -> keras.optimizers.Optimizer:

@@ -71,7 +71,7 @@ class RunPaths:
     def tensorboard(self) -> Path:
         return self.run_dir / "tensorboard"
 
-    def worker(self, task_name: str) -> "RunPaths":
+    def worker(self, task_name: str) -> RunPaths:
         """The folder a non-chief worker of a multi-worker run writes to."""
         return RunPaths(self.run_dir / "workers" / task_name)
 

@@ -15,10 +15,13 @@ class TrainingView(keras.Model):
     tensors (Keras needs a target for every output of a dict-output model).
     It is never saved; the classifier is.
 
-    It also lets a distribution strategy train on string and boolean inputs:
-    Keras learns the input shapes by averaging the first distributed batch
-    across replicas, which fails for text and presence flags, so this view
-    takes the first replica's batch instead (it has the same shapes).
+    It also works around two gaps of Keras 3 under `tf.distribute`:
+    - Keras learns the input shapes by averaging the first distributed batch
+      across replicas, which fails for text and presence flags; this view
+      takes the first replica's batch instead (it has the same shapes).
+    - Under a multi-worker strategy Keras averages each step's scalar logs
+      across workers along an axis 0 they do not have
+      (tensorflow/tensorflow#72388); this view gives them that axis.
 
     Args:
       classifier: a model from `build_classifier` (dict inputs, dict outputs).
@@ -42,3 +45,23 @@ class TrainingView(keras.Model):
         local = tf.nest.map_structure(lambda value: self.distribute_strategy.experimental_local_results(value)[0], first)
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=local)
+
+    def train_step(self, data):
+        return self._with_worker_axis(super().train_step(data))
+
+    def test_step(self, data):
+        return self._with_worker_axis(super().test_step(data))
+
+    def _with_worker_axis(self, logs):
+        if not _is_multi_worker(self.distribute_strategy):
+            return logs
+        return tf.nest.map_structure(lambda value: tf.expand_dims(value, 0), logs)
+
+
+def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` is a MultiWorkerMirroredStrategy over more than one worker."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return False
+    cluster = resolver.cluster_spec()
+    return sum(cluster.num_tasks(job) for job in ("chief", "worker") if job in cluster.jobs) > 1

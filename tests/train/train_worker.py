@@ -37,6 +37,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--kill-marker", default="", help="kill only if this file does not exist yet")
     parser.add_argument("--backup-every-steps", type=int, default=None)
     parser.add_argument("--weights-out", default="")
+    parser.add_argument("--no-validation", action="store_true", help="train on a spec without its validation split")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -48,6 +49,7 @@ def main(argv: list[str]) -> int:
     import keras
     import numpy as np
 
+    from mmkeras.spec import load_spec
     from mmkeras.train.loop import train
 
     class KillAt(keras.callbacks.Callback):
@@ -70,8 +72,11 @@ def main(argv: list[str]) -> int:
     if args.kill_at and not os.path.exists(args.kill_marker):
         epoch, batch = (int(part) for part in args.kill_at.split(":"))
         callbacks.append(KillAt(epoch, batch, args.kill_marker))
+    spec = load_spec("tiny")
+    if args.no_validation:
+        spec = spec.replace(splits={name: split for name, split in spec.splits.items() if name != "validation"})
     result = train(
-        "tiny", epochs=args.epochs, batch_size=args.batch_size, output_dir=args.output_dir, strategy=args.strategy,
+        spec, epochs=args.epochs, batch_size=args.batch_size, output_dir=args.output_dir, strategy=args.strategy,
         seed=0, verbose=2, early_stopping_patience=None, backup_every_steps=args.backup_every_steps,
         callbacks=callbacks, **SMALL_MODEL,
     )

@@ -1,0 +1,52 @@
+"""Cross-modal alignment: a shared embedding space, contrastive and triplet losses, retrieval, zero-shot.
+
+Modules: `dual_encoder` (`build_dual_encoder`, `DualEncoder`), `temperature`
+(`LearnableTemperature`), `contrastive` (`ContrastiveLoss`), `triplet`
+(`TripletLoss`), `metrics` (Recall@K, mean and median rank), `retrieval`
+(`retrieve`, `embed`, `evaluate_retrieval`), `zero_shot`, `pretrain`
+(pre-training, then a classifier started from the towers) and `export`
+(each tower as its own SavedModel). Names are imported on first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+# Public name -> module that defines it. Written out once; read-only.
+_EXPORTS = {
+    "build_dual_encoder": "mmkeras.alignment.dual_encoder",
+    "DualEncoder": "mmkeras.alignment.dual_encoder",
+    "tower": "mmkeras.alignment.dual_encoder",
+    "LearnableTemperature": "mmkeras.alignment.temperature",
+    "ContrastiveLoss": "mmkeras.alignment.contrastive",
+    "TripletLoss": "mmkeras.alignment.triplet",
+    "retrieval_ranks": "mmkeras.alignment.metrics",
+    "retrieval_metrics": "mmkeras.alignment.metrics",
+    "cross_modal_retrieval": "mmkeras.alignment.metrics",
+    "chance_retrieval": "mmkeras.alignment.metrics",
+    "embed": "mmkeras.alignment.retrieval",
+    "retrieve": "mmkeras.alignment.retrieval",
+    "retrieve_embeddings": "mmkeras.alignment.retrieval",
+    "evaluate_retrieval": "mmkeras.alignment.retrieval",
+    "RetrievalResult": "mmkeras.alignment.retrieval",
+    "class_embeddings": "mmkeras.alignment.zero_shot",
+    "zero_shot_classify": "mmkeras.alignment.zero_shot",
+    "ZeroShotResult": "mmkeras.alignment.zero_shot",
+    "pretrain_encoder": "mmkeras.alignment.pretrain",
+    "build_classifier_from_encoder": "mmkeras.alignment.pretrain",
+    "transfer_tower_weights": "mmkeras.alignment.pretrain",
+    "encoder_vocabularies": "mmkeras.alignment.pretrain",
+    "export_tower": "mmkeras.alignment.export",
+    "export_towers": "mmkeras.alignment.export",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mmkeras.alignment' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,115 @@
+"""Symmetric contrastive loss (InfoNCE, as in CLIP), correct under MirroredStrategy."""
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from mmkeras.alignment.common import (
+    AlignmentLoss,
+    MASKED_LOGIT,
+    check_positives,
+    check_temperature,
+    gather_candidates,
+    positive_mask,
+    read_pair_inputs,
+)
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class ContrastiveLoss(AlignmentLoss):
+    """Symmetric InfoNCE between two modalities' embeddings of the same examples.
+
+    Each example's embedding in modality a must pick its partner in modality b
+    out of the whole (global) batch, and the other way round (Radford et al.,
+    2021, "CLIP"). For rows i of `a` and candidates j of `b`, with logits
+    `s_ij = a_i . b_j / temperature`:
+
+        loss_i = (CE(softmax_j s_ij, q_i) + CE(softmax_j s_ji^T, q_i)) / 2
+
+    where `q_i` puts all its mass on the partner (`positives="pairs"`), or
+    spreads it evenly over every candidate of the same class
+    (`positives="labels"`, for data paired by class rather than by instance,
+    such as AV-MNIST). Rows where a modality is missing (`valid` False) are
+    neither anchors (their loss is 0) nor candidates.
+
+    Under `tf.distribute.MirroredStrategy` the candidates are all-gathered from
+    every replica inside the replica step, so each replica's per-example
+    losses are exactly those of the global batch; with Keras' reduction (mean
+    over the local batch divided by the number of replicas, then summed over
+    replicas) the training loss equals the single-device loss of the global batch.
+
+    Args:
+      temperature: the softmax temperature used when `y_pred` carries no
+        learned log-temperature (a `DualEncoder` passes its own).
+      positives: "pairs" or "labels" (see above).
+      gather_across_replicas: gather candidates from every replica (leave on:
+        without it each replica only sees its own slice of negatives).
+      reduction: Keras loss reduction.
+      name: the loss's name.
+      dtype: the loss's dtype (computation is float32 regardless).
+
+    Call arguments:
+      y_true: None for `positives="pairs"`; (batch,) class ids for "labels".
+      y_pred: a (batch, 2, dim) stack of L2-normalised embeddings (modality a,
+        modality b), or a dict `{"embeddings": stack, "log_temperature": scalar,
+        "valid": (batch,) bool}` (the last two optional).
+      sample_weight: optional (batch,) weights of the per-example losses.
+
+    Returns:
+      The reduced loss (a scalar with the default reduction); per-example
+      losses with `reduction=None`.
+
+    Raises:
+      ValueError: for a non-positive temperature, unknown `positives`, a badly
+        shaped `y_pred` or missing labels.
+
+    Example:
+      >>> pair = np.stack([np.eye(2), np.eye(2)], axis=1).astype("float32")   # 2 perfectly aligned pairs
+      >>> float(ContrastiveLoss(temperature=1.0)(None, pair))                 # log(1 + e^-1)
+      0.3132...
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        positives: str = "pairs",
+        gather_across_replicas: bool = True,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "contrastive_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.temperature = check_temperature(temperature)
+        self.positives = check_positives(positives)
+        self.gather_across_replicas = bool(gather_across_replicas)
+
+    def call(self, y_true, y_pred):
+        inputs = read_pair_inputs(y_true, y_pred, self.positives, type(self).__name__)
+        candidates = gather_candidates(inputs, self.gather_across_replicas)
+        log_temperature = inputs.log_temperature
+        if log_temperature is None:
+            log_temperature = tf.constant(math.log(self.temperature), tf.float32)
+        scale = tf.exp(-log_temperature)
+        targets = tf.cast(positive_mask(inputs, candidates), tf.float32)
+        targets = targets / tf.maximum(tf.reduce_sum(targets, axis=1, keepdims=True), 1.0)
+        a_to_b = _masked_crossentropy(scale * tf.matmul(inputs.a, candidates.b, transpose_b=True), targets, candidates.valid)
+        b_to_a = _masked_crossentropy(scale * tf.matmul(inputs.b, candidates.a, transpose_b=True), targets, candidates.valid)
+        return tf.where(inputs.valid, 0.5 * (a_to_b + b_to_a), tf.zeros_like(a_to_b))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "temperature": self.temperature,
+            "positives": self.positives,
+            "gather_across_replicas": self.gather_across_replicas,
+        }
+
+
+def _masked_crossentropy(logits: tf.Tensor, targets: tf.Tensor, valid_candidates: tf.Tensor) -> tf.Tensor:
+    """Crossentropy of each row's softmax over the valid candidates against a target distribution."""
+    logits = tf.where(valid_candidates[None, :], logits, tf.fill(tf.shape(logits), MASKED_LOGIT))
+    log_probabilities = tf.nn.log_softmax(logits, axis=1)
+    # Masked candidates have zero target: keep their huge negative log-probabilities out of the sum.
+    return -tf.reduce_sum(tf.where(targets > 0, targets * log_probabilities, tf.zeros_like(targets)), axis=1)

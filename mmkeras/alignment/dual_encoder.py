@@ -1,0 +1,422 @@
+"""The dual (multi-) encoder: one tower per modality into one shared, L2-normalised space.
+
+Each tower is the classifier's own branch for its feature (built by the same
+builder with the same options, so its weights can later seed a classifier),
+followed by a linear projection `z = W x + b` and L2 normalisation. The model
+maps `{feature_name: input}` to `{feature_name: embedding}`; trained with a
+contrastive or triplet loss it puts an example's picture, description and
+recording close together.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Mapping, Sequence
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+from mmkeras.alignment.common import EMBEDDINGS, LOG_TEMPERATURE, VALID, check_temperature
+from mmkeras.alignment.contrastive import ContrastiveLoss
+from mmkeras.alignment.temperature import LearnableTemperature
+from mmkeras.branches.common import check_positive, make_input
+from mmkeras.models.classifier import _build_branch
+from mmkeras.spec import MODALITY_OPTIONS, DatasetSpec, FeatureSpec, spec_from_dict
+
+TOWER_SUFFIX = "_tower"
+BRANCH_SUFFIX = "_branch"
+# Branch-builder arguments that are data, not architecture: never stored in the config.
+DATA_OPTIONS = ("vocabulary", "corpus")
+
+
+def build_dual_encoder(
+    spec: DatasetSpec,
+    modalities: Sequence[str] = ("image", "text"),
+    embed_dim: int = 128,
+    *,
+    branch_dim: int = 128,
+    dropout_rate: float = 0.1,
+    vocabularies: Mapping[str, Sequence[str]] | None = None,
+    branch_options: Mapping[str, Mapping[str, Any]] | None = None,
+    initial_temperature: float = 0.07,
+    learn_temperature: bool = True,
+    name: str | None = None,
+) -> "DualEncoder":
+    """Build a dual encoder that maps two or more modalities into one shared space.
+
+    Use it to align modalities (CLIP-style pre-training), then retrieve across
+    them (`mmkeras.alignment.retrieve`), classify unseen classes by their names
+    (`zero_shot`), or start a classifier from the aligned branches
+    (`build_classifier_from_encoder`).
+
+    Args:
+      spec: the dataset spec.
+      modalities: two or more modalities ("image", "text", "audio") or feature
+        names of the spec; a modality stands for the spec's one feature of that
+        modality.
+      embed_dim: width of the shared embedding space.
+      branch_dim: width of each branch's own embedding (the classifier's
+        `embed_dim`; keep them equal to transfer the branches).
+      dropout_rate: dropout inside the branches.
+      vocabularies: text feature name -> token list; by default each text
+        feature's vocabulary is learned from the spec's train split.
+      branch_options: extra branch-builder arguments keyed by modality or
+        feature name, exactly as for `build_classifier`.
+      initial_temperature: the contrastive softmax temperature to start from.
+      learn_temperature: train the temperature (on a log scale) with the towers.
+      name: the model's name; default `<spec>_<feature>_<feature>_encoder`.
+
+    Returns:
+      An uncompiled `DualEncoder` taking `{feature_name: tensor}` (other keys
+      are ignored) and returning `{feature_name: (batch, embed_dim)}` unit vectors.
+
+    Raises:
+      ValueError: for fewer than two modalities, a modality the spec lacks or
+        has twice (name the feature then), or bad sizes.
+
+    Example:
+      >>> encoder = build_dual_encoder(load_spec("tiny"), ("image", "text"), embed_dim=32)
+      >>> encoder.feature_names
+      ('picture', 'caption')
+      >>> encoder.compile("adam")          # ContrastiveLoss with the learned temperature
+      >>> encoder.fit(make_dataset(spec, "train", batch_size=32, training=True), epochs=5)
+    """
+    check_positive(embed_dim, "embed_dim")
+    check_positive(branch_dim, "branch_dim")
+    features = resolve_features(spec, modalities)
+    options = {name_: dict(value) for name_, value in (branch_options or {}).items()}
+    towers = {
+        feature.name: build_tower(
+            spec, feature, embed_dim=embed_dim, branch_dim=branch_dim, dropout_rate=dropout_rate,
+            vocabularies=vocabularies, branch_options=options,
+        )
+        for feature in features
+    }
+    stored = {key: {k: v for k, v in value.items() if k not in DATA_OPTIONS} for key, value in options.items()}
+    return DualEncoder(
+        towers,
+        spec=spec_to_dict(spec, [f.name for f in features]),
+        initial_temperature=initial_temperature,
+        learn_temperature=learn_temperature,
+        branch_config={"embed_dim": branch_dim, "dropout_rate": dropout_rate, "branch_options": stored},
+        name=name or "_".join([spec.name, *(f.name for f in features), "encoder"]),
+    )
+
+
+def resolve_features(spec: DatasetSpec, modalities: Sequence[str]) -> tuple[FeatureSpec, ...]:
+    """Turn modalities or feature names into the spec's features, in the order given.
+
+    Raises:
+      ValueError: for fewer than two entries, an entry that is neither a
+        feature nor a modality of the spec, a modality with several features,
+        or a feature named twice.
+
+    Example:
+      >>> [f.name for f in resolve_features(load_spec("tiny"), ("audio", "caption"))]
+      ['sound', 'caption']
+    """
+    if isinstance(modalities, str) or len(modalities) < 2:
+        raise ValueError(
+            f"A dual encoder aligns two or more modalities; got {modalities!r}. Pass e.g. ('image', 'text')."
+        )
+    available = ", ".join(f"{f.name} ({f.modality})" for f in spec.features)
+    features = []
+    for entry in modalities:
+        if entry in spec.feature_names:
+            features.append(spec.feature(entry))
+            continue
+        matches = [f for f in spec.features if f.modality == entry]
+        if entry not in MODALITY_OPTIONS or not matches:
+            raise ValueError(f"Spec {spec.name!r} has no feature or modality {entry!r}; it has {available}.")
+        if len(matches) > 1:
+            raise ValueError(
+                f"Spec {spec.name!r} has several {entry} features ({[f.name for f in matches]}); name the "
+                "feature instead of the modality."
+            )
+        features.append(matches[0])
+    names = [f.name for f in features]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Each feature may be aligned once, got {names} from {list(modalities)}.")
+    return tuple(features)
+
+
+def build_tower(
+    spec: DatasetSpec,
+    feature: FeatureSpec,
+    *,
+    embed_dim: int,
+    branch_dim: int,
+    dropout_rate: float,
+    vocabularies: Mapping[str, Sequence[str]] | None = None,
+    branch_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> keras.Model:
+    """Build one tower: the classifier's branch, a linear projection and L2 normalisation.
+
+    The branch is built by `build_classifier`'s own helper, so the same
+    options give the same layers and weights as a classifier's `<feature>_branch`.
+
+    Args:
+      spec: the dataset spec (text vocabularies are learned from its train split).
+      feature: the tower's feature.
+      embed_dim: width of the shared space.
+      branch_dim: width of the branch embedding.
+      dropout_rate: dropout inside the branch.
+      vocabularies: text feature name -> token list.
+      branch_options: branch-builder arguments keyed by modality or feature name.
+
+    Returns:
+      A `keras.Model` named `<feature>_tower` taking the feature's decoded
+      tensor and returning (batch, embed_dim) unit vectors; its sub-model
+      `<feature>_branch` is the branch.
+    """
+    branch = _build_branch(spec, feature, branch_dim, dropout_rate, vocabularies, branch_options)
+    inputs = make_input(feature)
+    embedding = branch(inputs)["embedding"]
+    projected = layers.Dense(embed_dim, name=f"{feature.name}_projection")(embedding)
+    # float32 even under mixed precision: the epsilon of the norm underflows in float16.
+    normalised = layers.UnitNormalization(dtype="float32", name=f"{feature.name}_normalization")(projected)
+    return keras.Model(inputs, normalised, name=f"{feature.name}{TOWER_SUFFIX}")
+
+
+def spec_to_dict(spec: DatasetSpec, feature_names: Sequence[str] | None = None) -> dict:
+    """The spec as the YAML mapping `spec_from_dict` reads (JSON-ready), optionally with fewer features.
+
+    Example:
+      >>> spec_from_dict(spec_to_dict(spec)).feature_names == spec.feature_names
+      True
+    """
+    features = spec.features if feature_names is None else tuple(spec.feature(n) for n in feature_names)
+    return {
+        "name": spec.name,
+        "features": [
+            {
+                "name": f.name,
+                "modality": f.modality,
+                "column": f.column,
+                **{key: list(value) if isinstance(value, tuple) else value for key, value in f.options.items()},
+                **({"branch": dict(f.branch)} if f.branch else {}),
+            }
+            for f in features
+        ],
+        "label": {"column": spec.label.column, "class_names": list(spec.label.class_names)},
+        "splits": {
+            name: {key: value for key, value in (("manifest", s.manifest), ("tfrecords", s.tfrecords),
+                                                  ("select", s.select)) if value is not None}
+            for name, s in spec.splits.items()
+        },
+        "data_dir": str(spec.data_dir),
+        "on_error": spec.on_error,
+    }
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class DualEncoder(keras.Model):
+    """Towers that embed each modality into one shared space, and the temperature they train with.
+
+    Built by `build_dual_encoder`. `compile` defaults to `ContrastiveLoss`;
+    `fit` takes the pipeline's `(features, label)` batches as they are: every
+    pair of towers is aligned (the pair losses are averaged), rows where
+    either modality is missing (`<name>_present` False) are left out of that
+    pair, the learned temperature is handed to the loss, and the labels are
+    passed on to losses with `positives="labels"`.
+
+    Args:
+      towers: feature name -> tower model (see `build_tower`), two or more.
+      spec: the spec as `spec_to_dict` writes it, restricted to the towers' features.
+      initial_temperature: the temperature's starting value.
+      min_temperature: the smallest temperature the loss will use.
+      learn_temperature: train the temperature.
+      branch_config: how the branches were built (`embed_dim`, `dropout_rate`,
+        `branch_options`), for `build_classifier_from_encoder`.
+
+    Call arguments:
+      inputs: a mapping holding at least one tensor per tower, named after its feature.
+      training: whether dropout and augmentation are active.
+
+    Returns:
+      A dict feature name -> (batch, embed_dim) L2-normalised embeddings.
+
+    Raises:
+      ValueError: for fewer than two towers or towers that disagree on the
+        embedding width or do not match the spec's features.
+
+    Example:
+      >>> encoder = build_dual_encoder(spec, ("image", "audio"), embed_dim=32)
+      >>> sorted(encoder({"picture": images, "sound": waves}))
+      ['picture', 'sound']
+      >>> encoder.get_tower("sound").output.shape
+      (None, 32)
+    """
+
+    def __init__(
+        self,
+        towers: Mapping[str, keras.Model],
+        spec: Mapping[str, Any],
+        initial_temperature: float = 0.07,
+        min_temperature: float = 0.01,
+        learn_temperature: bool = True,
+        branch_config: Mapping[str, Any] | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if len(towers) < 2:
+            raise ValueError(f"A DualEncoder needs two or more towers, got {list(towers)}.")
+        widths = {name: tower.output.shape[-1] for name, tower in towers.items()}
+        if len(set(widths.values())) != 1:
+            raise ValueError(f"Every tower must output the same embedding width, got {widths}.")
+        self.spec_config = dict(spec)
+        self._spec = spec_from_dict(self.spec_config)
+        if tuple(towers) != self._spec.feature_names:
+            raise ValueError(
+                f"The towers {list(towers)} must be the spec's features {list(self._spec.feature_names)}, in order."
+            )
+        self.towers = dict(towers)
+        self.temperature_layer = LearnableTemperature(
+            initial_temperature, min_temperature, learn_temperature, name="temperature"
+        )
+        self.initial_temperature = check_temperature(initial_temperature, "initial_temperature")
+        self.min_temperature = float(min_temperature)
+        self.learn_temperature = bool(learn_temperature)
+        self.branch_config = dict(branch_config or {})
+        self.build()
+
+    def build(self, input_shape=None):
+        # The towers are functional models, built when made; nothing is left to create.
+        self.built = True
+
+    def call(self, inputs, training=None):
+        missing = [name for name in self.towers if name not in inputs]
+        if missing:
+            raise ValueError(
+                f"{self.name} needs an input for each tower {list(self.towers)}; missing {missing}, got {sorted(inputs)}."
+            )
+        return {name: tower(inputs[name], training=training) for name, tower in self.towers.items()}
+
+    def compile(self, optimizer="adam", loss=None, **kwargs):
+        """Configure training; `loss` defaults to `ContrastiveLoss()` (with this model's learned temperature).
+
+        Args:
+          optimizer: a Keras optimizer or its name.
+          loss: an alignment loss (`ContrastiveLoss`, `TripletLoss`, or any
+            Keras loss taking a (batch, 2, dim) stack or the dict form).
+          **kwargs: other `keras.Model.compile` arguments.
+
+        Raises:
+          ValueError: if `loss` is not a `keras.losses.Loss` instance.
+        """
+        loss = ContrastiveLoss() if loss is None else loss
+        if not isinstance(loss, keras.losses.Loss):
+            raise ValueError(
+                f"A DualEncoder trains with an alignment loss instance such as ContrastiveLoss() or TripletLoss(), "
+                f"got {loss!r}. Per-output losses do not apply: the loss compares the towers' outputs."
+            )
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under tf.distribute Keras learns the input shapes by averaging the first
+        # batch across replicas, which fails for text and presence flags; the first
+        # replica's batch has the same shapes (as in mmkeras.train.training_view).
+        if self._distribute_strategy is None or iterator is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            first = next(batches)
+            break
+        local = tf.nest.map_structure(lambda value: self.distribute_strategy.experimental_local_results(value)[0], first)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=local)
+
+    def get_compile_config(self):
+        return super().get_compile_config()
+
+    def compile_from_config(self, config):
+        # The custom `compile` takes the same arguments, so a saved, compiled encoder reloads compiled.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if not isinstance(self.loss, keras.losses.Loss):
+            raise ValueError(f"Compile {self.name} with an alignment loss first: `encoder.compile('adam')`.")
+        labels = y if getattr(self.loss, "positives", "pairs") == "labels" else None  # None: zeros (see AlignmentLoss)
+        log_temperature = self.temperature_layer.log_value()
+        pair_losses = []
+        for first, second in itertools.combinations(self.towers, 2):
+            pair = {
+                EMBEDDINGS: ops.stack([y_pred[first], y_pred[second]], axis=1),
+                LOG_TEMPERATURE: log_temperature,
+                VALID: ops.logical_and(_presence(x, first, y_pred), _presence(x, second, y_pred)),
+            }
+            pair_losses.append(self.loss(labels, pair, sample_weight))
+        total = ops.sum(ops.stack(pair_losses)) / len(pair_losses)
+        for extra in self.losses:
+            total = total + self._aggregate_additional_loss(extra)
+        return total
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The towers' feature names, in order."""
+        return tuple(self.towers)
+
+    @property
+    def embed_dim(self) -> int:
+        """The width of the shared embedding space."""
+        return int(next(iter(self.towers.values())).output.shape[-1])
+
+    @property
+    def spec(self) -> DatasetSpec:
+        """The dataset spec restricted to the towers' features (for decoding raw inputs)."""
+        return self._spec
+
+    @property
+    def temperature(self) -> float:
+        """The current softmax temperature of the contrastive loss."""
+        return self.temperature_layer.temperature
+
+    def get_tower(self, feature_name: str) -> keras.Model:
+        """Return the tower of a feature: its decoded input -> its normalised embedding.
+
+        Raises:
+          ValueError: if the encoder has no tower for that feature.
+        """
+        if feature_name not in self.towers:
+            raise ValueError(f"{self.name} has no tower {feature_name!r}; it has {list(self.towers)}.")
+        return self.towers[feature_name]
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "towers": {name: keras.saving.serialize_keras_object(tower) for name, tower in self.towers.items()},
+            "spec": self.spec_config,
+            "initial_temperature": self.initial_temperature,
+            "min_temperature": self.min_temperature,
+            "learn_temperature": self.learn_temperature,
+            "branch_config": self.branch_config,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        towers = {
+            name: keras.saving.deserialize_keras_object(tower, custom_objects=custom_objects)
+            for name, tower in config.pop("towers").items()
+        }
+        return cls(towers, **config)
+
+
+def tower(encoder: DualEncoder, feature_name: str) -> keras.Model:
+    """Return `encoder.get_tower(feature_name)`: one modality's own embedding model.
+
+    Example:
+      >>> tower(encoder, "caption")(tf.constant(["a red ball"])).shape
+      TensorShape([1, 128])
+    """
+    return encoder.get_tower(feature_name)
+
+
+def _presence(x, feature_name: str, y_pred):
+    """(batch,) bool presence of a feature from the batch's `<name>_present` flag (all True without one)."""
+    flag = x.get(f"{feature_name}_present") if isinstance(x, Mapping) else None
+    if flag is None:
+        return ops.ones(ops.shape(y_pred[feature_name])[:1], dtype="bool")
+    return ops.reshape(ops.cast(flag, "bool"), (-1,))

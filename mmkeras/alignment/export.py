@@ -1,0 +1,204 @@
+"""Export each tower of a dual encoder as its own raw-input SavedModel, for TF Serving.
+
+A tower is what a search service needs on its own: the text tower embeds
+queries online while the image tower embedded the gallery offline. Each
+export follows the classifier export's rules (`mmkeras.export.saved_model`,
+whose version helpers are reused here): a new integer version folder written
+into a hidden temporary folder and renamed into place, never overwriting an
+existing version, and raw inputs decoded in the graph by
+`mmkeras.data.decoders.decode_batch`, the training pipeline's own decoders.
+
+Layout for a tower exported as `<name>`:
+
+    base_dir/<name>/
+      models.config                    TF Serving model_config_list (docker paths)
+      1/  2/  ...
+        saved_model.pb  variables/  assets/
+        assets.extra/mmkeras_export.json   feature, modality, shapes, embed_dim, versions
+
+Signatures (inputs named after the feature, outputs `{"embedding": (batch, embed_dim) float32}`):
+
+- `serving_default`: (batch,) `tf.string`: the text, or the encoded image
+  (PNG, JPEG, GIF, BMP), or the WAV file's bytes. An empty string is a
+  missing value: it decodes to zeros and its embedding means nothing.
+- `serving_decoded`: the decoded tensor the tower takes (strings, uint8
+  images, float32 waveforms), for clients that decode themselves.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mmkeras.alignment.dual_encoder import DualEncoder
+from mmkeras.data.decoders import decode_batch
+from mmkeras.export.saved_model import EXTRA_DIR, METADATA_FILE, NAME_PATTERN, next_version, write_model_config
+
+DEFAULT = "serving_default"
+DECODED = "serving_decoded"
+EMBEDDING = "embedding"
+
+
+def export_tower(
+    encoder: DualEncoder,
+    feature_name: str,
+    base_dir: str | os.PathLike = "saved_models",
+    name: str | None = None,
+    version: int | None = None,
+) -> Path:
+    """Export one tower as a raw-input SavedModel in a new version folder.
+
+    Args:
+      encoder: a `DualEncoder`.
+      feature_name: the tower to export.
+      base_dir: the folder holding exported models.
+      name: the serving name (folder and TF Serving model name); default
+        `<encoder name without "_encoder">_<feature>_tower`.
+      version: a positive integer; default one more than the highest existing version.
+
+    Returns:
+      The new version folder, `base_dir/<name>/<version>`.
+
+    Raises:
+      FileExistsError: if that version already exists (versions are never overwritten).
+      ValueError: for an unknown tower, a bad name or a bad version.
+
+    Example:
+      >>> path = export_tower(encoder, "caption", "saved_models")
+      >>> loaded = tf.saved_model.load(str(path))
+      >>> loaded.signatures["serving_default"](caption=tf.constant(["a red ball"]))["embedding"].shape
+      TensorShape([1, 128])
+    """
+    encoder.get_tower(feature_name)  # raises for an unknown tower
+    name = default_tower_name(encoder, feature_name) if name is None else name
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"Model name {name!r} is not a valid folder/serving name; use letters, digits, '_', '-' and '.'.")
+    model_dir = Path(base_dir) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if version is None:
+        version = next_version(model_dir)
+    elif isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version <= 0:
+        raise ValueError(f"`version` must be a positive integer or None (next free version), got {version!r}.")
+    version = int(version)
+    _refuse_existing(model_dir, version)
+    staging = Path(tempfile.mkdtemp(prefix=f".writing-{version}-", dir=model_dir))
+    try:
+        write_tower_saved_model(encoder, feature_name, staging)
+        _write_metadata(encoder, feature_name, staging, name=name, version=version)
+        _refuse_existing(model_dir, version)
+        os.rename(staging, model_dir / str(version))
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    write_model_config(model_dir, name)
+    return model_dir / str(version)
+
+
+def export_towers(
+    encoder: DualEncoder, base_dir: str | os.PathLike = "saved_models", version: int | None = None
+) -> dict[str, Path]:
+    """Export every tower of an encoder (see `export_tower`); returns feature name -> version folder."""
+    return {name: export_tower(encoder, name, base_dir, version=version) for name in encoder.feature_names}
+
+
+def default_tower_name(encoder: DualEncoder, feature_name: str) -> str:
+    """`<encoder name without "_encoder">_<feature>_tower`, with unsafe characters replaced.
+
+    Example:
+      >>> default_tower_name(encoder, "caption")
+      'tiny_picture_caption_caption_tower'
+    """
+    stem = re.sub(r"_encoder$", "", encoder.name)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}_{feature_name}_tower").strip("_.-")
+
+
+def write_tower_saved_model(encoder: DualEncoder, feature_name: str, path: str | os.PathLike) -> Path:
+    """Write one tower's SavedModel (both signatures, no extras) into `path`.
+
+    Args:
+      encoder: the `DualEncoder`.
+      feature_name: the tower.
+      path: the folder to write (TF creates it).
+
+    Returns:
+      `path` as a `Path`.
+    """
+    tower = encoder.get_tower(feature_name)
+    feature = encoder.spec.feature(feature_name)
+    spec = encoder.spec.with_features([feature_name])
+    archive = keras.export.ExportArchive()
+    # Track the leaf layers (as the classifier export does): they hold the
+    # variables and the text lookup tables, and tracking them is cheap.
+    for layer in _leaf_layers(tower):
+        archive.track(layer)
+
+    def embed_decoded(decoded):
+        return {EMBEDDING: tf.cast(tower(decoded[feature_name], training=False), tf.float32)}
+
+    embed = archive.add_endpoint(
+        DECODED,
+        embed_decoded,
+        input_signature=[{feature_name: tf.TensorSpec((None, *feature.shape), tf.as_dtype(feature.dtype), name=feature_name)}],
+    )
+
+    def serve(raw):
+        return embed({feature_name: decode_batch(spec, {feature_name: raw[feature_name]})[feature_name]})
+
+    archive.add_endpoint(DEFAULT, serve, input_signature=[{feature_name: tf.TensorSpec((None,), tf.string, name=feature_name)}])
+    archive.write_out(str(path), verbose=False)
+    return Path(path)
+
+
+def _write_metadata(encoder: DualEncoder, feature_name: str, version_dir: Path, *, name: str, version: int) -> Path:
+    import mmkeras
+
+    feature = encoder.spec.feature(feature_name)
+    extra = version_dir / EXTRA_DIR
+    extra.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "name": name,
+        "version": version,
+        "kind": "dual_encoder_tower",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "encoder": encoder.name,
+        "spec": encoder.spec.name,
+        "feature": {"name": feature.name, "modality": feature.modality, "decoded_shape": list(feature.shape),
+                    "decoded_dtype": feature.dtype, "options": {k: _jsonable(v) for k, v in feature.options.items()}},
+        "embed_dim": encoder.embed_dim,
+        "temperature": encoder.temperature,
+        "signatures": {DEFAULT: {feature.name: "string (batch,)"},
+                       DECODED: {feature.name: f"{feature.dtype} (batch, {', '.join(map(str, feature.shape))})"}},
+        "outputs": {EMBEDDING: f"float32 (batch, {encoder.embed_dim}), L2-normalised"},
+        "versions": {"mmkeras": mmkeras.__version__, "tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    path = extra / METADATA_FILE
+    path.write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _refuse_existing(model_dir: Path, version: int) -> None:
+    if (model_dir / str(version)).exists():
+        raise FileExistsError(
+            f"{model_dir / str(version)} already exists and exported versions are never overwritten. Pass "
+            f"version=None to write the next free version ({next_version(model_dir)}), or another name or base_dir."
+        )
+
+
+def _leaf_layers(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer

@@ -1,0 +1,204 @@
+"""Cross-modal retrieval metrics: Recall@K, mean and median rank, both directions (NumPy).
+
+A query (an embedding of one modality) ranks the gallery (embeddings of the
+other modality) by cosine similarity. Its rank is the 1-based position of
+its first relevant gallery item: the item at the same index (instance-level,
+for data paired by example such as a picture and its description), or any
+item of the same class when labels are given (class-level, for data paired by
+class such as AV-MNIST, where no particular recording belongs to a picture).
+Recall@K is the share of queries whose rank is at most K.
+
+Ties are counted against the query: a relevant item tied with an irrelevant
+one ranks after it, so a collapsed encoder (all embeddings equal) gets the
+worst ranks, not the best.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+DEFAULT_KS = (1, 5, 10)
+
+
+def retrieval_ranks(
+    query_embeddings: np.ndarray,
+    gallery_embeddings: np.ndarray,
+    *,
+    query_labels: np.ndarray | None = None,
+    gallery_labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """The 1-based rank of each query's first relevant gallery item.
+
+    Args:
+      query_embeddings: (num_queries, dim) embeddings (L2-normalised: the dot
+        product is the cosine).
+      gallery_embeddings: (num_gallery, dim) embeddings.
+      query_labels: (num_queries,) class ids, for class-level relevance;
+        None: gallery item i is the one relevant item of query i.
+      gallery_labels: (num_gallery,) class ids (with `query_labels`).
+
+    Returns:
+      A (num_queries,) int array of ranks in 1..num_gallery; a query without
+      any relevant item gets `num_gallery + 1`.
+
+    Raises:
+      ValueError: for mismatched shapes, or only one of the two label arrays.
+
+    Example:
+      >>> retrieval_ranks(np.eye(2), np.eye(2)[::-1]).tolist()   # each partner is the other's nearest
+      [2, 2]
+    """
+    queries = np.asarray(query_embeddings, dtype=np.float64)
+    gallery = np.asarray(gallery_embeddings, dtype=np.float64)
+    if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"Embeddings must be 2D with the same width, got queries {queries.shape} and gallery {gallery.shape}."
+        )
+    relevant = relevance_matrix(len(queries), len(gallery), query_labels, gallery_labels)
+    scores = queries @ gallery.T
+    best_relevant = np.where(relevant, scores, -np.inf).max(axis=1)
+    ahead = np.where(relevant, False, scores >= best_relevant[:, None]).sum(axis=1)
+    ranks = ahead + 1
+    return np.where(relevant.any(axis=1), ranks, len(gallery) + 1).astype(np.int64)
+
+
+def relevance_matrix(
+    num_queries: int,
+    num_gallery: int,
+    query_labels: np.ndarray | None = None,
+    gallery_labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """(num_queries, num_gallery) bool: which gallery items are relevant to each query.
+
+    Raises:
+      ValueError: if only one label array is given, the lengths disagree, or,
+        without labels, the query and gallery counts differ.
+    """
+    if (query_labels is None) != (gallery_labels is None):
+        raise ValueError("Give both `query_labels` and `gallery_labels` (class-level relevance) or neither.")
+    if query_labels is None:
+        if num_queries != num_gallery:
+            raise ValueError(
+                f"Instance-level retrieval pairs query i with gallery item i, so both need the same count; got "
+                f"{num_queries} queries and {num_gallery} gallery items. Pass labels for class-level retrieval."
+            )
+        return np.eye(num_queries, dtype=bool)
+    query_labels = np.asarray(query_labels).reshape(-1)
+    gallery_labels = np.asarray(gallery_labels).reshape(-1)
+    if len(query_labels) != num_queries or len(gallery_labels) != num_gallery:
+        raise ValueError(
+            f"Got {len(query_labels)} query labels for {num_queries} queries and {len(gallery_labels)} gallery "
+            f"labels for {num_gallery} gallery items."
+        )
+    return query_labels[:, None] == gallery_labels[None, :]
+
+
+def summarize_ranks(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict:
+    """Recall@K for each K, and the mean and median rank.
+
+    Example:
+      >>> summarize_ranks(np.array([1, 2, 7]), ks=(1, 5))
+      {'recall@1': 0.333..., 'recall@5': 0.666..., 'mean_rank': 3.333..., 'median_rank': 2.0}
+    """
+    ranks = np.asarray(ranks)
+    result = {f"recall@{k}": float(np.mean(ranks <= k)) for k in ks}
+    result["mean_rank"] = float(np.mean(ranks))
+    result["median_rank"] = float(np.median(ranks))
+    return result
+
+
+def retrieval_metrics(
+    query_embeddings: np.ndarray,
+    gallery_embeddings: np.ndarray,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    query_labels: np.ndarray | None = None,
+    gallery_labels: np.ndarray | None = None,
+) -> dict:
+    """Recall@K, mean rank and median rank of one retrieval direction.
+
+    Args:
+      query_embeddings, gallery_embeddings, query_labels, gallery_labels: see `retrieval_ranks`.
+      ks: the K of each Recall@K.
+
+    Returns:
+      `{"recall@1": ..., "recall@5": ..., "recall@10": ..., "mean_rank": ..., "median_rank": ...}`.
+    """
+    ranks = retrieval_ranks(
+        query_embeddings, gallery_embeddings, query_labels=query_labels, gallery_labels=gallery_labels
+    )
+    return summarize_ranks(ranks, ks)
+
+
+def cross_modal_retrieval(
+    embeddings: Mapping[str, np.ndarray],
+    *,
+    labels: np.ndarray | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> dict:
+    """Retrieval metrics in both directions between every two modalities of the same examples.
+
+    Args:
+      embeddings: feature name -> (num_examples, dim) embeddings; row i of
+        every modality is example i.
+      labels: (num_examples,) class ids for class-level relevance; None for
+        instance-level (the same example).
+      ks: the K of each Recall@K.
+
+    Returns:
+      `"<query>_to_<gallery>"` -> `retrieval_metrics` for every ordered pair,
+      plus `"chance"` -> the same metrics for a random ranking.
+
+    Example:
+      >>> cross_modal_retrieval({"picture": z_image, "caption": z_text})["picture_to_caption"]["recall@1"]
+      0.41...
+    """
+    names = list(embeddings)
+    if len(names) < 2:
+        raise ValueError(f"Cross-modal retrieval needs two or more modalities, got {names}.")
+    results = {}
+    for query in names:
+        for gallery in names:
+            if query != gallery:
+                results[f"{query}_to_{gallery}"] = retrieval_metrics(
+                    embeddings[query], embeddings[gallery], ks=ks, query_labels=labels, gallery_labels=labels
+                )
+    count = len(embeddings[names[0]])
+    results["chance"] = chance_retrieval(count, count, ks=ks, query_labels=labels, gallery_labels=labels)
+    return results
+
+
+def chance_retrieval(
+    num_queries: int,
+    num_gallery: int,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    query_labels: np.ndarray | None = None,
+    gallery_labels: np.ndarray | None = None,
+) -> dict:
+    """The Recall@K and ranks a uniformly random ranking gets on average: the chance level.
+
+    With `r` relevant items among `n`, the first relevant one is in the top K
+    with probability `1 - C(n - r, K) / C(n, K)`, and its expected rank is
+    `(n + 1) / (r + 1)`; both are averaged over the queries. The "median_rank"
+    entry is the median over queries of those expected ranks.
+
+    Returns:
+      A dict with the keys of `retrieval_metrics`.
+
+    Example:
+      >>> chance_retrieval(100, 100, ks=(1, 5))["recall@5"]    # instance-level: K / n
+      0.05
+    """
+    relevant = relevance_matrix(num_queries, num_gallery, query_labels, gallery_labels).sum(axis=1)
+    n = num_gallery
+    result = {}
+    for k in ks:
+        misses = [math.comb(n - r, k) / math.comb(n, k) if k <= n else 0.0 for r in relevant]
+        result[f"recall@{k}"] = float(np.mean([1.0 - m if r > 0 else 0.0 for m, r in zip(misses, relevant)]))
+    expected = np.where(relevant > 0, (n + 1) / (relevant + 1), n + 1)
+    result["mean_rank"] = float(np.mean(expected))
+    result["median_rank"] = float(np.median(expected))
+    return result

@@ -1,0 +1,273 @@
+"""Alignment pre-training, then fine-tuning: a classifier whose branches start from an aligned encoder.
+
+Labels are expensive, pairs are cheap: a picture with its caption, a clip with
+its transcript. `pretrain_encoder` aligns modalities on pairs alone;
+`build_classifier_from_encoder` builds the usual `build_classifier` model with
+the very same branch options and copies each tower's `<feature>_branch`
+weights into the classifier's `<feature>_branch`, checking that every layer
+and weight lines up and that the copied branches compute the same embeddings.
+The classifier is then trained as usual, typically on few labels.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mmkeras.alignment.dual_encoder import BRANCH_SUFFIX, DualEncoder, build_dual_encoder
+from mmkeras.models.classifier import build_classifier
+from mmkeras.spec import DatasetSpec, FeatureSpec
+
+# TextVectorization's vocabulary starts with the padding and OOV tokens, which `vocabulary=` must not list.
+RESERVED_TOKENS = 2
+
+
+def pretrain_encoder(
+    spec: DatasetSpec,
+    modalities: Sequence[str] = ("image", "text"),
+    *,
+    epochs: int = 10,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    loss: keras.losses.Loss | None = None,
+    split: str = "train",
+    exclude_classes: Sequence[str] = (),
+    seed: int | None = None,
+    verbose: int | str = 0,
+    **encoder_options: Any,
+) -> tuple[DualEncoder, keras.callbacks.History]:
+    """Build a dual encoder and align its towers on a split's pairs (no labels needed).
+
+    Args:
+      spec: the dataset spec.
+      modalities: the modalities or feature names to align (see `build_dual_encoder`).
+      epochs: passes over the split.
+      batch_size: pairs per step; every other pair of the batch is a negative,
+        so larger batches give a harder, better task.
+      learning_rate: Adam's learning rate.
+      loss: the alignment loss; default `ContrastiveLoss()` with a learned temperature.
+      split: the split of pairs to train on.
+      exclude_classes: class names whose examples are left out, e.g. to test
+        zero-shot recognition of classes the encoder never saw.
+      seed: seed for weights and shuffling.
+      verbose: Keras `fit` verbosity.
+      **encoder_options: `build_dual_encoder` arguments (embed_dim, branch_options, ...).
+
+    Returns:
+      `(encoder, history)`.
+
+    Raises:
+      ValueError: for unknown class names in `exclude_classes`.
+
+    Example:
+      >>> encoder, history = pretrain_encoder(load_spec("tiny"), ("image", "audio"), epochs=3, batch_size=16)
+    """
+    from mmkeras.data.pipeline import make_dataset
+
+    unknown = sorted(set(exclude_classes) - set(spec.label.class_names))
+    if unknown:
+        raise ValueError(f"Unknown classes {unknown} in `exclude_classes`; the spec's are {list(spec.label.class_names)}.")
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    encoder = build_dual_encoder(spec, modalities, **encoder_options)
+    encoder.compile(keras.optimizers.Adam(learning_rate), loss=loss)
+    dataset = make_dataset(spec.with_features(list(encoder.feature_names)), split, batch_size=batch_size,
+                           training=True, seed=seed)
+    if exclude_classes:
+        dataset = exclude_class_ids(dataset, [spec.label.class_names.index(c) for c in exclude_classes], batch_size)
+    history = encoder.fit(dataset, epochs=epochs, verbose=verbose)
+    return encoder, history
+
+
+def exclude_class_ids(dataset: tf.data.Dataset, class_ids: Sequence[int], batch_size: int) -> tf.data.Dataset:
+    """Drop the examples of some classes from a batched `(features, label)` dataset, re-batching the rest.
+
+    Example:
+      >>> dataset = exclude_class_ids(make_dataset(spec, "train", batch_size=32, training=True), [2], 32)
+    """
+    excluded = tf.constant(list(class_ids), tf.int32)
+
+    def keep(features, label):
+        return tf.logical_not(tf.reduce_any(tf.equal(tf.cast(label, tf.int32), excluded)))
+
+    return dataset.unbatch().filter(keep).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def encoder_vocabularies(encoder: DualEncoder) -> dict[str, list[str]]:
+    """The token list of each text tower, in the form `build_classifier(vocabularies=...)` takes."""
+    vocabularies = {}
+    for name in encoder.feature_names:
+        if encoder.spec.feature(name).modality == "text":
+            vectorizer = _branch(encoder, name).get_layer(f"{name}_vectorizer")
+            vocabularies[name] = list(vectorizer.get_vocabulary())[RESERVED_TOKENS:]
+    return vocabularies
+
+
+def build_classifier_from_encoder(
+    encoder: DualEncoder,
+    spec: DatasetSpec | None = None,
+    *,
+    freeze_branches: bool = False,
+    **classifier_options: Any,
+) -> keras.Model:
+    """Build a classifier whose branches start from an aligned encoder's towers.
+
+    The classifier is `build_classifier(spec, ...)` with the encoder's branch
+    width, branch options and text vocabularies, so its `<feature>_branch`
+    sub-models are built exactly like the towers' branches; their weights are
+    then copied (see `transfer_tower_weights`). Fusion and head start fresh.
+
+    Args:
+      encoder: a (pre-trained) `DualEncoder`.
+      spec: the classifier's spec; default the encoder's spec (its features
+        only). Features without a tower start from scratch.
+      freeze_branches: keep the copied branches fixed while fine-tuning.
+      **classifier_options: other `build_classifier` arguments (fusion, units,
+        dropout_rate, modality_dropout, seed, ...). Overriding `embed_dim` or
+        `branch_options` makes the copy fail unless the branches still line up.
+
+    Returns:
+      The uncompiled classifier.
+
+    Raises:
+      ValueError: if a branch does not line up with its tower.
+
+    Example:
+      >>> classifier = build_classifier_from_encoder(encoder, fusion="concat")
+      >>> classifier.compile("adam", loss={"probabilities": "sparse_categorical_crossentropy"})
+    """
+    spec = encoder.spec if spec is None else spec
+    config = encoder.branch_config
+    vocabularies = {**encoder_vocabularies(encoder), **dict(classifier_options.pop("vocabularies", None) or {})}
+    options = {
+        "embed_dim": config.get("embed_dim", 128),
+        "branch_options": config.get("branch_options"),
+        "vocabularies": vocabularies,
+        **classifier_options,
+    }
+    classifier = build_classifier(spec, **options)
+    transfer_tower_weights(encoder, classifier, freeze=freeze_branches)
+    return classifier
+
+
+def transfer_tower_weights(
+    encoder: DualEncoder,
+    classifier: keras.Model,
+    *,
+    feature_names: Sequence[str] | None = None,
+    freeze: bool = False,
+    check_outputs: bool = True,
+) -> list[str]:
+    """Copy each tower's branch weights into the classifier's branch of the same feature.
+
+    Both were built by the same branch builder, so their layers and weights
+    come in the same order; this is checked (layer types, weight shapes, text
+    vocabularies), and with `check_outputs` both branches embed a small probe
+    batch to confirm they now compute the same thing.
+
+    Args:
+      encoder: the source `DualEncoder`.
+      classifier: a model with `<feature>_branch` sub-models (from `build_classifier`).
+      feature_names: the features to copy; default every tower the classifier has a branch for.
+      freeze: make the copied branches non-trainable.
+      check_outputs: compare the branches' embeddings on a probe batch after copying.
+
+    Returns:
+      The features whose branches were copied.
+
+    Raises:
+      ValueError: if a requested branch is missing or does not line up.
+    """
+    branch_names = {layer.name for layer in classifier.layers}
+    if feature_names is None:
+        feature_names = [n for n in encoder.feature_names if f"{n}{BRANCH_SUFFIX}" in branch_names]
+    copied = []
+    for name in feature_names:
+        if f"{name}{BRANCH_SUFFIX}" not in branch_names:
+            raise ValueError(f"The classifier {classifier.name!r} has no branch {name}{BRANCH_SUFFIX!r} to copy into.")
+        source, target = _branch(encoder, name), classifier.get_layer(f"{name}{BRANCH_SUFFIX}")
+        _check_lined_up(encoder.spec.feature(name), source, target)
+        target.set_weights(source.get_weights())
+        if check_outputs:
+            _check_same_outputs(encoder.spec.feature(name), source, target)
+        if freeze:
+            target.trainable = False
+        copied.append(name)
+    return copied
+
+
+def _branch(encoder: DualEncoder, name: str) -> keras.Model:
+    return encoder.get_tower(name).get_layer(f"{name}{BRANCH_SUFFIX}")
+
+
+def _leaf_layers(model: keras.Model) -> list:
+    leaves = []
+    for layer in model.layers:
+        leaves.extend(_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])
+    return leaves
+
+
+def _check_lined_up(feature: FeatureSpec, source: keras.Model, target: keras.Model) -> None:
+    hint = (
+        "Build the classifier with the encoder's branch options (build_classifier_from_encoder does) so that "
+        "both branches have the same layers."
+    )
+    source_types = [type(layer).__name__ for layer in _leaf_layers(source)]
+    target_types = [type(layer).__name__ for layer in _leaf_layers(target)]
+    if source_types != target_types:
+        raise ValueError(f"Branch {feature.name!r}: the layers differ ({source_types} vs {target_types}). {hint}")
+    source_shapes = [tuple(w.shape) for w in source.weights]
+    target_shapes = [tuple(w.shape) for w in target.weights]
+    if source_shapes != target_shapes:
+        raise ValueError(
+            f"Branch {feature.name!r}: the weight shapes differ ({source_shapes} vs {target_shapes}). {hint}"
+        )
+    if feature.modality == "text":
+        vectorizer = f"{feature.name}_vectorizer"
+        if source.get_layer(vectorizer).get_vocabulary() != target.get_layer(vectorizer).get_vocabulary():
+            raise ValueError(
+                f"Branch {feature.name!r}: the text vocabularies differ, so token ids would not mean the same "
+                "words. Pass vocabularies=encoder_vocabularies(encoder) to build_classifier."
+            )
+
+
+def _check_same_outputs(feature: FeatureSpec, source: keras.Model, target: keras.Model) -> None:
+    probe = _probe_batch(feature)
+    expected = np.asarray(source(probe, training=False)["embedding"])
+    actual = np.asarray(target(probe, training=False)["embedding"])
+    if not np.allclose(expected, actual, atol=1e-5, rtol=1e-5):
+        raise ValueError(
+            f"Branch {feature.name!r}: after copying the weights the classifier's branch computes other embeddings "
+            f"than the tower's (largest difference {np.abs(expected - actual).max():.3g})."
+        )
+
+
+def _probe_batch(feature: FeatureSpec) -> tf.Tensor:
+    """Two deterministic examples of a feature's decoded input."""
+    rng = np.random.default_rng(0)
+    if feature.modality == "text":
+        return tf.constant(["a b c", "the end"])
+    if feature.modality == "image":
+        return tf.constant(rng.integers(0, 256, (2, *feature.shape)).astype(np.uint8))
+    return tf.constant(rng.uniform(-0.5, 0.5, (2, *feature.shape)).astype(np.float32))
+
+
+def label_fraction_indices(labels: np.ndarray, fraction: float, *, seed: int = 0) -> np.ndarray:
+    """Indices of a stratified random subset: `fraction` of each class (at least one example each).
+
+    Example:
+      >>> label_fraction_indices(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), 0.1).size
+      2
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"`fraction` must be in (0, 1], got {fraction!r}.")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = max(1, int(round(fraction * len(members))))
+        chosen.append(rng.choice(members, size=count, replace=False))
+    return np.sort(np.concatenate(chosen))
+

@@ -1,0 +1,240 @@
+"""Cross-modal retrieval with a dual encoder: embed values, find the nearest items of another modality.
+
+Values may be given raw, as a client or a manifest holds them (text strings,
+encoded image bytes, WAV bytes), or decoded, as the tf.data pipeline yields
+them (strings, uint8 images, float32 waveforms). Raw values are decoded by
+`mmkeras.data.decoders.decode_batch`, the pipeline's and the serving export's
+own decoders, so the three can never disagree.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from mmkeras.alignment.dual_encoder import DualEncoder
+from mmkeras.alignment.metrics import DEFAULT_KS, cross_modal_retrieval
+from mmkeras.data.decoders import decode_batch
+from mmkeras.spec import DatasetSpec
+
+
+class RetrievalResult(NamedTuple):
+    """The top-k gallery items of each query, best first.
+
+    Attributes:
+      indices: (num_queries, k) int gallery row numbers.
+      scores: (num_queries, k) float cosine similarities.
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+
+
+def is_raw(modality: str, values: Any) -> bool:
+    """Whether image or audio values are raw (encoded bytes / strings) rather than decoded arrays; text is always raw."""
+    if modality == "text":
+        return True
+    return np.asarray(values if not isinstance(values, tf.Tensor) else values.numpy()).dtype.kind in "SUO"
+
+
+def decode_values(spec: DatasetSpec, feature_name: str, values: Any) -> np.ndarray | tf.Tensor:
+    """Decode raw values of one feature with `decode_batch`; pass decoded values through.
+
+    Args:
+      spec: a spec holding the feature (e.g. `encoder.spec`).
+      feature_name: the feature.
+      values: (n,) raw values, or (n, *feature.shape) decoded values.
+
+    Returns:
+      The decoded (n, *feature.shape) values (text: a string tensor).
+
+    Raises:
+      ValueError: if decoded values do not have the feature's shape.
+      tf.errors.InvalidArgumentError: for corrupt raw bytes (the message names the feature).
+    """
+    feature = spec.feature(feature_name)
+    if not is_raw(feature.modality, values):
+        array = np.asarray(values)
+        if array.shape[1:] != feature.shape:
+            raise ValueError(
+                f"Decoded values of {feature_name!r} must have shape (n, {', '.join(map(str, feature.shape))}), "
+                f"got {array.shape}. Pass raw file bytes instead to have them decoded."
+            )
+        return array
+    strings = tf.constant([v.encode("utf-8") if isinstance(v, str) else v for v in _as_list(values)], tf.string)
+    return decode_batch(spec.with_features([feature_name]), {feature_name: strings})[feature_name]
+
+
+def embed(encoder: DualEncoder, feature_name: str, values: Any, *, batch_size: int = 64) -> np.ndarray:
+    """Embed values of one modality with its tower.
+
+    Args:
+      encoder: a `DualEncoder`.
+      feature_name: the tower's feature.
+      values: (n,) raw values (text strings, image bytes, WAV bytes) or
+        (n, *feature.shape) decoded values. An empty raw value decodes as a
+        missing modality (zeros), whose embedding means nothing: leave such
+        rows out.
+      batch_size: examples per tower call.
+
+    Returns:
+      A (n, embed_dim) float32 array of unit vectors.
+
+    Example:
+      >>> embed(encoder, "caption", ["a red ball", "a blue box"]).shape
+      (2, 128)
+    """
+    decoded = decode_values(encoder.spec, feature_name, values)
+    if isinstance(decoded, tf.Tensor):
+        decoded = decoded.numpy()
+    if len(decoded) == 0:
+        return np.zeros((0, encoder.embed_dim), np.float32)
+    tower = encoder.get_tower(feature_name)
+    return np.asarray(tower.predict(decoded, batch_size=batch_size, verbose=0), np.float32)
+
+
+def retrieve_embeddings(query_embeddings: np.ndarray, gallery_embeddings: np.ndarray, k: int = 5) -> RetrievalResult:
+    """The k most similar gallery embeddings of each query embedding (cosine similarity of unit vectors).
+
+    Raises:
+      ValueError: if k is not a positive integer.
+
+    Example:
+      >>> retrieve_embeddings(np.eye(2), np.eye(2)[::-1], k=1).indices.tolist()
+      [[1], [0]]
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ValueError(f"`k` must be a positive integer, got {k!r}.")
+    scores = np.asarray(query_embeddings, np.float32) @ np.asarray(gallery_embeddings, np.float32).T
+    k = min(int(k), scores.shape[1])
+    # A stable sort keeps equal scores in gallery order.
+    indices = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return RetrievalResult(indices, np.take_along_axis(scores, indices, axis=1))
+
+
+def retrieve(
+    encoder: DualEncoder,
+    queries: Mapping[str, Any],
+    gallery: Mapping[str, Any],
+    k: int = 5,
+    *,
+    batch_size: int = 64,
+) -> RetrievalResult:
+    """Find, for each query, the k nearest gallery items of another modality.
+
+    Args:
+      encoder: a `DualEncoder` with towers for both features.
+      queries: `{feature_name: values}`, one feature, raw or decoded (see `embed`).
+      gallery: `{feature_name: values}`, one feature (usually another
+        modality; the same one gives within-modality search).
+      k: how many gallery items to return per query.
+      batch_size: examples per tower call.
+
+    Returns:
+      A `RetrievalResult` of (num_queries, k) gallery indices and cosine scores, best first.
+
+    Raises:
+      ValueError: if `queries` or `gallery` does not name exactly one feature
+        of the encoder, or k is not positive.
+
+    Example:
+      >>> result = retrieve(encoder, {"caption": ["a red ball"]}, {"picture": png_bytes_list}, k=3)
+      >>> result.indices.shape
+      (1, 3)
+    """
+    query_name, query_values = _single(encoder, queries, "queries")
+    gallery_name, gallery_values = _single(encoder, gallery, "gallery")
+    return retrieve_embeddings(
+        embed(encoder, query_name, query_values, batch_size=batch_size),
+        embed(encoder, gallery_name, gallery_values, batch_size=batch_size),
+        k,
+    )
+
+
+def embed_dataset(encoder: DualEncoder, dataset: tf.data.Dataset) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Embed every batch of a `make_dataset` pipeline with every tower.
+
+    Args:
+      encoder: a `DualEncoder`.
+      dataset: batches of `(features, label)` as `make_dataset` yields them.
+
+    Returns:
+      `(embeddings, labels, complete)`: feature name -> (n, embed_dim) array,
+      the (n,) class ids, and a (n,) bool array, True where every tower's
+      modality is present (the rows retrieval is measured on).
+    """
+    chunks: dict[str, list] = {name: [] for name in encoder.feature_names}
+    labels, complete = [], []
+    for features, label in dataset:
+        outputs = encoder(features, training=False)
+        present = np.ones(len(label), bool)
+        for name in encoder.feature_names:
+            chunks[name].append(np.asarray(outputs[name]))
+            flag = features.get(f"{name}_present")
+            if flag is not None:
+                present &= np.asarray(flag, bool)
+        labels.append(np.asarray(label))
+        complete.append(present)
+    embeddings = {name: np.concatenate(parts) for name, parts in chunks.items()}
+    return embeddings, np.concatenate(labels), np.concatenate(complete)
+
+
+def evaluate_retrieval(
+    encoder: DualEncoder,
+    split: str = "test",
+    *,
+    spec: DatasetSpec | None = None,
+    by_class: bool = False,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 64,
+) -> dict:
+    """Cross-modal retrieval metrics of an encoder on a split, in both directions, with the chance level.
+
+    Args:
+      encoder: a `DualEncoder`.
+      split: the split to embed.
+      spec: the spec to read it from (default `encoder.spec`); give it when
+        the data moved since the encoder was built.
+      by_class: count any gallery item of the query's class as a match (for
+        data paired by class); default: only the same example.
+      ks: the K of each Recall@K.
+      batch_size: examples per batch.
+
+    Returns:
+      `cross_modal_retrieval`'s dict, plus `"num_examples"`: the examples
+      with every modality present, which are the ones measured.
+
+    Example:
+      >>> evaluate_retrieval(encoder, "test")["picture_to_caption"]["recall@5"]
+      0.73...
+    """
+    from mmkeras.data.pipeline import make_dataset
+
+    spec = spec if spec is not None else encoder.spec
+    dataset = make_dataset(spec.with_features(list(encoder.feature_names)), split, batch_size=batch_size)
+    embeddings, labels, complete = embed_dataset(encoder, dataset)
+    kept = {name: values[complete] for name, values in embeddings.items()}
+    results = cross_modal_retrieval(kept, labels=labels[complete] if by_class else None, ks=ks)
+    results["num_examples"] = int(complete.sum())
+    return results
+
+
+def _single(encoder: DualEncoder, values: Mapping[str, Any], what: str) -> tuple[str, Any]:
+    if not isinstance(values, Mapping) or len(values) != 1:
+        raise ValueError(
+            f"`{what}` must be a mapping with exactly one feature name of the encoder {list(encoder.feature_names)}, "
+            f"e.g. {{'{encoder.feature_names[0]}': [...]}}; got {type(values).__name__} "
+            f"{sorted(values) if isinstance(values, Mapping) else ''}."
+        )
+    (name, data), = values.items()
+    encoder.get_tower(name)  # raises with the list of towers
+    return name, data
+
+
+def _as_list(values: Any) -> list:
+    if isinstance(values, tf.Tensor):
+        values = values.numpy()
+    if isinstance(values, (str, bytes)):
+        raise ValueError("Pass a sequence of values (one per example), not a single string.")
+    return list(np.asarray(values, dtype=object).reshape(-1))
