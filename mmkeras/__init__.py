@@ -37,6 +37,8 @@ _EXPORTS = {
     "predict": "mmkeras.models.predict",
     "export_for_serving": "mmkeras.export.saved_model",
     "check_export": "mmkeras.export.check",
+    "HubEncoder": "mmkeras.branches.hub",
+    "fine_tune": "mmkeras.train.fine_tune",
 }
 
 __all__ = sorted(_EXPORTS)

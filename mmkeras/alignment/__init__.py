@@ -39,7 +39,33 @@ _EXPORTS = {
     "export_towers": "mmkeras.alignment.export",
 }
 
-__all__ = sorted(_EXPORTS)
+# The same names as `_EXPORTS`, sorted.
+__all__ = [
+    "ContrastiveLoss",
+    "DualEncoder",
+    "LearnableTemperature",
+    "RetrievalResult",
+    "TripletLoss",
+    "ZeroShotResult",
+    "build_classifier_from_encoder",
+    "build_dual_encoder",
+    "chance_retrieval",
+    "class_embeddings",
+    "cross_modal_retrieval",
+    "embed",
+    "encoder_vocabularies",
+    "evaluate_retrieval",
+    "export_tower",
+    "export_towers",
+    "pretrain_encoder",
+    "retrieval_metrics",
+    "retrieval_ranks",
+    "retrieve",
+    "retrieve_embeddings",
+    "tower",
+    "transfer_tower_weights",
+    "zero_shot_classify",
+]
 
 
 def __getattr__(name: str):

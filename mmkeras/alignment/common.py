@@ -13,7 +13,8 @@ global-batch mean.
 from __future__ import annotations
 
 import math
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -76,7 +77,7 @@ def read_pair_inputs(y_true, y_pred, positives: str, loss_name: str) -> PairInpu
     """Read the embeddings, validity, labels and temperature a loss was called with.
 
     Args:
-      y_true: None (or anything) for `positives="pairs"`; (batch,) class ids for `positives="labels"`.
+      y_true: ignored for `positives="pairs"`; (batch,) class ids for `positives="labels"`.
       y_pred: a (batch, 2, dim) stack of the paired embeddings, or a dict with
         "embeddings" (that stack) and optionally "log_temperature" (a scalar)
         and "valid" ((batch,) flags, False where a modality is missing).
@@ -87,8 +88,7 @@ def read_pair_inputs(y_true, y_pred, positives: str, loss_name: str) -> PairInpu
       A `PairInputs`.
 
     Raises:
-      ValueError: for a dict with unknown keys, a stack not shaped (batch, 2, dim),
-        or missing labels with `positives="labels"`.
+      ValueError: for a dict with unknown keys or a stack not shaped (batch, 2, dim).
     """
     log_temperature = valid = None
     if isinstance(y_pred, Mapping):
@@ -110,11 +110,6 @@ def read_pair_inputs(y_true, y_pred, positives: str, loss_name: str) -> PairInpu
     valid = tf.ones([batch], tf.bool) if valid is None else tf.reshape(tf.cast(valid, tf.bool), [-1])
     labels = None
     if positives == "labels":
-        if y_true is None:
-            raise ValueError(
-                f"{loss_name}(positives='labels') needs the class ids as `y_true`; pass them, or use "
-                "positives='pairs'."
-            )
         labels = tf.reshape(tf.cast(y_true, tf.int32), [-1])
     if log_temperature is not None:
         log_temperature = tf.reshape(tf.cast(log_temperature, tf.float32), [])
@@ -183,7 +178,15 @@ class AlignmentLoss(keras.losses.Loss):
     """
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        if y_true is None and getattr(self, "positives", "pairs") == "labels":
+            raise ValueError(
+                f"{type(self).__name__}(positives='labels') needs the class ids as `y_true`; pass them, or use "
+                "positives='pairs'."
+            )
         if y_true is None:
-            stack = y_pred[EMBEDDINGS] if isinstance(y_pred, Mapping) else y_pred
+            stack = y_pred.get(EMBEDDINGS) if isinstance(y_pred, Mapping) else y_pred
+            if stack is None:
+                # `read_pair_inputs` explains what the dict needs.
+                read_pair_inputs(None, y_pred, "pairs", type(self).__name__)
             y_true = tf.zeros(tf.shape(tf.convert_to_tensor(stack))[:1], tf.float32)
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)

@@ -7,8 +7,8 @@ import keras
 import tensorflow as tf
 
 from mmkeras.alignment.common import (
-    AlignmentLoss,
     MASKED_LOGIT,
+    AlignmentLoss,
     check_positives,
     check_temperature,
     gather_candidates,

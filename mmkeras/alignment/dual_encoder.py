@@ -10,7 +10,8 @@ recording close together.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -41,7 +42,7 @@ def build_dual_encoder(
     initial_temperature: float = 0.07,
     learn_temperature: bool = True,
     name: str | None = None,
-) -> "DualEncoder":
+) -> DualEncoder:
     """Build a dual encoder that maps two or more modalities into one shared space.
 
     Use it to align modalities (CLIP-style pre-training), then retrieve across
@@ -295,6 +296,8 @@ class DualEncoder(keras.Model):
     def compile(self, optimizer="adam", loss=None, **kwargs):
         """Configure training; `loss` defaults to `ContrastiveLoss()` (with this model's learned temperature).
 
+        The temperature trains only with a `ContrastiveLoss` (and `learn_temperature`).
+
         Args:
           optimizer: a Keras optimizer or its name.
           loss: an alignment loss (`ContrastiveLoss`, `TripletLoss`, or any
@@ -302,14 +305,16 @@ class DualEncoder(keras.Model):
           **kwargs: other `keras.Model.compile` arguments.
 
         Raises:
-          ValueError: if `loss` is not a `keras.losses.Loss` instance.
+          TypeError: if `loss` is not a `keras.losses.Loss` instance.
         """
         loss = ContrastiveLoss() if loss is None else loss
         if not isinstance(loss, keras.losses.Loss):
-            raise ValueError(
+            raise TypeError(
                 f"A DualEncoder trains with an alignment loss instance such as ContrastiveLoss() or TripletLoss(), "
                 f"got {loss!r}. Per-output losses do not apply: the loss compares the towers' outputs."
             )
+        # Only a loss with a temperature trains it (a triplet loss has none to learn).
+        self.temperature_layer.trainable = self.learn_temperature and isinstance(loss, ContrastiveLoss)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -335,7 +340,7 @@ class DualEncoder(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if not isinstance(self.loss, keras.losses.Loss):
+        if self.loss is None:
             raise ValueError(f"Compile {self.name} with an alignment loss first: `encoder.compile('adam')`.")
         labels = y if getattr(self.loss, "positives", "pairs") == "labels" else None  # None: zeros (see AlignmentLoss)
         log_temperature = self.temperature_layer.log_value()

@@ -10,15 +10,17 @@ The classifier is then trained as usual, typically on few labels.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mmkeras.alignment.dual_encoder import BRANCH_SUFFIX, DualEncoder, build_dual_encoder
+from mmkeras.alignment.dual_encoder import BRANCH_SUFFIX, DualEncoder, build_dual_encoder, resolve_features
 from mmkeras.models.classifier import build_classifier
 from mmkeras.spec import DatasetSpec, FeatureSpec
+from mmkeras.train.class_weights import split_labels
 
 # TextVectorization's vocabulary starts with the padding and OOV tokens, which `vocabulary=` must not list.
 RESERVED_TOKENS = 2
@@ -50,7 +52,8 @@ def pretrain_encoder(
       loss: the alignment loss; default `ContrastiveLoss()` with a learned temperature.
       split: the split of pairs to train on.
       exclude_classes: class names whose examples are left out, e.g. to test
-        zero-shot recognition of classes the encoder never saw.
+        zero-shot recognition of classes the encoder never saw; their texts
+        are left out of the learned text vocabularies too.
       seed: seed for weights and shuffling.
       verbose: Keras `fit` verbosity.
       **encoder_options: `build_dual_encoder` arguments (embed_dim, branch_options, ...).
@@ -59,7 +62,8 @@ def pretrain_encoder(
       `(encoder, history)`.
 
     Raises:
-      ValueError: for unknown class names in `exclude_classes`.
+      ValueError: for unknown class names in `exclude_classes`, or fewer
+        remaining examples than one batch.
 
     Example:
       >>> encoder, history = pretrain_encoder(load_spec("tiny"), ("image", "audio"), epochs=3, batch_size=16)
@@ -69,15 +73,29 @@ def pretrain_encoder(
     unknown = sorted(set(exclude_classes) - set(spec.label.class_names))
     if unknown:
         raise ValueError(f"Unknown classes {unknown} in `exclude_classes`; the spec's are {list(spec.label.class_names)}.")
+    excluded = [spec.label.class_names.index(c) for c in exclude_classes]
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    if excluded:
+        # Their words stay out too: text vocabularies come from the other classes' texts.
+        features = [f.name for f in resolve_features(spec, modalities)]
+        learned = vocabularies_without_classes(spec, features, excluded, split=split)
+        encoder_options["vocabularies"] = {**learned, **dict(encoder_options.get("vocabularies") or {})}
     encoder = build_dual_encoder(spec, modalities, **encoder_options)
     encoder.compile(keras.optimizers.Adam(learning_rate), loss=loss)
     dataset = make_dataset(spec.with_features(list(encoder.feature_names)), split, batch_size=batch_size,
                            training=True, seed=seed)
-    if exclude_classes:
-        dataset = exclude_class_ids(dataset, [spec.label.class_names.index(c) for c in exclude_classes], batch_size)
-    history = encoder.fit(dataset, epochs=epochs, verbose=verbose)
+    if excluded:
+        kept = int(np.sum(~np.isin(split_labels(spec, split), excluded)))
+        if kept < batch_size:
+            raise ValueError(
+                f"Only {kept} examples of split {split!r} remain without classes {list(exclude_classes)}; use a "
+                f"batch_size of at most {kept}."
+            )
+        dataset = exclude_class_ids(dataset, excluded, batch_size)
+        # The filter hides the epoch length from Keras; it is known from the labels.
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(kept // batch_size))
+    history = encoder.fit(dataset, epochs=epochs, verbose=verbose, shuffle=False)  # the dataset shuffles
     return encoder, history
 
 
@@ -93,6 +111,37 @@ def exclude_class_ids(dataset: tf.data.Dataset, class_ids: Sequence[int], batch_
         return tf.logical_not(tf.reduce_any(tf.equal(tf.cast(label, tf.int32), excluded)))
 
     return dataset.unbatch().filter(keep).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def vocabularies_without_classes(
+    spec: DatasetSpec, feature_names: Sequence[str], class_ids: Sequence[int], *, split: str = "train"
+) -> dict[str, list[str]]:
+    """Learn each text feature's vocabulary from a split's texts, leaving out some classes' examples.
+
+    Args:
+      spec: the dataset spec.
+      feature_names: features to consider (non-text ones are skipped).
+      class_ids: the classes whose texts are left out.
+      split: the split to read.
+
+    Returns:
+      Text feature name -> token list (for `vocabularies=`), learned as
+      `build_classifier` learns it (`make_vectorizer` on the texts).
+    """
+    from mmkeras.branches.text import make_vectorizer
+    from mmkeras.data.pipeline import read_split
+
+    excluded = {int(c) for c in class_ids}
+    vocabularies = {}
+    for name in feature_names:
+        feature = spec.feature(name)
+        if feature.modality != "text":
+            continue
+        records = read_split(spec.with_features([name]), split).as_numpy_iterator()
+        texts = [raw[name].decode("utf-8", errors="replace") for raw, label in records
+                 if raw[feature.presence_key] and int(label) not in excluded]
+        vocabularies[name] = make_vectorizer(feature, corpus=texts).get_vocabulary()[RESERVED_TOKENS:]
+    return vocabularies
 
 
 def encoder_vocabularies(encoder: DualEncoder) -> dict[str, list[str]]:
@@ -267,7 +316,7 @@ def label_fraction_indices(labels: np.ndarray, fraction: float, *, seed: int = 0
     chosen = []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        count = max(1, int(round(fraction * len(members))))
+        count = max(1, round(fraction * len(members)))
         chosen.append(rng.choice(members, size=count, replace=False))
     return np.sort(np.concatenate(chosen))
 

@@ -8,7 +8,8 @@ own decoders, so the three can never disagree.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -86,12 +87,11 @@ def embed(encoder: DualEncoder, feature_name: str, values: Any, *, batch_size: i
       (2, 128)
     """
     decoded = decode_values(encoder.spec, feature_name, values)
-    if isinstance(decoded, tf.Tensor):
-        decoded = decoded.numpy()
     if len(decoded) == 0:
         return np.zeros((0, encoder.embed_dim), np.float32)
-    tower = encoder.get_tower(feature_name)
-    return np.asarray(tower.predict(decoded, batch_size=batch_size, verbose=0), np.float32)
+    # Through tf.data: string tensors (text) go in as they are.
+    batches = tf.data.Dataset.from_tensor_slices(decoded).batch(batch_size)
+    return np.asarray(encoder.get_tower(feature_name).predict(batches, verbose=0), np.float32)
 
 
 def retrieve_embeddings(query_embeddings: np.ndarray, gallery_embeddings: np.ndarray, k: int = 5) -> RetrievalResult:
@@ -236,5 +236,5 @@ def _as_list(values: Any) -> list:
     if isinstance(values, tf.Tensor):
         values = values.numpy()
     if isinstance(values, (str, bytes)):
-        raise ValueError("Pass a sequence of values (one per example), not a single string.")
+        raise TypeError("Pass a sequence of values (one per example), not a single string.")
     return list(np.asarray(values, dtype=object).reshape(-1))

@@ -10,7 +10,9 @@ shared space generalises to them.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple, Sequence
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -67,7 +69,7 @@ def class_embeddings(
         flat = np.stack([np.asarray(value) for value in flat])
     vectors = embed(encoder, feature_name, flat, batch_size=batch_size)
     bounds = np.cumsum([0] + [len(group) for group in groups])
-    prototypes = np.stack([vectors[start:end].mean(axis=0) for start, end in zip(bounds[:-1], bounds[1:])])
+    prototypes = np.stack([vectors[start:end].mean(axis=0) for start, end in itertools.pairwise(bounds)])
     norms = np.linalg.norm(prototypes, axis=1, keepdims=True)
     return (prototypes / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -102,7 +104,7 @@ def zero_shot_classify(
       array([0, 2, 2, 1])
     """
     if not isinstance(inputs, Mapping) or len(inputs) != 1:
-        raise ValueError(f"`inputs` must map exactly one tower's feature name to values, e.g. {{'picture': images}}.")
+        raise ValueError("`inputs` must map exactly one tower's feature name to values, e.g. {'picture': images}.")
     prototypes = np.asarray(prototypes, np.float32)
     if prototypes.ndim != 2 or prototypes.shape[1] != encoder.embed_dim:
         raise ValueError(

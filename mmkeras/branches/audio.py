@@ -10,6 +10,7 @@ from keras import layers
 from mmkeras.branches.common import check_positive, finish_branch, make_input
 from mmkeras.branches.hub import finish_hub_branch, is_hub_encoder, make_hub_encoder
 from mmkeras.branches.log_mel import LogMelSpectrogram
+from mmkeras.branches.spec_augment import SpecAugment
 from mmkeras.spec import FeatureSpec
 
 ENCODERS = ("lstm", "conv1d")
@@ -24,6 +25,7 @@ def build_audio_branch(
     lstm_units: int = 64,
     bidirectional: bool = True,
     normalization: str = "utterance",
+    augment: bool = False,
     embed_dim: int = 128,
     dropout_rate: float = 0.3,
     trainable: bool | None = None,
@@ -32,7 +34,7 @@ def build_audio_branch(
     """Build the audio branch: a waveform in, an embedding and a frame sequence out.
 
     Log-mel features are computed in the model (`LogMelSpectrogram`), each clip
-    normalised per mel bin. Conv1D stages with max pooling between them
+    normalised per mel bin (optionally masked SpecAugment-style). Conv1D stages with max pooling between them
     shorten the sequence fourfold before the recurrent layer, which makes the
     LSTM both faster and better on short, noisy clips.
     With `encoder="hub:<handle-or-path>"` a pretrained TF Hub audio encoder
@@ -48,6 +50,9 @@ def build_audio_branch(
       lstm_units: LSTM units per direction (encoder "lstm").
       bidirectional: read the frames both ways.
       normalization: log-mel normalisation, "utterance" or "none".
+      augment: mask random mel bands and frame spans while training (`SpecAugment`).
+        Off by default: on avmnist audio alone (10 epochs) it lowered test
+        accuracy from 0.807 to 0.731; it may pay off with longer training.
       embed_dim: width of the branch outputs.
       dropout_rate: dropout after stages and on the pooled features.
       trainable: whether a hub encoder's weights train; default False. Only with a hub encoder.
@@ -95,6 +100,8 @@ def build_audio_branch(
         normalization=normalization,
         name="log_mel",
     )(inputs)
+    if augment:
+        x = SpecAugment(name="spec_augment")(x)
     for filters in conv_stages:
         check_positive(filters, "conv_stages[i]")
         x = layers.Conv1D(filters, 5, padding="same", use_bias=False)(x)

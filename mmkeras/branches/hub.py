@@ -245,7 +245,7 @@ class HubEncoder(layers.Layer):
     ):
         super().__init__(trainable=trainable, **kwargs)
         for value, name in ((handle, "handle"), (preprocessor, "preprocessor"), (signature, "signature")):
-            if value is not None and (not isinstance(value, str) or not value.strip()):
+            if (value is not None or name == "handle") and (not isinstance(value, str) or not value.strip()):
                 raise ValueError(f"HubEncoder: `{name}` must be a non-empty string, got {value!r}.")
         for value, name in ((output_key, "output_key"), (sequence_key, "sequence_key")):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
@@ -304,18 +304,18 @@ class HubEncoder(layers.Layer):
         return tf.map_fn(run, inputs, fn_output_signature=output_signature)
 
     def _pick(self, outputs):
-        pooled = _select(outputs, self.output_key, POOLED_KEYS, "output_key", self.handle)
-        sequence = _select(outputs, self.sequence_key, SEQUENCE_KEYS, "sequence_key", self.handle, required=False)
-        if pooled is None and sequence is not None:
-            pooled = ops.mean(sequence, axis=1)
-        if len(pooled.shape) == 3:
+        pooled = _pooled_output(outputs, self.output_key, self.handle)
+        sequence = _sequence_output(outputs, self.sequence_key, self.handle)
+        if len(pooled.shape) == 3:  # a per-step output only: pool it
             sequence = pooled if sequence is None else sequence
             pooled = ops.mean(pooled, axis=1)
-        if len(pooled.shape) != 2:
-            raise ValueError(
-                f"HubEncoder {self.handle!r}: the pooled output has shape {pooled.shape}; expected (batch, dim) or "
-                "(batch, steps, dim). Pick another output with `output_key`."
-            )
+        for value, rank, key in ((pooled, 2, "output_key"), (sequence, 3, "sequence_key")):
+            if value is not None and len(value.shape) != rank:
+                raise ValueError(
+                    f"HubEncoder {self.handle!r}: the chosen output has shape {value.shape}, expected rank {rank} "
+                    "((batch, dim) pooled, (batch, steps, dim) sequence). Pick another output with "
+                    f"`{key}` (encoder_options={{'{key}': ...}} in a branch)."
+                )
         if sequence is None:
             sequence = ops.expand_dims(pooled, 1)
         return {EMBEDDING: pooled, SEQUENCE: sequence}
@@ -502,37 +502,48 @@ def _cast_to(inputs, signature):
     return cast(inputs, signature)
 
 
-def _select(outputs, key, defaults, argument: str, handle: str, required: bool = True):
+def _pooled_output(outputs, key, handle: str):
+    """The output `key` names, else the first of `POOLED_KEYS`, else the only one (or only matrix) there is."""
     if not isinstance(outputs, (Mapping, list, tuple)):
-        return outputs if argument == "output_key" else None
+        return outputs
+    if key is not None:
+        return _output_at(outputs, key, "output_key", handle)
     if isinstance(outputs, Mapping):
-        if key is not None:
-            if key not in outputs:
-                raise ValueError(f"HubEncoder {handle!r}: no output {key!r}; its outputs are {sorted(outputs)}.")
-            return outputs[key]
-        for name in defaults:
+        for name in POOLED_KEYS:
             if name in outputs:
                 return outputs[name]
         matrices = [name for name, value in outputs.items() if len(value.shape) == 2]
-        if argument == "output_key" and len(matrices) == 1:
+        if len(matrices) == 1:
             return outputs[matrices[0]]
-        if required and argument == "output_key":
-            raise ValueError(
-                f"HubEncoder {handle!r}: cannot tell which of the outputs {sorted(outputs)} is the pooled "
-                f"embedding; pass `{argument}` (encoder_options={{'{argument}': ...}} in a branch)."
-            )
-        return None
-    if key is None:
-        if len(outputs) == 1 and argument == "output_key":
-            return outputs[0]
-        if argument == "output_key":
-            raise ValueError(
-                f"HubEncoder {handle!r} returns {len(outputs)} outputs; pass `{argument}` with the index of the "
-                "embedding (e.g. 1 for YAMNet's (scores, embeddings, spectrogram))."
-            )
-        return None
-    if not isinstance(key, int) or not -len(outputs) <= key < len(outputs):
-        raise ValueError(f"HubEncoder {handle!r}: `{argument}`={key!r} is no index of its {len(outputs)} outputs.")
+        raise ValueError(
+            f"HubEncoder {handle!r}: cannot tell which of the outputs {sorted(outputs)} is the pooled embedding; "
+            "pass `output_key` (encoder_options={'output_key': ...} in a branch)."
+        )
+    if len(outputs) == 1:
+        return outputs[0]
+    raise ValueError(
+        f"HubEncoder {handle!r} returns {len(outputs)} outputs; pass `output_key` with the index of the embedding "
+        "(e.g. 1 for YAMNet's (scores, embeddings, spectrogram))."
+    )
+
+
+def _sequence_output(outputs, key, handle: str):
+    """The output `key` names, else the first of `SEQUENCE_KEYS` present, else None."""
+    if key is not None:
+        return _output_at(outputs, key, "sequence_key", handle)
+    if isinstance(outputs, Mapping):
+        return next((outputs[name] for name in SEQUENCE_KEYS if name in outputs), None)
+    return None
+
+
+def _output_at(outputs, key, argument: str, handle: str):
+    if isinstance(outputs, Mapping):
+        if key not in outputs:
+            raise ValueError(f"HubEncoder {handle!r}: no output {key!r}; its outputs are {sorted(outputs)}.")
+        return outputs[key]
+    if not isinstance(outputs, (list, tuple)) or not isinstance(key, int) or not -len(outputs) <= key < len(outputs):
+        count = len(outputs) if isinstance(outputs, (list, tuple)) else 1
+        raise ValueError(f"HubEncoder {handle!r}: `{argument}`={key!r} names none of its {count} output(s).")
     return outputs[key]
 
 

@@ -77,7 +77,7 @@ def plot_reliance(reliance: Mapping[str, Mapping[str, float]], full_accuracy: fl
     axis.axhline(full_accuracy, color="black", linestyle="--", label="all inputs")
     axis.set(xticks=positions, ylabel="accuracy", ylim=(0, 1), title="Modality reliance")
     axis.set_xticklabels(names)
-    axis.legend(loc="lower right")
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(figure, path)
 
 

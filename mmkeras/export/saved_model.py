@@ -335,6 +335,12 @@ def _signature_inputs(spec: DatasetSpec, signature_name: str) -> dict:
     )
 
 
+def _describe_input(name: str, tensor_spec: tf.TensorSpec) -> str:
+    """E.g. "`picture` uint8 (batch, 16, 16, 3)"."""
+    dims = ", ".join("batch" if i == 0 else ("n" if d is None else str(d)) for i, d in enumerate(tensor_spec.shape))
+    return f"`{name}` {tensor_spec.dtype.name} ({dims})"
+
+
 def _mmkeras_version() -> str:
     import mmkeras
 
@@ -393,8 +399,8 @@ def write_readme(model_dir: str | os.PathLike, name: str, spec: DatasetSpec) -> 
     model_dir = Path(model_dir)
     latest = versions(model_dir)[-1]
     rows = "\n".join(
-        f"| `{signature_name}` | {', '.join(f'`{k}`' for k in _signature_inputs(spec, signature_name))} |"
-        for signature_name in signatures.signature_names(spec)
+        f"| `{name_}` | {', '.join(_describe_input(k, v) for k, v in _signature_inputs(spec, name_).items())} |"
+        for name_ in signatures.signature_names(spec)
     )
     text = f"""# {name}
 
@@ -407,7 +413,7 @@ latest, {latest}). Classes: {', '.join(spec.label.class_names)}.
       -v "{model_dir.resolve()}:{DOCKER_MODELS_DIR}/{name}" tensorflow/serving \\
       --model_config_file={DOCKER_MODELS_DIR}/{name}/{MODEL_CONFIG_FILE}
 
-## Query it
+## Query it (from this folder)
 
     curl -d @{latest}/{EXTRA_DIR}/{REST_INSTANCES_FILE} http://localhost:8501/v1/models/{name}:predict
 

@@ -143,9 +143,21 @@ def check_batch_sizes(raw: Mapping[str, tf.Tensor]) -> list:
 
 
 def waveform_to_wav(feature: FeatureSpec, waveforms: tf.Tensor) -> tf.Tensor:
-    """Encode a float32 (batch, samples) batch of mono waveforms as (batch,) WAV bytes at the feature's rate."""
+    """Encode a float32 (batch, samples) batch of mono waveforms as (batch,) WAV bytes at the feature's rate.
+
+    Raises:
+      tf.errors.InvalidArgumentError: (when run) if a value is outside [-1, 1]
+        or not a number: WAV would clip it silently.
+    """
     rate = int(feature.options["sample_rate"])
     with tf.name_scope(f"encode_{feature.name}"):
+        message = (
+            f"Input `{feature.name}`: waveform values must be numbers in [-1, 1] (mono float samples at "
+            f"{rate} Hz). Scale the samples (e.g. int16 / 32768)."
+        )
+        in_range = tf.debugging.Assert(tf.reduce_all(tf.abs(waveforms) <= 1.0), [message])
+        with tf.control_dependencies([in_range]):
+            waveforms = tf.identity(waveforms)
         return tf.map_fn(
             lambda waveform: tf.audio.encode_wav(waveform[:, None], rate),
             waveforms,

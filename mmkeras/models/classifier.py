@@ -24,7 +24,7 @@ def build_classifier(
     units: int = 256,
     embed_dim: int = 128,
     dropout_rate: float = 0.3,
-    modality_dropout: float = 0.1,
+    modality_dropout: float = 0.3,
     vocabularies: Mapping[str, Sequence[str]] | None = None,
     branch_options: Mapping[str, Mapping[str, Any]] | None = None,
     fusion_options: Mapping[str, Any] | None = None,

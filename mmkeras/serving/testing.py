@@ -41,6 +41,8 @@ HTTP_STATUS = {
 }
 REST_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<verb>:predict)?$")
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+# The name scope of a feature's decoder ops (see mmkeras.data.decoders), as it shows in graph errors.
+DECODER_SCOPE = re.compile(r"decode_([A-Za-z_][A-Za-z0-9_]*)/")
 
 
 class SavedModelBackend:
@@ -88,14 +90,23 @@ class SavedModelBackend:
         """
         import tensorflow as tf
 
-        specs = self.input_specs(signature_name or DEFAULT_SIGNATURE)
+        signature_name = signature_name or DEFAULT_SIGNATURE
+        specs = self.input_specs(signature_name)
         check_inputs(specs, columns, signature_name)
         tensors = {name: tf.constant(np.asarray(columns[name]), specs[name].dtype) for name in specs}
         try:
-            outputs = self.signatures[signature_name or DEFAULT_SIGNATURE](**tensors)
+            outputs = self.signatures[signature_name](**tensors)
         except tf.errors.OpError as error:
-            raise ServingError(error.message, _status_name(error)) from None
+            raise ServingError(_name_failing_input(error.message, specs), _status_name(error)) from None
         return {name: value.numpy() for name, value in outputs.items()}
+
+
+def _name_failing_input(message: str, specs: Mapping[str, Any]) -> str:
+    """Prefix a graph error with the input whose decoder failed (its ops live under `decode_<name>/`)."""
+    match = DECODER_SCOPE.search(message)
+    if match and match.group(1) in specs and f"`{match.group(1)}`" not in message:
+        return f"Input `{match.group(1)}` could not be decoded: {message}"
+    return message
 
 
 def _status_name(error) -> str:
@@ -178,7 +189,8 @@ def _json_to_array(name: str, value: Any, dtype) -> np.ndarray:
 
     def fail(item):
         raise ServingError(
-            f"Input `{name}` must hold {_dtype_name(dtype)} values ({_json_kinds(dtype)}), got {json.dumps(item)[:80]}.",
+            f"Input `{name}` must hold {_dtype_name(dtype)} values ({_json_kinds(dtype)}), "
+            f"got {json.dumps(item)[:80]}.",
             "INVALID_ARGUMENT",
         )
 
@@ -301,8 +313,8 @@ def rest_predict(backend: SavedModelBackend, body: Mapping[str, Any]) -> dict:
     }
     outputs = backend.predict(signature_name, columns)
     if "instances" in body:
-        count = len(body["instances"])
-        return {"predictions": [{name: _json_output(value)[i] for name, value in outputs.items()} for i in range(count)]}
+        columns = {name: _json_output(value) for name, value in outputs.items()}
+        return {"predictions": [{name: column[i] for name, column in columns.items()} for i in range(len(instances))]}
     return {"outputs": {name: _json_output(value) for name, value in outputs.items()}}
 
 

@@ -13,6 +13,7 @@ _EXPORTS = {
     "TrainResult": "mmkeras.train.loop",
     "make_run_config": "mmkeras.train.loop",
     "make_optimizer": "mmkeras.train.loop",
+    "build_and_compile": "mmkeras.train.loop",
     "ModelConfig": "mmkeras.train.config",
     "TrainingConfig": "mmkeras.train.config",
     "RuntimeConfig": "mmkeras.train.config",
@@ -29,7 +30,7 @@ _EXPORTS = {
     "SparseMacroF1Score": "mmkeras.train.metrics",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - the export table is the one list of names
 
 
 def __getattr__(name: str):

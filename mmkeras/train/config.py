@@ -48,7 +48,7 @@ class ModelConfig:
     units: int = 256
     embed_dim: int = 128
     dropout_rate: float = 0.3
-    modality_dropout: float = 0.1
+    modality_dropout: float = 0.3
     fusion_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     branch_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 

@@ -165,19 +165,7 @@ def train(
     if training.class_weight == "balanced":
         class_weight = balanced_class_weights(split_labels(spec, TRAIN_SPLIT), spec.num_classes)
 
-    with runtime.strategy.scope(), precision_policy(runtime.mixed_precision):
-        model = build_classifier(spec, seed=training.seed, **dataclasses.asdict(config.model))
-        trainer = TrainingView(model)  # shares the weights; only the supervised output
-        learning_rate = training.learning_rate
-        if training.scale_learning_rate_with_replicas:
-            learning_rate *= runtime.num_replicas
-        trainer.compile(
-            optimizer=make_optimizer(training, learning_rate),
-            loss=make_loss(training),
-            metrics=["accuracy", SparseMacroF1Score(spec.num_classes)],
-            jit_compile=runtime.jit_compile,
-            steps_per_execution=runtime.steps_per_execution,
-        )
+    model, trainer = build_and_compile(spec, config.model, training, runtime)
     runtime = dataclasses.replace(runtime, jit_compile=bool(trainer.jit_compile))  # Keras may refuse XLA
 
     monitor = "val_loss" if validation_data is not None else "loss"
@@ -208,6 +196,42 @@ def train(
         initial_epoch=initial_epoch,
         runtime=runtime.describe(),
     )
+
+
+def build_and_compile(
+    spec: DatasetSpec, model_config: ModelConfig, training: TrainingConfig, runtime: ResolvedRuntime
+) -> tuple[keras.Model, keras.Model]:
+    """Build the classifier and its compiled `TrainingView` under the runtime's strategy and precision.
+
+    Args:
+      spec: the dataset spec.
+      model_config: the classifier's arguments.
+      training: optimiser, loss and seed.
+      runtime: the resolved runtime (strategy, precision, XLA, steps per execution).
+
+    Returns:
+      `(classifier, trainer)`: the full classifier (every output; the model to
+      save) and the compiled view of it that `fit` trains. They share weights.
+      `trainer.jit_compile` says whether Keras accepted XLA for this model.
+
+    Example:
+      >>> model, trainer = build_and_compile(spec, ModelConfig(), TrainingConfig(), resolve_runtime())
+      >>> trainer.fit(make_dataset(spec, "train", training=True), epochs=1)
+    """
+    with runtime.strategy.scope(), precision_policy(runtime.mixed_precision):
+        model = build_classifier(spec, seed=training.seed, **dataclasses.asdict(model_config))
+        trainer = TrainingView(model)
+        learning_rate = training.learning_rate
+        if training.scale_learning_rate_with_replicas:
+            learning_rate *= runtime.num_replicas
+        trainer.compile(
+            optimizer=make_optimizer(training, learning_rate),
+            loss=make_loss(training),
+            metrics=["accuracy", SparseMacroF1Score(spec.num_classes)],
+            jit_compile=runtime.jit_compile,
+            steps_per_execution=runtime.steps_per_execution,
+        )
+    return model, trainer
 
 
 def make_run_config(

@@ -251,6 +251,62 @@ def test_audio_branch_with_batched_and_unbatched_encoders(encoders):
     np.testing.assert_allclose(encoded["embedding"], expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_classifier_with_hub_encoders_trains_reloads_and_exports_self_contained(encoders, tiny_spec, tmp_path):
+    from mmkeras.data.pipeline import make_dataset
+    from mmkeras.export.saved_model import export_for_serving
+    from mmkeras.models.classifier import build_classifier
+
+    # Copies that this test deletes, to prove the export no longer needs them.
+    folders = {name: shutil.copytree(encoders[name], tmp_path / "encoders" / name) for name in ("text", "image", "audio")}
+    model = build_classifier(tiny_spec, units=8, embed_dim=8, seed=0, branch_options={
+        "caption": {"encoder": f"hub:{folders['text']}"},
+        "picture": {"encoder": f"hub:{folders['image']}"},
+        "sound": {"encoder": f"hub:{folders['audio']}"},
+    })
+    frozen = [layer.encoder_variables[0].numpy() for layer in _hub_layers(model)]
+    assert len(frozen) == 3
+    trainer = keras.Model(model.input, model.output["probabilities"])
+    trainer.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    train = make_dataset(tiny_spec, "train", batch_size=8, training=True, seed=0).take(2)
+    before = model.get_layer("logits").kernel.numpy()
+    trainer.fit(train, epochs=1, verbose=0)
+    assert not np.allclose(model.get_layer("logits").kernel.numpy(), before)
+    for layer, values in zip(_hub_layers(model), frozen):  # frozen encoders stay as published
+        np.testing.assert_array_equal(layer.encoder_variables[0].numpy(), values)
+
+    batch, _ = next(iter(make_dataset(tiny_spec, "test", batch_size=6)))
+    expected = model.predict(batch, verbose=0)["probabilities"]
+    model.save(tmp_path / "model.keras")
+    restored = keras.saving.load_model(tmp_path / "model.keras", safe_mode=False)
+    np.testing.assert_allclose(restored.predict(batch, verbose=0)["probabilities"], expected, rtol=1e-5, atol=1e-6)
+
+    version_dir = export_for_serving(model, tiny_spec, tmp_path / "exported")
+    shutil.rmtree(tmp_path / "encoders")
+    served = tf.saved_model.load(str(version_dir)).signatures["serving_decoded"]
+    outputs = served(**{key: tf.convert_to_tensor(value) for key, value in batch.items()})
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert (version_dir / "assets" / "vocab.txt").is_file()  # the text encoder's vocabulary came along
+
+
+def test_spec_branch_mapping_names_the_encoder(encoders, tiny_spec):
+    import dataclasses
+
+    from mmkeras.models.classifier import build_classifier
+
+    picture = dataclasses.replace(
+        tiny_spec.feature("picture"), branch={"encoder": "hub:" + encoders["image"], "trainable": True}
+    )
+    model = build_classifier(tiny_spec.replace(features=(picture,)), units=4, embed_dim=4)
+    (encoder,) = _hub_layers(model)
+    assert encoder.handle == encoders["image"] and encoder.trainable
+
+
+def _hub_layers(model):
+    return [layer for branch in model.layers if isinstance(branch, keras.Model) for layer in branch.layers
+            if isinstance(layer, HubEncoder)]
+
+
 def test_branch_arguments_are_checked(encoders):
     with pytest.raises(ValueError, match="hub:<handle-or-path>"):
         build_text_branch(_feature("text"), vocabulary=["red"], trainable=True)

@@ -48,5 +48,5 @@ def run_worker(args: list[str], *, env: dict | None = None) -> tuple[int, str, d
 
 @pytest.fixture
 def workers(tiny_spec):
-    """`start`, `finish` and `run` for `train_worker.py` processes, with the tiny data built first."""
-    return SimpleNamespace(start=start_worker, finish=finish_worker, run=run_worker)
+    """`start`, `finish`, `run` and the `timeout` of `train_worker.py` processes, with the tiny data built first."""
+    return SimpleNamespace(start=start_worker, finish=finish_worker, run=run_worker, timeout=TIMEOUT_SECONDS)

@@ -1,0 +1,115 @@
+"""build_dual_encoder: features by modality or name, unit-vector towers, the temperature, save and reload."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from mmkeras.alignment import ContrastiveLoss, DualEncoder, TripletLoss, build_dual_encoder, tower
+from mmkeras.alignment.dual_encoder import resolve_features
+from mmkeras.spec import load_spec
+
+VOCABULARIES = {"caption": ["red", "green", "blue", "ball", "box"]}
+SMALL = {
+    "embed_dim": 8,
+    "branch_dim": 8,
+    "vocabularies": VOCABULARIES,
+    "branch_options": {
+        "text": {"token_dim": 4, "lstm_units": 4},
+        "image": {"stages": (4,), "convs_per_stage": 1},
+        "audio": {"encoder": "conv1d", "conv_stages": (4,)},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec("tiny")
+
+
+def _batch(size=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "caption": np.array(["red ball", "a blue box", "green", "box"][:size], dtype=object),
+        "picture": rng.integers(0, 255, (size, 16, 16, 3)).astype("uint8"),
+        "sound": rng.uniform(-1, 1, (size, 2000)).astype("float32"),
+        "picture_present": np.ones(size, bool),
+    }
+
+
+def test_modalities_and_feature_names_resolve_to_the_spec_features_in_order(spec):
+    assert [f.name for f in resolve_features(spec, ("image", "text"))] == ["picture", "caption"]
+    assert [f.name for f in resolve_features(spec, ("audio", "caption", "picture"))] == ["sound", "caption", "picture"]
+
+
+@pytest.mark.parametrize(
+    "modalities, message",
+    [(("image",), "two or more"), ("image", "two or more"), (("video", "text"), "no feature or modality"),
+     (("picture", "image"), "once")],
+)
+def test_bad_modalities_say_what_the_spec_has(spec, modalities, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_features(spec, modalities)
+
+
+def test_encoder_maps_each_feature_to_a_unit_embedding_and_exposes_its_towers(spec):
+    encoder = build_dual_encoder(spec, ("image", "audio", "text"), **SMALL)
+    assert isinstance(encoder, DualEncoder)
+    assert encoder.feature_names == ("picture", "sound", "caption") and encoder.embed_dim == 8
+    batch = _batch()
+    outputs = encoder(batch, training=False)
+    assert sorted(outputs) == ["caption", "picture", "sound"]
+    for name, values in outputs.items():
+        assert values.shape == (4, 8)
+        np.testing.assert_allclose(np.linalg.norm(values, axis=1), 1.0, rtol=1e-5)
+        alone = encoder.get_tower(name)(batch[name], training=False)
+        np.testing.assert_allclose(alone, values, rtol=1e-5, atol=1e-6)
+    assert tower(encoder, "sound") is encoder.get_tower("sound")
+    # The tower's branch is the classifier's branch, under the classifier's name.
+    assert encoder.get_tower("picture").get_layer("picture_branch").output["embedding"].shape == (None, 8)
+    assert encoder.spec.feature_names == ("picture", "sound", "caption")
+    with pytest.raises(ValueError, match="no tower"):
+        encoder.get_tower("audio")
+    with pytest.raises(ValueError, match="missing"):
+        encoder({"picture": batch["picture"]})
+
+
+def test_temperature_is_a_log_scale_weight_that_trains_or_not(spec):
+    learned = build_dual_encoder(spec, ("image", "text"), initial_temperature=0.1, **SMALL)
+    assert learned.temperature == pytest.approx(0.1, rel=1e-6)
+    assert "log_temperature" in [w.name for w in learned.trainable_weights]
+    fixed = build_dual_encoder(spec, ("image", "text"), learn_temperature=False, **SMALL)
+    assert "log_temperature" not in [w.name for w in fixed.trainable_weights]
+    assert "log_temperature" in [w.name for w in fixed.non_trainable_weights]
+    with pytest.raises(ValueError, match="initial_temperature"):
+        build_dual_encoder(spec, ("image", "text"), initial_temperature=-1.0, **SMALL)
+
+
+@pytest.mark.slow
+def test_compiled_encoder_trains_a_step_and_reloads_identically(spec, tmp_path):
+    keras.utils.set_random_seed(0)
+    encoder = build_dual_encoder(spec, ("image", "audio"), **SMALL)
+    encoder.compile(keras.optimizers.Adam(0.01), loss=TripletLoss(margin=0.3))
+    # A triplet loss has no temperature to learn.
+    assert "log_temperature" not in [w.name for w in encoder.trainable_weights]
+    batch = _batch()
+    before = [np.array(w) for w in encoder.trainable_weights]
+    loss = encoder.train_on_batch(batch, np.zeros(4, "int32"))
+    assert np.isfinite(loss) and loss > 0
+    assert any(not np.allclose(b, np.array(w)) for b, w in zip(before, encoder.trainable_weights))
+    encoder.save(tmp_path / "encoder.keras")
+    restored = keras.saving.load_model(tmp_path / "encoder.keras")
+    assert isinstance(restored, DualEncoder) and restored.feature_names == encoder.feature_names
+    assert isinstance(restored.loss, TripletLoss) and restored.loss.margin == 0.3
+    assert restored.temperature == pytest.approx(encoder.temperature)
+    expected, actual = encoder.predict(batch, verbose=0), restored.predict(batch, verbose=0)
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], rtol=1e-6, atol=1e-6)
+
+
+def test_compile_defaults_to_the_contrastive_loss_and_rejects_strings(spec):
+    encoder = build_dual_encoder(spec, ("image", "text"), **SMALL)
+    encoder.compile("adam")
+    assert isinstance(encoder.loss, ContrastiveLoss)
+    with pytest.raises(ValueError, match="alignment loss"):
+        encoder.compile("adam", loss="mse")
