@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "model_options": model_options,
         "note": note,
-        "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}, TensorFlow {tf.__version__}",
+        "machine": (f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end "
+                    f"(a loaded machine gives noisy figures), TensorFlow {tf.__version__}"),
         "rows": rows,
     }
     output_dir = Path(args.output_dir)

@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-BENCHMARKS = ("fusion", "pipeline", "serving", "train_throughput")
+# `mmkeras bench NAME` -> the script in benchmarks/ it runs.
+BENCHMARKS = {
+    "fusion": "fusion.py",
+    "pipeline": "input_pipeline.py",
+    "serving": "serving.py",
+    "alignment": "alignment.py",
+    "train": "train_throughput.py",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     bench = commands.add_parser("bench", help="run a benchmark and save its figures in benchmarks/results")
-    bench.add_argument("benchmark", choices=BENCHMARKS)
+    bench.add_argument("benchmark", choices=sorted(BENCHMARKS))
     bench.add_argument("options", nargs=argparse.REMAINDER, help="options passed to the benchmark script")
     bench.set_defaults(handler=_bench)
     return parser
@@ -175,7 +182,7 @@ def result_spec(result):
 def _bench(args) -> int:
     import runpy
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{args.benchmark}.py"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / BENCHMARKS[args.benchmark]
     if not script.is_file():
         raise FileNotFoundError(f"No benchmark script {script}: run from a source checkout of mmkeras.")
     sys.argv = [str(script), *args.options]

@@ -106,6 +106,8 @@ def check_export(
       ValueError: if the export's inputs do not match the spec, the split is
         empty, or a signature name is unknown.
       FileNotFoundError: if `model` is None and the export has no `model.keras`.
+      RuntimeError: if `read_split` and `make_dataset` yield the examples in
+        different orders (they cannot be paired).
 
     Example:
       >>> print(check_export("saved_models/tiny_concat/1", "tiny"))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import keras
 
-from mmkeras.train.run_dir import RunPaths, read_history
+from mmkeras.train.run_dir import RunPaths, read_history, save_model
 
 
 class EpochAwareBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -82,7 +82,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         value = float(value)
         if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
             self.best, self.best_epoch = value, epoch
-            self.model_to_save.save(self.filepath)
+            save_model(self.model_to_save, self.filepath)
 
 
 class AverageReplicaStatistics(keras.callbacks.Callback):
@@ -134,7 +134,8 @@ def make_callbacks(
     - `EarlyStopping` on `monitor`, restoring the best weights (unless
       `early_stopping_patience` is None);
     - `EpochAwareBackupAndRestore` in `backup/`, at each epoch end and every
-      `backup_every_steps` steps, so the same call resumes a killed run;
+      `backup_every_steps` steps, so the same call resumes a killed run (it
+      is left in place when `fit` ends; the caller removes it);
     - then `extra`.
 
     Args:
@@ -166,5 +167,8 @@ def make_callbacks(
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping_patience, restore_best_weights=True)
         )
-    callbacks.append(EpochAwareBackupAndRestore(str(paths.backup), save_freq=backup_every_steps or "epoch"))
+    # The backup outlives `fit`: `train` removes it only once the final model is saved.
+    callbacks.append(
+        EpochAwareBackupAndRestore(str(paths.backup), save_freq=backup_every_steps or "epoch", delete_checkpoint=False)
+    )
     return callbacks + list(extra)

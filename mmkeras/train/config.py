@@ -135,8 +135,9 @@ class RuntimeConfig:
       strategy: "auto" (MirroredStrategy over the GPUs, else the default
         strategy), "default", "mirrored" or "multi_worker" (reads `TF_CONFIG`).
       mixed_precision: None (on GPU only), True or False.
-      jit_compile: XLA compilation; None (on GPU only), True or False. Models
-        with layers XLA cannot compile (e.g. text vectorisation) run without it.
+      jit_compile: XLA compilation; None (on a single GPU only), True or
+        False. Models with layers XLA cannot compile (text vectorisation,
+        image augmentation) run without it.
       steps_per_execution: training steps per compiled call.
       backup_every_steps: also back up the training state every this many
         steps, so a run killed mid-epoch loses at most that many steps of

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from mmkeras.train.config import (
 )
 from mmkeras.train.losses import make_loss
 from mmkeras.train.metrics import SparseMacroF1Score
-from mmkeras.train.run_dir import RunPaths, read_history
+from mmkeras.train.run_dir import RunPaths, read_history, save_model
 from mmkeras.train.strategy import ResolvedRuntime, precision_policy, resolve_runtime
 from mmkeras.train.training_view import TrainingView
 
@@ -135,8 +136,8 @@ def train(
 
     Example:
       >>> result = train("tiny", fusion="attention", epochs=2, batch_size=8, output_dir="runs/tiny-attention")
-      >>> sorted(result.history)[:3]
-      ['accuracy', 'epoch', 'learning_rate']
+      >>> sorted(result.history)
+      ['accuracy', 'epoch', 'loss', 'macro_f1', 'val_accuracy', 'val_loss', 'val_macro_f1']
     """
     spec = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
     named = {"fusion": fusion, "epochs": epochs, "batch_size": batch_size, "strategy": strategy}
@@ -153,8 +154,9 @@ def train(
         print(f"Resuming the run in {paths.run_dir} at epoch {initial_epoch + 1}/{training.epochs}.", flush=True)
     if training.seed is not None:
         keras.utils.set_random_seed(training.seed)
-    # Every worker must shuffle alike to split the examples between them.
-    data_seed = training.seed if training.seed is not None or runtime.strategy_name != "multi_worker" else 0
+    data_seed = training.seed
+    if data_seed is None and runtime.strategy_name == "multi_worker":
+        data_seed = 0  # every worker must shuffle alike to split the examples between them
 
     prepare(spec)
     train_data = make_dataset(spec, TRAIN_SPLIT, batch_size=training.batch_size, training=True, seed=data_seed)
@@ -178,11 +180,12 @@ def train(
         train_data, validation_data=validation_data, epochs=training.epochs,
         class_weight=class_weight, callbacks=run_callbacks, verbose=verbose, shuffle=False,
     )
-    model.save(paths.final_model)
+    save_model(model, paths.final_model)
     history = read_history(paths.history_csv)
     paths.history_json.write_text(json.dumps(history, indent=1), encoding="utf-8")
     _write_summary(paths, spec, config, runtime, history, monitor, initial_epoch, class_weight, model,
                    seconds=time.time() - started)
+    shutil.rmtree(paths.backup, ignore_errors=True)  # last: until now a rerun would resume
     return TrainResult(
         model=model,
         history=history,

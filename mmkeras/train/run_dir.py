@@ -80,6 +80,22 @@ class RunPaths:
         return self.backup.is_dir() and any(self.backup.iterdir())
 
 
+def save_model(model, path: str | os.PathLike) -> Path:
+    """Save a Keras model to `path` (a `.keras` file) atomically.
+
+    The model is written beside the target and renamed into place, so a run
+    killed while saving leaves the previous file, never half of a new one.
+
+    Returns:
+      The file's path.
+    """
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial.keras")
+    model.save(partial)
+    os.replace(partial, path)
+    return path
+
+
 def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
     """Read a `history.csv` into `{column: [value per epoch]}`, epochs in order.
 

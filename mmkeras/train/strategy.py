@@ -68,8 +68,10 @@ def resolve_runtime(config: RuntimeConfig | None = None) -> ResolvedRuntime:
       config: the `RuntimeConfig` (defaults: everything automatic).
 
     Returns:
-      A `ResolvedRuntime`. `mixed_precision` and `jit_compile` left at None
-      become True on GPU and False on CPU.
+      A `ResolvedRuntime`. `mixed_precision` left at None becomes True on
+      GPU and False on CPU; `jit_compile` left at None becomes True on a
+      single GPU and False otherwise (on CPU XLA was slower in
+      `benchmarks/train_throughput.py`).
 
     Example:
       >>> runtime = resolve_runtime(RuntimeConfig(strategy="auto"))
@@ -79,13 +81,16 @@ def resolve_runtime(config: RuntimeConfig | None = None) -> ResolvedRuntime:
     config = config or RuntimeConfig()
     strategy, strategy_name = _make_strategy(config.strategy)
     on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    num_replicas = int(strategy.num_replicas_in_sync)
+    # Like Keras' own default, XLA stays off when gradients are all-reduced across replicas.
+    default_jit = on_gpu and num_replicas == 1
     return ResolvedRuntime(
         strategy=strategy,
         strategy_name=strategy_name,
         device_type="GPU" if on_gpu else "CPU",
-        num_replicas=int(strategy.num_replicas_in_sync),
+        num_replicas=num_replicas,
         mixed_precision=on_gpu if config.mixed_precision is None else config.mixed_precision,
-        jit_compile=on_gpu if config.jit_compile is None else config.jit_compile,
+        jit_compile=default_jit if config.jit_compile is None else config.jit_compile,
         steps_per_execution=config.steps_per_execution,
         is_chief=bool(strategy.extended.should_checkpoint),
         task_name=_task_name(strategy),
