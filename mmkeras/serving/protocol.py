@@ -38,19 +38,6 @@ class ServingError(RuntimeError):
         self.message = message
 
 
-def string_item(value: Any) -> str | bytes:
-    """Return a string input's item as `str` (text) or `bytes` (binary), unchanged otherwise.
-
-    Raises:
-      TypeError: if `value` is neither.
-    """
-    if isinstance(value, (str, bytes)):
-        return value
-    if isinstance(value, (np.str_, np.bytes_)):
-        return value.item()
-    raise TypeError(f"expected a str or bytes value, got {type(value).__name__} {value!r:.60}")
-
-
 def _json_value(value: Any) -> Any:
     """Turn one numpy item or array into JSON: bytes become {"b64": ...}, arrays lists."""
     if isinstance(value, np.ndarray):

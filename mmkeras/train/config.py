@@ -21,8 +21,9 @@ LOSSES = ("crossentropy", "focal")
 CLASS_WEIGHTS = (None, "balanced")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 VERBOSITIES = ("auto", 0, 1, 2)
-# Top-level keys of a run config file; `spec` is the dataset spec's path or name.
-RUN_CONFIG_KEYS = ("spec", "model", "training", "runtime")
+# Top-level keys of a run config file; `spec` is the dataset spec's path or name,
+# `features` the names of the features the model reads (a subset for unimodal baselines).
+RUN_CONFIG_KEYS = ("spec", "features", "model", "training", "runtime")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,16 +177,26 @@ class RunConfig:
       training: the `TrainingConfig`.
       runtime: the `RuntimeConfig`.
       spec: the dataset spec's path or bundled name, or None.
+      features: the spec features the model reads, in order; None for all.
     """
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     spec: str | None = None
+    features: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.features is not None:
+            if isinstance(self.features, str) or not all(isinstance(name, str) for name in self.features):
+                raise ValueError(f"RunConfig.features must be a list of feature names, got {self.features!r}.")
+            object.__setattr__(self, "features", tuple(self.features))
 
     def to_dict(self) -> dict[str, Any]:
-        """Return plain YAML-safe data: `{spec, model: {...}, training: {...}, runtime: {...}}`."""
+        """Return plain YAML-safe data: `{spec, features, model: {...}, training: {...}, runtime: {...}}`."""
         data = {"spec": self.spec} if self.spec is not None else {}
+        if self.features is not None:
+            data["features"] = list(self.features)
         for key in ("model", "training", "runtime"):
             data[key] = _plain(dataclasses.asdict(getattr(self, key)))
         return data
@@ -203,7 +214,7 @@ def load_run_config(path_or_dict: str | os.PathLike | Mapping[str, Any]) -> RunC
 
     Args:
       path_or_dict: a YAML file path, or the parsed mapping
-        `{spec: ..., model: {...}, training: {...}, runtime: {...}}`.
+        `{spec: ..., features: [...], model: {...}, training: {...}, runtime: {...}}`.
 
     Returns:
       A `RunConfig`.
@@ -242,7 +253,10 @@ def load_run_config(path_or_dict: str | os.PathLike | Mapping[str, Any]) -> RunC
             raise ValueError(f"{where}: section {key!r} must be a mapping of {cls.__name__} fields.")  # noqa: TRY004
         sections[key] = make_config(cls, values, where=f"{where}: {key}")
     spec = raw.get("spec")
-    return RunConfig(spec=None if spec is None else str(spec), **sections)
+    features = raw.get("features")
+    if features is not None and not isinstance(features, list):
+        raise ValueError(f"{where}: 'features' must be a list of feature names, got {features!r}.")
+    return RunConfig(spec=None if spec is None else str(spec), features=features, **sections)
 
 
 def save_run_config(config: RunConfig, path: str | os.PathLike) -> Path:

@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,7 @@ def train(
     training_config: TrainingConfig | None = None,
     runtime_config: RuntimeConfig | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    prepare_model: Callable[[keras.Model], Any] | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train a multimodal classifier on a spec's train split, into a run folder.
@@ -123,6 +124,10 @@ def train(
       model_config, training_config, runtime_config: the configs (defaults
         when None).
       callbacks: extra Keras callbacks, run after the run's own.
+      prepare_model: a function called with the built classifier inside the
+        strategy scope, before compiling (e.g. to load weights or freeze
+        layers, see `mmkeras.train.fine_tune`). A resumed run's backup is
+        restored after it.
       **overrides: any other field of the three configs, e.g.
         `learning_rate=1e-4`, `class_weight="balanced"`, `units=64`.
 
@@ -167,7 +172,7 @@ def train(
     if training.class_weight == "balanced":
         class_weight = balanced_class_weights(split_labels(spec, TRAIN_SPLIT), spec.num_classes)
 
-    model, trainer = build_and_compile(spec, config.model, training, runtime)
+    model, trainer = build_and_compile(spec, config.model, training, runtime, prepare_model=prepare_model)
     runtime = dataclasses.replace(runtime, jit_compile=bool(trainer.jit_compile))  # Keras may refuse XLA
 
     monitor = "val_loss" if validation_data is not None else "loss"
@@ -202,7 +207,12 @@ def train(
 
 
 def build_and_compile(
-    spec: DatasetSpec, model_config: ModelConfig, training: TrainingConfig, runtime: ResolvedRuntime
+    spec: DatasetSpec,
+    model_config: ModelConfig,
+    training: TrainingConfig,
+    runtime: ResolvedRuntime,
+    *,
+    prepare_model: Callable[[keras.Model], Any] | None = None,
 ) -> tuple[keras.Model, keras.Model]:
     """Build the classifier and its compiled `TrainingView` under the runtime's strategy and precision.
 
@@ -211,6 +221,7 @@ def build_and_compile(
       model_config: the classifier's arguments.
       training: optimiser, loss and seed.
       runtime: the resolved runtime (strategy, precision, XLA, steps per execution).
+      prepare_model: called with the built classifier before compiling, or None.
 
     Returns:
       `(classifier, trainer)`: the full classifier (every output; the model to
@@ -223,12 +234,11 @@ def build_and_compile(
     """
     with runtime.strategy.scope(), precision_policy(runtime.mixed_precision):
         model = build_classifier(spec, seed=training.seed, **dataclasses.asdict(model_config))
+        if prepare_model is not None:
+            prepare_model(model)
         trainer = TrainingView(model)
-        learning_rate = training.learning_rate
-        if training.scale_learning_rate_with_replicas:
-            learning_rate *= runtime.num_replicas
         trainer.compile(
-            optimizer=make_optimizer(training, learning_rate),
+            optimizer=make_optimizer(training, effective_learning_rate(training, runtime)),
             loss=make_loss(training),
             metrics=["accuracy", SparseMacroF1Score(spec.num_classes)],
             jit_compile=runtime.jit_compile,
@@ -259,6 +269,7 @@ def make_run_config(
         training=dataclasses.replace(training_config or TrainingConfig(), **sections["training"]),
         runtime=dataclasses.replace(runtime_config or RuntimeConfig(), **sections["runtime"]),
         spec=_spec_reference(spec),
+        features=spec.feature_names,
     )
 
 
@@ -268,6 +279,18 @@ def _spec_reference(spec: DatasetSpec) -> str:
         return spec.name
     path = Path(spec.path).resolve()
     return spec.name if path == (DEFAULT_SPECS_DIR / f"{spec.name}.yaml").resolve() else str(path)
+
+
+def effective_learning_rate(training: TrainingConfig, runtime: ResolvedRuntime) -> float:
+    """The learning rate the optimiser gets: scaled by the replica count when the config asks for it.
+
+    Example:
+      >>> effective_learning_rate(TrainingConfig(learning_rate=1e-3, scale_learning_rate_with_replicas=True),
+      ...                         runtime_with_two_replicas)
+      0.002
+    """
+    scale = runtime.num_replicas if training.scale_learning_rate_with_replicas else 1
+    return float(training.learning_rate) * scale
 
 
 def make_optimizer(config: TrainingConfig, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -341,6 +364,7 @@ def _write_summary(paths, spec, config, runtime, history, monitor, initial_epoch
         "monitor": monitor,
         "best_epoch": best_epoch,
         "best_value": best_value,
+        "learning_rate": effective_learning_rate(config.training, runtime),
         "class_weight": None if class_weight is None else {str(k): v for k, v in class_weight.items()},
         "num_parameters": int(model.count_params()),
         "train_seconds": round(seconds, 2),

@@ -158,3 +158,5 @@ def test_excluded_classes_never_reach_training_and_label_subsets_are_stratified(
     all_labels = np.array([0] * 20 + [1] * 10 + [2] * 3)
     chosen = label_fraction_indices(all_labels, 0.1, seed=0)
     assert np.bincount(all_labels[chosen]).tolist() == [2, 1, 1]
+    with pytest.raises(ValueError, match="Unknown classes"):
+        pretrain_encoder(tiny_spec, ("image", "audio"), exclude_classes=("purple",))

@@ -1,6 +1,8 @@
 """Run configs: defaults, validation, YAML round trip and helpful errors."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mmkeras.train.config import (
@@ -22,6 +24,7 @@ def test_run_config_survives_a_yaml_round_trip(tmp_path):
                                 early_stopping_patience=None),
         runtime=RuntimeConfig(strategy="mirrored", mixed_precision=False, backup_every_steps=10, verbose=0),
         spec="tiny",
+        features=("picture", "sound"),
     )
     path = save_run_config(config, tmp_path / "config.yaml")
     assert load_run_config(path) == config
@@ -32,11 +35,12 @@ def test_missing_sections_and_fields_take_defaults():
     config = load_run_config({"training": {"epochs": 2}})
     assert config.training.epochs == 2
     assert config.training.optimizer == "adamw" and config.training.weight_decay > 0
-    assert config.model == ModelConfig() and config.runtime == RuntimeConfig() and config.spec is None
+    assert config.model == ModelConfig() and config.runtime == RuntimeConfig()
+    assert config.spec is None and config.features is None
 
 
 def test_unknown_section_names_it_and_the_allowed_ones():
-    with pytest.raises(ValueError, match=r"unknown key 'trainig'.*'model', 'training', 'runtime'"):
+    with pytest.raises(ValueError, match=r"unknown key 'trainig'.*'spec', 'features', 'model', 'training', 'runtime'"):
         load_run_config({"trainig": {"epochs": 2}})
 
 
@@ -78,3 +82,14 @@ def test_overrides_go_to_the_config_that_owns_the_field():
     assert sections == {"model": {"units": 8}, "training": {"learning_rate": 1e-4}, "runtime": {"mixed_precision": True}}
     with pytest.raises(ValueError, match=r"Unknown training option 'learning_rat'.*'learning_rate'"):
         split_overrides({"learning_rat": 1e-4})
+
+
+def test_model_config_defaults_are_the_classifier_defaults():
+    import inspect
+
+    from mmkeras.models.classifier import build_classifier
+
+    parameters = inspect.signature(build_classifier).parameters
+    for field in dataclasses.fields(ModelConfig):
+        default = parameters[field.name].default
+        assert getattr(ModelConfig(), field.name) == ({} if default is None else default), field.name

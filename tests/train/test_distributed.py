@@ -21,12 +21,15 @@ def _free_port() -> int:
 def test_mirrored_strategy_over_two_logical_cpus(workers, tmp_path):
     # Logical devices must be configured before TensorFlow starts: hence a fresh process.
     code, output, result = workers.run(
-        [str(tmp_path / "run"), "--strategy", "mirrored", "--logical-cpus", "2", "--no-validation"]
+        [str(tmp_path / "run"), "--strategy", "mirrored", "--logical-cpus", "2", "--no-validation",
+         "--scale-learning-rate"]
     )
     assert code == 0, output[-3000:]
     assert result["strategy_name"] == "mirrored" and result["num_replicas"] == 2
-    history = read_history(RunPaths(tmp_path / "run").history_csv)
+    paths = RunPaths(tmp_path / "run")
+    history = read_history(paths.history_csv)
     assert history["epoch"] == [0] and np.isfinite(history["loss"][0])
+    assert json.loads(paths.summary.read_text())["learning_rate"] == pytest.approx(2e-3)  # 1e-3 x 2 replicas
 
 
 @pytest.mark.slow

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 import pytest
 
 from mmkeras.data.pipeline import make_dataset
 from mmkeras.train.config import ModelConfig, load_run_config
 from mmkeras.train.loop import train
-from mmkeras.train.run_dir import RunPaths
+from mmkeras.train.run_dir import RunPaths, load_run, load_run_spec
 
 SMALL_MODEL = {
     "units": 8,
@@ -39,7 +38,7 @@ def test_train_writes_every_artefact_of_the_run(tiny_spec, tmp_path):
     assert not paths.backup.exists()  # removed once the run finished
 
     config = load_run_config(paths.config)
-    assert config.spec == "tiny"
+    assert config.spec == "tiny" and config.features == ("caption", "picture", "sound")
     assert config.model == ModelConfig(fusion="attention", **SMALL_MODEL)
     assert (config.training.epochs, config.training.loss, config.training.class_weight) == (1, "focal", "balanced")
 
@@ -49,12 +48,13 @@ def test_train_writes_every_artefact_of_the_run(tiny_spec, tmp_path):
     assert json.loads(paths.history_json.read_text()) == result.history
     summary = json.loads(paths.summary.read_text())
     assert summary["epochs_completed"] == 1 and summary["monitor"] == "val_loss" and summary["initial_epoch"] == 0
-    assert set(summary["class_weight"]) == {"0", "1", "2"}
+    assert set(summary["class_weight"]) == {"0", "1", "2"} and summary["learning_rate"] == 1e-3
     assert result.runtime["strategy_name"] == "default" and result.runtime["num_replicas"] == 1
 
     # The saved classifier keeps every output (the attention weights too) and predicts like the trained one.
     features, _ = next(iter(make_dataset(tiny_spec, "test", batch_size=4)))
-    restored = keras.saving.load_model(paths.final_model)
+    restored, spec = load_run(run_dir, checkpoint="final")
+    assert spec.name == "tiny" and spec.feature_names == tiny_spec.feature_names
     assert sorted(restored.output) == ["modality_weights", "probabilities"]
     np.testing.assert_allclose(
         restored.predict(features, verbose=0)["probabilities"],
@@ -81,3 +81,12 @@ def test_unknown_options_are_named(tiny_spec, tmp_path):
         train(tiny_spec, epochs=1, output_dir=tmp_path, learning_rat=0.1)
     with pytest.raises(ValueError, match=r"TrainingConfig.epochs must be a positive integer"):
         train(tiny_spec, epochs=0, output_dir=tmp_path)
+
+
+def test_load_run_spec_keeps_the_features_the_model_read(tiny_spec, tmp_path):
+    RunPaths(tmp_path).config.write_text("spec: tiny\nfeatures: [picture, sound]\n")
+    assert load_run_spec(tmp_path).feature_names == ("picture", "sound")
+    with pytest.raises(FileNotFoundError, match="holds no trained model yet"):
+        load_run(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a training run folder"):
+        load_run_spec(tmp_path / "elsewhere")

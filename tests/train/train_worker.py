@@ -37,6 +37,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--kill-marker", default="", help="kill only if this file does not exist yet")
     parser.add_argument("--backup-every-steps", type=int, default=None)
     parser.add_argument("--weights-out", default="")
+    parser.add_argument("--scale-learning-rate", action="store_true", help="scale the learning rate with replicas")
     parser.add_argument("--no-validation", action="store_true", help="train on a spec without its validation split")
     args = parser.parse_args(argv)
 
@@ -78,6 +79,7 @@ def main(argv: list[str]) -> int:
     result = train(
         spec, epochs=args.epochs, batch_size=args.batch_size, output_dir=args.output_dir, strategy=args.strategy,
         seed=0, verbose=2, early_stopping_patience=None, backup_every_steps=args.backup_every_steps,
+        learning_rate=1e-3, scale_learning_rate_with_replicas=args.scale_learning_rate,
         callbacks=callbacks, **SMALL_MODEL,
     )
     if args.weights_out:

@@ -1,0 +1,169 @@
+"""Fusion benchmark: every fusion against unimodal baselines and a logistic-regression floor.
+
+For a dataset spec it trains and evaluates each modality alone and every fusion
+in `mmkeras.FUSIONS` with and without modality dropout, over N seeds with the
+same budget (`mmkeras.evaluate.comparison.compare_fusions`), and compares them
+with scikit-learn logistic regression on simple features of the same split:
+raw pixels, MFCC statistics, TF-IDF of text; each alone, concatenated (early
+fusion) and with summed log-probabilities (late fusion).
+
+Run: `python benchmarks/fusion.py --spec avmnist [--quick]` or `mmkeras bench fusion ...`.
+Writes `benchmarks/results/<dataset>_fusion.{json,md}`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+QUICK = {"seeds": 2, "epochs": 4, "fusions": ("concat", "attention", "late"), "modality_dropouts": (0.3,)}
+
+
+def floor_features(spec, split: str) -> tuple[dict, "np.ndarray"]:
+    """Simple per-feature inputs for the logistic-regression floor, and the labels.
+
+    Images: raw pixels in [0, 1] (shrunk to at most 32x32). Audio: mean and
+    standard deviation of 20 MFCCs over the clip's frames. Text: the raw strings
+    (vectorised with TF-IDF by `logistic_regression_floor`).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    import mmkeras
+
+    columns = {f.name: [] for f in spec.features}
+    labels = []
+    for features, batch_labels in mmkeras.make_dataset(spec, split, batch_size=256, deterministic=True):
+        labels.append(batch_labels.numpy())
+        for feature in spec.features:
+            value = features[feature.name]
+            if feature.modality == "image":
+                image = tf.cast(value, tf.float32) / 255.0
+                if max(feature.shape[:2]) > 32:
+                    image = tf.image.resize(image, (32, 32), antialias=True)
+                columns[feature.name].append(tf.reshape(image, (tf.shape(image)[0], -1)).numpy())
+            elif feature.modality == "audio":
+                columns[feature.name].append(_mfcc_statistics(feature, value).numpy())
+            else:
+                columns[feature.name].append(np.array([t.decode("utf-8") for t in value.numpy()], dtype=object))
+    return {name: np.concatenate(parts) for name, parts in columns.items()}, np.concatenate(labels)
+
+
+def _mfcc_statistics(feature, waveforms):
+    import tensorflow as tf
+
+    rate = int(feature.options["sample_rate"])
+    stft = tf.signal.stft(waveforms, int(rate * 0.025), int(rate * 0.010), pad_end=True)
+    mel_matrix = tf.signal.linear_to_mel_weight_matrix(40, stft.shape[-1], rate, 20.0, rate / 2)
+    log_mel = tf.math.log(tf.tensordot(tf.abs(stft) ** 2, mel_matrix, 1) + 1e-6)
+    mfcc = tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., :20]
+    return tf.concat([tf.reduce_mean(mfcc, axis=1), tf.math.reduce_std(mfcc, axis=1)], axis=-1)
+
+
+def logistic_regression_floor(spec, *, train_split: str = "train", test_split: str = "test") -> dict:
+    """Accuracy of logistic regression per feature, on all features concatenated, and with summed log-probabilities.
+
+    Returns:
+      `{"<feature> only": acc, "early (concatenated)": acc, "late (summed log-probabilities)": acc}`.
+    """
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+    from sklearn.preprocessing import StandardScaler
+
+    train, train_labels = floor_features(spec, train_split)
+    test, test_labels = floor_features(spec, test_split)
+    results, log_probabilities, train_blocks, test_blocks = {}, [], [], []
+    for feature in spec.features:
+        if feature.modality == "text":
+            vectorizer = TfidfVectorizer(min_df=1)
+            x_train = vectorizer.fit_transform(train[feature.name]).toarray()
+            x_test = vectorizer.transform(test[feature.name]).toarray()
+        else:
+            scaler = StandardScaler().fit(train[feature.name])
+            x_train, x_test = scaler.transform(train[feature.name]), scaler.transform(test[feature.name])
+        model = LogisticRegression(C=0.1, max_iter=2000).fit(x_train, train_labels)
+        results[f"{feature.name} only"] = float(accuracy_score(test_labels, model.predict(x_test)))
+        log_probabilities.append(model.predict_log_proba(x_test))
+        train_blocks.append(x_train)
+        test_blocks.append(x_test)
+    early = LogisticRegression(C=0.1, max_iter=2000).fit(np.hstack(train_blocks), train_labels)
+    results["early (concatenated)"] = float(accuracy_score(test_labels, early.predict(np.hstack(test_blocks))))
+    results["late (summed log-probabilities)"] = float(
+        accuracy_score(test_labels, np.argmax(np.sum(log_probabilities, axis=0), axis=1))
+    )
+    return results
+
+
+def run(spec_name: str = "avmnist", *, seeds: int = 5, epochs: int = 12, batch_size: int = 32,
+        fusions=None, modality_dropouts=(0.0, 0.3), balances=("none",), quick: bool = False,
+        save: bool = True) -> dict:
+    """Run the whole benchmark and (by default) save its tables; returns the figures."""
+    import mmkeras
+    from mmkeras.evaluate.comparison import compare_fusions, make_candidates
+
+    if quick:
+        seeds, epochs = QUICK["seeds"], QUICK["epochs"]
+        fusions, modality_dropouts = fusions or QUICK["fusions"], QUICK["modality_dropouts"]
+    spec = mmkeras.load_spec(spec_name)
+    mmkeras.prepare(spec)
+    candidates = make_candidates(spec, fusions=fusions, modality_dropouts=modality_dropouts, balances=balances)
+    results = compare_fusions(spec, candidates=candidates, seeds=seeds, epochs=epochs, batch_size=batch_size)
+    results["logistic_regression_floor"] = logistic_regression_floor(spec)
+    results["quick"] = quick
+    results["command"] = f"python benchmarks/fusion.py --spec {spec_name}" + (" --quick" if quick else "")
+    if save:
+        write_results(results, f"{spec.name}_fusion")
+    return results
+
+
+def write_results(results: dict, stem: str) -> None:
+    """Save the figures as JSON and as a Markdown table in benchmarks/results/."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    budget, machine = results["budget"], results["machine"]
+    features = list(results["rows"][-1]["absent_accuracy"])
+    lines = [
+        f"# Fusion benchmark: `{results['dataset']}`", "",
+        f"Command: `{results['command']}`  ",
+        f"Budget per run: {budget['epochs']} epochs, batch {budget['batch_size']}, {budget['seeds']} seeds, "
+        f"{budget['train_examples']} training examples; test split.  ",
+        f"Machine: {machine['cpu_count']} CPUs, {machine['platform']}, TF {machine['tensorflow']}, "
+        f"GPUs: {machine['gpus'] or 'none'}", "",
+        "| model | accuracy | macro-F1 | " + " | ".join(f"acc. without {f}" for f in features)
+        + " | parameters | train examples/s | s/epoch |",
+        "|---|---|---|" + "---|" * len(features) + "---|---|---|",
+    ]
+    for row in results["rows"]:
+        absent = [f"{row['absent_accuracy'][f]:.3f}" if f in row["absent_accuracy"] else "-" for f in features]
+        lines.append(
+            f"| {row['model']} | {row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f} | "
+            f"{row['macro_f1_mean']:.3f} ± {row['macro_f1_std']:.3f} | " + " | ".join(absent)
+            + f" | {row['parameters']:,} | {row['examples_per_second']:.0f} | {row['seconds_per_epoch']:.1f} |"
+        )
+    lines += ["", "Logistic-regression floor (scikit-learn, same split):", "", "| model | accuracy |", "|---|---|"]
+    lines += [f"| {name} | {value:.3f} |" for name, value in results["logistic_regression_floor"].items()]
+    if results.get("notes"):
+        lines += ["", "## Notes", "", results["notes"]]
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", default="avmnist")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--fusions", nargs="*", help="fusion names (default: all)")
+    parser.add_argument("--balances", nargs="*", default=["none"], help="balance options to include")
+    parser.add_argument("--quick", action="store_true", help=f"a few-minute setting: {QUICK}")
+    args = parser.parse_args()
+    results = run(args.spec, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
+                  fusions=args.fusions, balances=tuple(args.balances), quick=args.quick)
+    print((RESULTS / f"{results['dataset']}_fusion.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
