@@ -94,8 +94,10 @@ class ContrastiveLoss(AlignmentLoss):
         scale = tf.exp(-log_temperature)
         targets = tf.cast(positive_mask(inputs, candidates), tf.float32)
         targets = targets / tf.maximum(tf.reduce_sum(targets, axis=1, keepdims=True), 1.0)
-        a_to_b = _masked_crossentropy(scale * tf.matmul(inputs.a, candidates.b, transpose_b=True), targets, candidates.valid)
-        b_to_a = _masked_crossentropy(scale * tf.matmul(inputs.b, candidates.a, transpose_b=True), targets, candidates.valid)
+        logits_a_to_b = scale * tf.matmul(inputs.a, candidates.b, transpose_b=True)
+        logits_b_to_a = scale * tf.matmul(inputs.b, candidates.a, transpose_b=True)
+        a_to_b = _masked_crossentropy(logits_a_to_b, targets, candidates.valid)
+        b_to_a = _masked_crossentropy(logits_b_to_a, targets, candidates.valid)
         return tf.where(inputs.valid, 0.5 * (a_to_b + b_to_a), tf.zeros_like(a_to_b))
 
     def get_config(self):

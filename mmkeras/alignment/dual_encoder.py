@@ -289,7 +289,8 @@ class DualEncoder(keras.Model):
         missing = [name for name in self.towers if name not in inputs]
         if missing:
             raise ValueError(
-                f"{self.name} needs an input for each tower {list(self.towers)}; missing {missing}, got {sorted(inputs)}."
+                f"{self.name} needs an input for each tower {list(self.towers)}; missing {missing}, "
+                f"got {sorted(inputs)}."
             )
         return {name: tower(inputs[name], training=training) for name, tower in self.towers.items()}
 
@@ -326,7 +327,9 @@ class DualEncoder(keras.Model):
         for _, _, batches in iterator:
             first = next(batches)
             break
-        local = tf.nest.map_structure(lambda value: self.distribute_strategy.experimental_local_results(value)[0], first)
+        local = tf.nest.map_structure(
+            lambda value: self.distribute_strategy.experimental_local_results(value)[0], first
+        )
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=local)
 

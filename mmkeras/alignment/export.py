@@ -80,7 +80,9 @@ def export_tower(
     encoder.get_tower(feature_name)  # raises for an unknown tower
     name = default_tower_name(encoder, feature_name) if name is None else name
     if not NAME_PATTERN.match(name):
-        raise ValueError(f"Model name {name!r} is not a valid folder/serving name; use letters, digits, '_', '-' and '.'.")
+        raise ValueError(
+            f"Model name {name!r} is not a valid folder/serving name; use letters, digits, '_', '-' and '.'."
+        )
     model_dir = Path(base_dir) / name
     model_dir.mkdir(parents=True, exist_ok=True)
     if version is None:
@@ -143,16 +145,14 @@ def write_tower_saved_model(encoder: DualEncoder, feature_name: str, path: str |
     def embed_decoded(decoded):
         return {EMBEDDING: tf.cast(tower(decoded[feature_name], training=False), tf.float32)}
 
-    embed = archive.add_endpoint(
-        DECODED,
-        embed_decoded,
-        input_signature=[{feature_name: tf.TensorSpec((None, *feature.shape), tf.as_dtype(feature.dtype), name=feature_name)}],
-    )
+    decoded_spec = tf.TensorSpec((None, *feature.shape), tf.as_dtype(feature.dtype), name=feature_name)
+    embed = archive.add_endpoint(DECODED, embed_decoded, input_signature=[{feature_name: decoded_spec}])
 
     def serve(raw):
         return embed({feature_name: decode_batch(spec, {feature_name: raw[feature_name]})[feature_name]})
 
-    archive.add_endpoint(DEFAULT, serve, input_signature=[{feature_name: tf.TensorSpec((None,), tf.string, name=feature_name)}])
+    raw_spec = tf.TensorSpec((None,), tf.string, name=feature_name)
+    archive.add_endpoint(DEFAULT, serve, input_signature=[{feature_name: raw_spec}])
     archive.write_out(str(path), verbose=False)
     return Path(path)
 

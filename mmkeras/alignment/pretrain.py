@@ -72,7 +72,9 @@ def pretrain_encoder(
 
     unknown = sorted(set(exclude_classes) - set(spec.label.class_names))
     if unknown:
-        raise ValueError(f"Unknown classes {unknown} in `exclude_classes`; the spec's are {list(spec.label.class_names)}.")
+        raise ValueError(
+            f"Unknown classes {unknown} in `exclude_classes`; the spec's are {list(spec.label.class_names)}."
+        )
     excluded = [spec.label.class_names.index(c) for c in exclude_classes]
     if seed is not None:
         keras.utils.set_random_seed(seed)

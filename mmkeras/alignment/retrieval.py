@@ -33,7 +33,7 @@ class RetrievalResult(NamedTuple):
 
 
 def is_raw(modality: str, values: Any) -> bool:
-    """Whether image or audio values are raw (encoded bytes / strings) rather than decoded arrays; text is always raw."""
+    """Whether image or audio values are raw (encoded bytes, strings) rather than decoded arrays; text is raw."""
     if modality == "text":
         return True
     return np.asarray(values if not isinstance(values, tf.Tensor) else values.numpy()).dtype.kind in "SUO"

@@ -108,7 +108,8 @@ def zero_shot_classify(
     prototypes = np.asarray(prototypes, np.float32)
     if prototypes.ndim != 2 or prototypes.shape[1] != encoder.embed_dim:
         raise ValueError(
-            f"`prototypes` must be (num_classes, {encoder.embed_dim}) as `class_embeddings` returns, got {prototypes.shape}."
+            f"`prototypes` must be (num_classes, {encoder.embed_dim}) as `class_embeddings` returns, "
+            f"got {prototypes.shape}."
         )
     (name, values), = inputs.items()
     scores = embed(encoder, name, values, batch_size=batch_size) @ prototypes.T

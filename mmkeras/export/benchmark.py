@@ -260,7 +260,12 @@ def format_markdown(figures: dict) -> str:
               f"{figures['raw_over_decoded_throughput']:.2f}x at batch {batch} (time per example).")
     targets = (f"Targets: raw p50 <= {TARGET_P50_MS:g} ms ({verdict('raw_p50_ms')}), "
                f"raw <= {TARGET_RAW_OVER_DECODED:g}x pre-decoded ({verdict('raw_over_decoded')}).")
-    when = f"Measured {figures.get('date', '')}; 1-minute load average {machine.get('load_average_1m', '?')}."
+    load, cpus = machine.get("load_average_1m"), machine.get("cpus")
+    when = f"Measured {figures.get('date', '')}."
+    if load is not None and cpus:
+        when += f" 1-minute load average {load:.2f} on {cpus} CPUs (this benchmark included)"
+        when += "; the machine was shared, so p50/p99 are inflated and p10 is closer to idle latency." if (
+            load > cpus) else "."
     lines = [
         f"# Serving benchmark: {figures.get('dataset', '?')} ({figures.get('fusion', '?')} fusion)",
         "",

@@ -15,6 +15,7 @@ from mmkeras.spec import DatasetSpec, FeatureSpec
 
 PROBABILITIES = "probabilities"
 MODALITY_WEIGHTS = "modality_weights"
+AUX_PREFIX = "aux_"
 
 
 def build_classifier(
@@ -28,6 +29,7 @@ def build_classifier(
     vocabularies: Mapping[str, Sequence[str]] | None = None,
     branch_options: Mapping[str, Mapping[str, Any]] | None = None,
     fusion_options: Mapping[str, Any] | None = None,
+    aux_heads: bool = False,
     seed: int | None = None,
 ) -> keras.Model:
     """Build a multimodal classifier for a dataset spec.
@@ -51,12 +53,16 @@ def build_classifier(
         feature name (the feature name wins); the spec's per-feature `branch`
         mapping comes first.
       fusion_options: extra arguments for the fusion layer.
+      aux_heads: add one classifier per modality on its branch embedding, as
+        outputs `aux_<feature>` (trained by `balance="aux_heads"` or `"ogm_ge"`
+        so that no branch is left under-trained by a dominant one).
       seed: seed for modality dropout.
 
     Returns:
       An uncompiled `keras.Model` taking `{name: tensor, "<name>_present": bool
       or None}` and returning `{"probabilities": (batch, num_classes)}`, plus
-      `"modality_weights": (batch, M)` for fusions that weight modalities.
+      `"modality_weights": (batch, M)` for fusions that weight modalities, and
+      `"aux_<feature>": (batch, num_classes)` with `aux_heads`.
 
     Raises:
       ValueError: for an unknown fusion or modality, or bad options.
@@ -73,6 +79,13 @@ def build_classifier(
     outputs = [branch(inputs[f.name]) for branch, f in zip(branches, spec.features)]
     embeddings = [output["embedding"] for output in outputs]
     sequences = [output["sequence"] for output in outputs]
+    model_outputs = {}
+    if aux_heads:
+        for feature, embedding in zip(spec.features, embeddings):
+            logits = layers.Dense(spec.num_classes, name=f"{AUX_PREFIX}{feature.name}_logits")(embedding)
+            model_outputs[AUX_PREFIX + feature.name] = layers.Activation(
+                "softmax", dtype="float32", name=AUX_PREFIX + feature.name
+            )(logits)
 
     presence = PresenceFlags(name="presence")(embeddings, [flags[f.presence_key] for f in spec.features])
     presence = ModalityDropout(modality_dropout, seed=seed, name="modality_dropout")(presence)
@@ -83,7 +96,6 @@ def build_classifier(
     fused = fusion_class(units=spec.num_classes if produces_logits else units, name=f"{fusion}_fusion", **options)(
         embeddings, presence=presence, sequences=sequences
     )
-    model_outputs = {}
     if isinstance(fused, (tuple, list)):
         fused, weights = fused
         model_outputs[MODALITY_WEIGHTS] = layers.Activation("linear", dtype="float32", name=MODALITY_WEIGHTS)(weights)

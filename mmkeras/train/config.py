@@ -19,6 +19,8 @@ import yaml
 OPTIMIZERS = ("adamw", "adam", "sgd")
 LOSSES = ("crossentropy", "focal")
 CLASS_WEIGHTS = (None, "balanced")
+BALANCES = ("none", "aux_heads", "ogm_ge")
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 VERBOSITIES = ("auto", 0, 1, 2)
 # Top-level keys of a run config file; `spec` is the dataset spec's path or name,
@@ -92,6 +94,13 @@ class TrainingConfig:
         None never stops early.
       scale_learning_rate_with_replicas: multiply the learning rate by the
         number of replicas in sync (use it when `batch_size` grows with them).
+      learning_rate_schedule: "constant", or "cosine" (decay to zero over
+        `epochs` after a one-epoch linear warm-up).
+      balance: "none", "aux_heads" (a classifier per branch with its own
+        loss) or "ogm_ge" (aux heads plus gradient modulation); see
+        `mmkeras.train.balance`.
+      aux_weight: weight of the auxiliary heads' loss when balancing.
+      ogm_alpha: OGM-GE modulation strength.
       seed: seed for weights, shuffling and dropout; None draws fresh ones.
 
     Raises:
@@ -109,6 +118,10 @@ class TrainingConfig:
     label_smoothing: float = 0.0
     early_stopping_patience: int | None = 5
     scale_learning_rate_with_replicas: bool = False
+    learning_rate_schedule: str = "constant"
+    balance: str = "none"
+    aux_weight: float = 0.5
+    ogm_alpha: float = 0.5
     seed: int | None = None
 
     def __post_init__(self):
@@ -124,6 +137,10 @@ class TrainingConfig:
         if self.early_stopping_patience is not None:
             _check_positive_int(self, "early_stopping_patience", allow_zero=True)
         _check_bool(self, "scale_learning_rate_with_replicas")
+        _check_choice(self, "learning_rate_schedule", LEARNING_RATE_SCHEDULES)
+        _check_choice(self, "balance", BALANCES)
+        _check_number(self, "aux_weight", minimum=0.0)
+        _check_number(self, "ogm_alpha", minimum=0.0)
         if self.seed is not None:
             _check_positive_int(self, "seed", allow_zero=True)
 

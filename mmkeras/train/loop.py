@@ -40,6 +40,7 @@ from mmkeras.train.losses import make_loss
 from mmkeras.train.metrics import SparseMacroF1Score
 from mmkeras.train.run_dir import RunPaths, read_history, save_model
 from mmkeras.train.strategy import ResolvedRuntime, precision_policy, resolve_runtime
+from mmkeras.train.balance import BalancedTrainingView
 from mmkeras.train.training_view import TrainingView
 
 TRAIN_SPLIT = "train"
@@ -172,7 +173,9 @@ def train(
     if training.class_weight == "balanced":
         class_weight = balanced_class_weights(split_labels(spec, TRAIN_SPLIT), spec.num_classes)
 
-    model, trainer = build_and_compile(spec, config.model, training, runtime, prepare_model=prepare_model)
+    steps_per_epoch = max(len(split_labels(spec, TRAIN_SPLIT)) // training.batch_size, 1)
+    model, trainer = build_and_compile(spec, config.model, training, runtime, prepare_model=prepare_model,
+                                       steps_per_epoch=steps_per_epoch)
     runtime = dataclasses.replace(runtime, jit_compile=bool(trainer.jit_compile))  # Keras may refuse XLA
 
     monitor = "val_loss" if validation_data is not None else "loss"
@@ -213,6 +216,7 @@ def build_and_compile(
     runtime: ResolvedRuntime,
     *,
     prepare_model: Callable[[keras.Model], Any] | None = None,
+    steps_per_epoch: int | None = None,
 ) -> tuple[keras.Model, keras.Model]:
     """Build the classifier and its compiled `TrainingView` under the runtime's strategy and precision.
 
@@ -222,6 +226,7 @@ def build_and_compile(
       training: optimiser, loss and seed.
       runtime: the resolved runtime (strategy, precision, XLA, steps per execution).
       prepare_model: called with the built classifier before compiling, or None.
+      steps_per_epoch: training steps per epoch (needed by the "cosine" schedule).
 
     Returns:
       `(classifier, trainer)`: the full classifier (every output; the model to
@@ -233,12 +238,21 @@ def build_and_compile(
       >>> trainer.fit(make_dataset(spec, "train", training=True), epochs=1)
     """
     with runtime.strategy.scope(), precision_policy(runtime.mixed_precision):
-        model = build_classifier(spec, seed=training.seed, **dataclasses.asdict(model_config))
+        balanced = training.balance != "none"
+        model = build_classifier(spec, seed=training.seed, aux_heads=balanced, **dataclasses.asdict(model_config))
         if prepare_model is not None:
             prepare_model(model)
-        trainer = TrainingView(model)
+        if balanced:
+            trainer = BalancedTrainingView(
+                model, method=training.balance, aux_weight=training.aux_weight, alpha=training.ogm_alpha
+            )
+        else:
+            trainer = TrainingView(model)
+        learning_rate = effective_learning_rate(training, runtime)
+        if training.learning_rate_schedule == "cosine":
+            learning_rate = cosine_schedule(learning_rate, training.epochs, steps_per_epoch)
         trainer.compile(
-            optimizer=make_optimizer(training, effective_learning_rate(training, runtime)),
+            optimizer=make_optimizer(training, learning_rate),
             loss=make_loss(training),
             metrics=["accuracy", SparseMacroF1Score(spec.num_classes)],
             jit_compile=runtime.jit_compile,
@@ -293,8 +307,27 @@ def effective_learning_rate(training: TrainingConfig, runtime: ResolvedRuntime) 
     return float(training.learning_rate) * scale
 
 
-def make_optimizer(config: TrainingConfig, learning_rate: float) -> keras.optimizers.Optimizer:
-    """Return the optimiser a `TrainingConfig` names, at `learning_rate`.
+def cosine_schedule(learning_rate: float, epochs: int, steps_per_epoch: int | None):
+    """Cosine decay to zero over the run after a one-epoch linear warm-up.
+
+    The warm-up keeps the first steps of a freshly initialised model (batch
+    norm statistics still settling) from overshooting; the decay lets the
+    last epochs settle instead of bouncing between minima.
+
+    Raises:
+      ValueError: if `steps_per_epoch` is unknown.
+    """
+    if not steps_per_epoch:
+        raise ValueError("The cosine learning-rate schedule needs `steps_per_epoch`.")
+    warmup = steps_per_epoch if epochs > 1 else 0
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else learning_rate, decay_steps=max(epochs * steps_per_epoch - warmup, 1),
+        warmup_target=learning_rate if warmup else None, warmup_steps=warmup,
+    )
+
+
+def make_optimizer(config: TrainingConfig, learning_rate) -> keras.optimizers.Optimizer:
+    """Return the optimiser a `TrainingConfig` names, at `learning_rate` (a float or a schedule).
 
     AdamW decays every weight but biases and normalisation parameters; SGD
     uses Nesterov momentum 0.9.

@@ -70,7 +70,7 @@ def resolve_runtime(config: RuntimeConfig | None = None) -> ResolvedRuntime:
     Returns:
       A `ResolvedRuntime`. `mixed_precision` left at None becomes True on
       GPU and False on CPU; `jit_compile` left at None becomes True on a
-      single GPU and False otherwise (on CPU XLA was slower in
+      single GPU and False otherwise (on CPU it gained nothing in
       `benchmarks/train_throughput.py`).
 
     Example:

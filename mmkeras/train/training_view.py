@@ -25,6 +25,7 @@ class TrainingView(keras.Model):
 
     Args:
       classifier: a model from `build_classifier` (dict inputs, dict outputs).
+      output_names: the classifier outputs the view returns (a list when several).
 
     Example:
       >>> view = TrainingView(build_classifier(spec))
@@ -32,9 +33,10 @@ class TrainingView(keras.Model):
       (None, 3)
     """
 
-    def __init__(self, classifier: keras.Model, **kwargs):
+    def __init__(self, classifier: keras.Model, *, output_names: tuple[str, ...] = (PROBABILITIES,), **kwargs):
         kwargs.setdefault("name", f"{classifier.name}_training_view")
-        super().__init__(inputs=classifier.input, outputs=classifier.output[PROBABILITIES], **kwargs)
+        outputs = [classifier.output[name] for name in output_names]
+        super().__init__(inputs=classifier.input, outputs=outputs[0] if len(outputs) == 1 else outputs, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         if self._distribute_strategy is None or iterator is None:

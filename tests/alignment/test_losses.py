@@ -37,7 +37,9 @@ def numpy_contrastive(a, b, temperature, labels=None, valid=None):
     n = len(a)
     valid = np.ones(n, bool) if valid is None else valid
     keep = np.flatnonzero(valid)
-    positives = np.eye(n, dtype=bool) if labels is None else (labels[:, None] == labels[None, :]) | np.eye(n, dtype=bool)
+    positives = np.eye(n, dtype=bool)
+    if labels is not None:
+        positives |= labels[:, None] == labels[None, :]
     losses = np.zeros(n)
     for direction in ((a, b), (b, a)):
         logits = direction[0] @ direction[1][keep].T / temperature

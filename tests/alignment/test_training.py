@@ -87,7 +87,9 @@ def test_zero_shot_classifies_pictures_by_spoken_and_written_class_prototypes(tr
     train_rows = list(read_split(tiny_spec, "train").as_numpy_iterator())
     classes = range(tiny_spec.num_classes)
     # Each class named by five of its training recordings, or by its colour word.
-    recordings = [[row[0]["sound"] for row in train_rows if row[1] == c and row[0]["sound_present"]][:5] for c in classes]
+    recordings = [
+        [raw["sound"] for raw, label in train_rows if label == c and raw["sound_present"]][:5] for c in classes
+    ]
     for prototypes in (class_embeddings(encoder, "sound", recordings),
                        class_embeddings(encoder, "caption", list(tiny_spec.label.class_names))):
         assert prototypes.shape == (3, 16)
@@ -96,7 +98,8 @@ def test_zero_shot_classifies_pictures_by_spoken_and_written_class_prototypes(tr
         assert result.scores.shape == (len(labels), 3)
         assert np.mean(result.predictions == labels) >= 0.6
     # A subset of the prototypes indexes that subset.
-    subset = zero_shot_classify(encoder, {"picture": raw["picture"]}, class_embeddings(encoder, "sound", recordings[1:]))
+    two_classes = class_embeddings(encoder, "sound", recordings[1:])
+    subset = zero_shot_classify(encoder, {"picture": raw["picture"]}, two_classes)
     assert set(np.unique(subset.predictions)) <= {0, 1}
 
 
@@ -104,7 +107,8 @@ def test_zero_shot_classifies_pictures_by_spoken_and_written_class_prototypes(tr
 def test_classifier_branches_start_from_the_towers(trained, tiny_spec):
     encoder, _ = trained
     classifier = build_classifier_from_encoder(encoder, fusion="concat", units=8, seed=0)
-    assert sorted(i.name for i in classifier.inputs if not i.name.endswith("_present")) == ["caption", "picture", "sound"]
+    feature_inputs = sorted(i.name for i in classifier.inputs if not i.name.endswith("_present"))
+    assert feature_inputs == ["caption", "picture", "sound"]
     features, _ = next(iter(make_dataset(tiny_spec, "test", batch_size=8)))
     for name in encoder.feature_names:
         source = encoder.get_tower(name).get_layer(f"{name}_branch")
@@ -139,10 +143,8 @@ def test_each_tower_exports_as_a_raw_input_saved_model_that_matches_keras(traine
     picture = list(raw["picture"][:2])
     decoded = tf.io.decode_png(picture[0])[None]
     loaded = tf.saved_model.load(str(paths["picture"]))
-    np.testing.assert_allclose(
-        loaded.signatures["serving_decoded"](picture=decoded)["embedding"].numpy(), embed(encoder, "picture", picture[:1]),
-        atol=1e-5,
-    )
+    served = loaded.signatures["serving_decoded"](picture=decoded)["embedding"].numpy()
+    np.testing.assert_allclose(served, embed(encoder, "picture", picture[:1]), atol=1e-5)
     assert export_tower(encoder, "picture", tmp_path).name == "2"
     with pytest.raises(FileExistsError, match="never overwritten"):
         export_tower(encoder, "picture", tmp_path, version=1)
