@@ -39,6 +39,15 @@ _EXPORTS = {
     "check_export": "mmkeras.export.check",
     "HubEncoder": "mmkeras.branches.hub",
     "fine_tune": "mmkeras.train.fine_tune",
+    "load_run": "mmkeras.train.run_dir",
+    "build_dual_encoder": "mmkeras.alignment.dual_encoder",
+    "DualEncoder": "mmkeras.alignment.dual_encoder",
+    "ContrastiveLoss": "mmkeras.alignment.contrastive",
+    "TripletLoss": "mmkeras.alignment.triplet",
+    "retrieve": "mmkeras.alignment.retrieval",
+    "evaluate_retrieval": "mmkeras.alignment.retrieval",
+    "zero_shot_classify": "mmkeras.alignment.zero_shot",
+    "export_tower": "mmkeras.alignment.export",
 }
 
 __all__ = sorted(_EXPORTS)

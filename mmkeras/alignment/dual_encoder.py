@@ -21,7 +21,7 @@ from mmkeras.alignment.common import EMBEDDINGS, LOG_TEMPERATURE, VALID, check_t
 from mmkeras.alignment.contrastive import ContrastiveLoss
 from mmkeras.alignment.temperature import LearnableTemperature
 from mmkeras.branches.common import check_positive, make_input
-from mmkeras.models.classifier import _build_branch
+from mmkeras.models.classifier import build_branch
 from mmkeras.spec import MODALITY_OPTIONS, DatasetSpec, FeatureSpec, spec_from_dict
 
 TOWER_SUFFIX = "_tower"
@@ -170,7 +170,7 @@ def build_tower(
       tensor and returning (batch, embed_dim) unit vectors; its sub-model
       `<feature>_branch` is the branch.
     """
-    branch = _build_branch(spec, feature, branch_dim, dropout_rate, vocabularies, branch_options)
+    branch = build_branch(spec, feature, branch_dim, dropout_rate, vocabularies, branch_options)
     inputs = make_input(feature)
     embedding = branch(inputs)["embedding"]
     projected = layers.Dense(embed_dim, name=f"{feature.name}_projection")(embedding)

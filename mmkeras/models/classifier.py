@@ -75,7 +75,7 @@ def build_classifier(
     fusion_class = lookup(FUSIONS, fusion, "fusion")
     inputs = {f.name: make_input(f) for f in spec.features}
     flags = {f.presence_key: make_presence_input(f) for f in spec.features}
-    branches = [_build_branch(spec, f, embed_dim, dropout_rate, vocabularies, branch_options) for f in spec.features]
+    branches = [build_branch(spec, f, embed_dim, dropout_rate, vocabularies, branch_options) for f in spec.features]
     outputs = [branch(inputs[f.name]) for branch, f in zip(branches, spec.features)]
     embeddings = [output["embedding"] for output in outputs]
     sequences = [output["sequence"] for output in outputs]
@@ -106,7 +106,24 @@ def build_classifier(
     return keras.Model({**inputs, **flags}, model_outputs, name=f"{spec.name}_{fusion}_classifier")
 
 
-def _build_branch(spec, feature: FeatureSpec, embed_dim, dropout_rate, vocabularies, branch_options):
+def build_branch(
+    spec: DatasetSpec,
+    feature: FeatureSpec,
+    embed_dim: int,
+    dropout_rate: float,
+    vocabularies: Mapping[str, Sequence[str]] | None,
+    branch_options: Mapping[str, Mapping[str, Any]] | None,
+) -> keras.Model:
+    """Build one feature's branch with the classifier's option rules (shared by the dual encoder).
+
+    Options are merged in order: embed_dim and dropout_rate, the spec's
+    per-feature `branch` mapping, `branch_options[modality]`, then
+    `branch_options[feature name]`. A text feature without a given vocabulary
+    learns one from the spec's train split.
+
+    Returns:
+      The branch `keras.Model` (outputs `{"embedding", "sequence"}`).
+    """
     options = {"embed_dim": embed_dim, "dropout_rate": dropout_rate, **feature.branch}
     options.update((branch_options or {}).get(feature.modality, {}))
     options.update((branch_options or {}).get(feature.name, {}))
