@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
-import tensorflow as tf
 from keras import layers, ops
 
 from mmkeras.alignment.common import EMBEDDINGS, LOG_TEMPERATURE, VALID, check_temperature
@@ -23,6 +22,7 @@ from mmkeras.alignment.temperature import LearnableTemperature
 from mmkeras.branches.common import check_positive, make_input
 from mmkeras.models.classifier import build_branch
 from mmkeras.spec import MODALITY_OPTIONS, DatasetSpec, FeatureSpec, spec_from_dict
+from mmkeras.train.training_view import FirstReplicaBuild
 
 TOWER_SUFFIX = "_tower"
 BRANCH_SUFFIX = "_branch"
@@ -211,7 +211,7 @@ def spec_to_dict(spec: DatasetSpec, feature_names: Sequence[str] | None = None) 
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
-class DualEncoder(keras.Model):
+class DualEncoder(FirstReplicaBuild, keras.Model):
     """Towers that embed each modality into one shared space, and the temperature they train with.
 
     Built by `build_dual_encoder`. `compile` defaults to `ContrastiveLoss`;
@@ -317,21 +317,6 @@ class DualEncoder(keras.Model):
         # Only a loss with a temperature trains it (a triplet loss has none to learn).
         self.temperature_layer.trainable = self.learn_temperature and isinstance(loss, ContrastiveLoss)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under tf.distribute Keras learns the input shapes by averaging the first
-        # batch across replicas, which fails for text and presence flags; the first
-        # replica's batch has the same shapes (as in mmkeras.train.training_view).
-        if self._distribute_strategy is None or iterator is None:
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        for _, _, batches in iterator:
-            first = next(batches)
-            break
-        local = tf.nest.map_structure(
-            lambda value: self.distribute_strategy.experimental_local_results(value)[0], first
-        )
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=local)
 
     def get_compile_config(self):
         return super().get_compile_config()

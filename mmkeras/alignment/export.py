@@ -30,17 +30,15 @@ import datetime
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from mmkeras.alignment.dual_encoder import DualEncoder
 from mmkeras.data.decoders import decode_batch
-from mmkeras.export.saved_model import EXTRA_DIR, METADATA_FILE, NAME_PATTERN, next_version, write_model_config
+from mmkeras.export.saved_model import EXTRA_DIR, METADATA_FILE, write_model_config, write_new_version
+from mmkeras.models.common import leaf_layers
 
 DEFAULT = "serving_default"
 DECODED = "serving_decoded"
@@ -79,29 +77,14 @@ def export_tower(
     """
     encoder.get_tower(feature_name)  # raises for an unknown tower
     name = default_tower_name(encoder, feature_name) if name is None else name
-    if not NAME_PATTERN.match(name):
-        raise ValueError(
-            f"Model name {name!r} is not a valid folder/serving name; use letters, digits, '_', '-' and '.'."
-        )
-    model_dir = Path(base_dir) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    if version is None:
-        version = next_version(model_dir)
-    elif isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version <= 0:
-        raise ValueError(f"`version` must be a positive integer or None (next free version), got {version!r}.")
-    version = int(version)
-    _refuse_existing(model_dir, version)
-    staging = Path(tempfile.mkdtemp(prefix=f".writing-{version}-", dir=model_dir))
-    try:
+
+    def write(staging: Path, version: int) -> None:
         write_tower_saved_model(encoder, feature_name, staging)
         _write_metadata(encoder, feature_name, staging, name=name, version=version)
-        _refuse_existing(model_dir, version)
-        os.rename(staging, model_dir / str(version))
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    write_model_config(model_dir, name)
-    return model_dir / str(version)
+
+    version_dir = write_new_version(base_dir, name, version, write)
+    write_model_config(version_dir.parent, name)
+    return version_dir
 
 
 def export_towers(
@@ -139,7 +122,7 @@ def write_tower_saved_model(encoder: DualEncoder, feature_name: str, path: str |
     archive = keras.export.ExportArchive()
     # Track the leaf layers (as the classifier export does): they hold the
     # variables and the text lookup tables, and tracking them is cheap.
-    for layer in _leaf_layers(tower):
+    for layer in leaf_layers(tower):
         archive.track(layer)
 
     def embed_decoded(decoded):
@@ -188,17 +171,3 @@ def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def _refuse_existing(model_dir: Path, version: int) -> None:
-    if (model_dir / str(version)).exists():
-        raise FileExistsError(
-            f"{model_dir / str(version)} already exists and exported versions are never overwritten. Pass "
-            f"version=None to write the next free version ({next_version(model_dir)}), or another name or base_dir."
-        )
-
-
-def _leaf_layers(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer

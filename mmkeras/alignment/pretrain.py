@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from mmkeras.alignment.dual_encoder import BRANCH_SUFFIX, DualEncoder, build_dual_encoder, resolve_features
 from mmkeras.models.classifier import build_classifier
+from mmkeras.models.common import leaf_layers
 from mmkeras.spec import DatasetSpec, FeatureSpec
 from mmkeras.train.class_weights import split_labels
 
@@ -253,20 +254,13 @@ def _branch(encoder: DualEncoder, name: str) -> keras.Model:
     return encoder.get_tower(name).get_layer(f"{name}{BRANCH_SUFFIX}")
 
 
-def _leaf_layers(model: keras.Model) -> list:
-    leaves = []
-    for layer in model.layers:
-        leaves.extend(_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return leaves
-
-
 def _check_lined_up(feature: FeatureSpec, source: keras.Model, target: keras.Model) -> None:
     hint = (
         "Build the classifier with the encoder's branch options (build_classifier_from_encoder does) so that "
         "both branches have the same layers."
     )
-    source_types = [type(layer).__name__ for layer in _leaf_layers(source)]
-    target_types = [type(layer).__name__ for layer in _leaf_layers(target)]
+    source_types = [type(layer).__name__ for layer in leaf_layers(source)]
+    target_types = [type(layer).__name__ for layer in leaf_layers(target)]
     if source_types != target_types:
         raise ValueError(f"Branch {feature.name!r}: the layers differ ({source_types} vs {target_types}). {hint}")
     source_shapes = [tuple(w.shape) for w in source.weights]

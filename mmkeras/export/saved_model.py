@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -35,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras.export import requests, signatures, warmup
+from mmkeras.models.common import leaf_layers
 from mmkeras.serving.protocol import to_rest_body
 from mmkeras.spec import DatasetSpec, load_spec
 
@@ -107,6 +109,44 @@ def export_for_serving(
     if not isinstance(spec, DatasetSpec):
         spec = load_spec(spec)
     name = default_model_name(model, spec) if name is None else name
+
+    def write(staging: Path, version: int) -> None:
+        write_saved_model(model, spec, staging)
+        write_extras(model, spec, staging, name=name, version=version)
+        if check_split is not None:
+            from mmkeras.export.check import check_export
+
+            check_export(staging, spec, check_split, check_examples, model=model)
+
+    version_dir = write_new_version(base_dir, name, version, write)
+    model_dir = version_dir.parent
+    write_model_config(model_dir, name)
+    write_readme(model_dir, name, spec)
+    return version_dir
+
+
+def write_new_version(
+    base_dir: str | os.PathLike, name: str, version: int | None, write: Callable[[Path, int], None]
+) -> Path:
+    """Write a new, never-overwritten version folder `base_dir/<name>/<version>` atomically.
+
+    `write(staging, version)` fills a temporary folder beside the versions; it
+    is renamed into place only when `write` returns, so TF Serving (which
+    watches the folder) never sees half a model, and a failed write leaves nothing.
+
+    Args:
+      base_dir: the folder holding exported models.
+      name: the model's serving name (letters, digits, '_', '-', '.').
+      version: a positive integer, or None for one more than the highest existing.
+      write: fills the staging folder.
+
+    Returns:
+      The new version folder.
+
+    Raises:
+      ValueError: for a bad name or version.
+      FileExistsError: if the version exists (also if it appeared while writing).
+    """
     if not NAME_PATTERN.match(name):
         raise ValueError(
             f"Model name {name!r} is not a valid folder/serving name; use letters, digits, '_', '-' and '.'."
@@ -119,22 +159,14 @@ def export_for_serving(
         raise ValueError(f"`version` must be a positive integer or None (next free version), got {version!r}.")
     version = int(version)
     _refuse_existing(model_dir, version)
-
     staging = Path(tempfile.mkdtemp(prefix=f".writing-{version}-", dir=model_dir))
     try:
-        write_saved_model(model, spec, staging)
-        write_extras(model, spec, staging, name=name, version=version)
-        if check_split is not None:
-            from mmkeras.export.check import check_export
-
-            check_export(staging, spec, check_split, check_examples, model=model)
+        write(staging, version)
         _refuse_existing(model_dir, version)
         os.rename(staging, model_dir / str(version))
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    write_model_config(model_dir, name)
-    write_readme(model_dir, name, spec)
     return model_dir / str(version)
 
 
@@ -228,14 +260,6 @@ def _refuse_existing(model_dir: Path, version: int) -> None:
         )
 
 
-def _leaf_layers(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
 def write_saved_model(model: keras.Model, spec: DatasetSpec, path: str | os.PathLike) -> Path:
     """Write the SavedModel with all serving signatures (no extras) into `path`.
 
@@ -251,7 +275,7 @@ def write_saved_model(model: keras.Model, spec: DatasetSpec, path: str | os.Path
     # Track the leaf layers, not the model: tracking walks every tracked object,
     # and a (sub-)model re-traces its whole call graph on each visit; the leaves
     # are enough to capture the lookup tables of TextVectorization layers.
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         archive.track(layer)
     # The model is traced once, in `serving_decoded`; the raw signatures call it.
     predict_decoded = archive.add_endpoint(

@@ -27,6 +27,7 @@ from typing import Any
 
 import keras
 
+from mmkeras.models.common import leaf_layers
 from mmkeras.spec import DatasetSpec, load_spec
 from mmkeras.train.loop import TrainResult, train
 from mmkeras.train.run_dir import RunPaths
@@ -232,7 +233,7 @@ def unfreeze_top_layers(model: keras.Model, unfreeze_top: int | None = None) -> 
                 unfrozen.append(part.name)
             continue
         candidates = [
-            layer for layer in _leaf_layers(part)
+            layer for layer in leaf_layers(part)
             if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)
         ]
         chosen = candidates if unfreeze_top is None else candidates[max(len(candidates) - unfreeze_top, 0):]
@@ -241,17 +242,10 @@ def unfreeze_top_layers(model: keras.Model, unfreeze_top: int | None = None) -> 
         # Setting a model trainable sets every sub-layer; then refreeze all but the chosen ones.
         part.trainable = True
         chosen_ids = {id(layer) for layer in chosen}
-        for layer in _leaf_layers(part):
+        for layer in leaf_layers(part):
             layer.trainable = id(layer) in chosen_ids
         unfrozen.extend(layer.name for layer in chosen)
     return unfrozen
-
-
-def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    leaves = []
-    for layer in model.layers:
-        leaves.extend(_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return leaves
 
 
 def _check_unfreeze_top(unfreeze_top) -> None:

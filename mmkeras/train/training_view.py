@@ -7,7 +7,26 @@ import tensorflow as tf
 from mmkeras.models.classifier import PROBABILITIES
 
 
-class TrainingView(keras.Model):
+class FirstReplicaBuild:
+    """Mixin for Keras models trained under tf.distribute with string or boolean inputs.
+
+    Keras learns a model's input shapes by averaging the first distributed
+    batch across replicas, which fails for text and presence flags; the first
+    replica's batch has the same shapes, so build from it instead.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None or iterator is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            first = next(batches)
+            break
+        local = tf.nest.map_structure(lambda value: self.distribute_strategy.experimental_local_results(value)[0], first)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=local)
+
+
+class TrainingView(FirstReplicaBuild, keras.Model):
     """A functional view of a classifier with only its "probabilities" output.
 
     It shares every layer and weight with the classifier, so training it
@@ -37,16 +56,6 @@ class TrainingView(keras.Model):
         kwargs.setdefault("name", f"{classifier.name}_training_view")
         outputs = [classifier.output[name] for name in output_names]
         super().__init__(inputs=classifier.input, outputs=outputs[0] if len(outputs) == 1 else outputs, **kwargs)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if self._distribute_strategy is None or iterator is None:
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        for _, _, batches in iterator:
-            first = next(batches)
-            break
-        local = tf.nest.map_structure(lambda value: self.distribute_strategy.experimental_local_results(value)[0], first)
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=local)
 
     def train_step(self, data):
         return self._with_worker_axis(super().train_step(data))

@@ -1,4 +1,4 @@
-"""Alignment losses under a 2-replica MirroredStrategy, for tests/alignment/test_distributed.py.
+"""Alignment losses under a 2-replica MirroredStrategy, for tests/alignment/test_distributed_alignment.py.
 
 Run as `python tests/alignment/replica_worker.py`; prints one line `RESULT {json}`.
 The two logical CPU devices must be configured before TensorFlow initialises

@@ -55,7 +55,8 @@ def test_train_writes_every_artefact_of_the_run(tiny_spec, tmp_path):
     features, _ = next(iter(make_dataset(tiny_spec, "test", batch_size=4)))
     restored, spec = load_run(run_dir, checkpoint="final")
     assert spec.name == "tiny" and spec.feature_names == tiny_spec.feature_names
-    assert sorted(restored.output) == ["modality_weights", "probabilities"]
+    # The default balance ("aux_heads") saves one auxiliary head per modality too.
+    assert sorted(restored.output) == ["aux_caption", "aux_picture", "aux_sound", "modality_weights", "probabilities"]
     np.testing.assert_allclose(
         restored.predict(features, verbose=0)["probabilities"],
         result.model.predict(features, verbose=0)["probabilities"], rtol=1e-5, atol=1e-6,
