@@ -20,7 +20,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 QUICK = {"seeds": 2, "epochs": 4, "fusions": ("concat", "attention", "late"), "modality_dropouts": (0.3,)}
 
 
-def floor_features(spec, split: str) -> tuple[dict, "np.ndarray"]:
+def floor_features(spec, split: str) -> tuple[dict, object]:
     """Simple per-feature inputs for the logistic-regression floor, and the labels.
 
     Images: raw pixels in [0, 1] (shrunk to at most 32x32). Audio: mean and

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Callable
+from collections.abc import Callable
 
 
 def make_module_callable(module_name: str, function: Callable) -> None:

@@ -11,8 +11,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 # `mmkeras bench NAME` -> the script in benchmarks/ it runs.
 BENCHMARKS = {

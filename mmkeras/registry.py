@@ -1,7 +1,8 @@
 """Name lookup with one helpful error for every table of mmkeras."""
 from __future__ import annotations
 
-from typing import Mapping, TypeVar
+from collections.abc import Mapping
+from typing import TypeVar
 
 T = TypeVar("T")
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -176,11 +177,11 @@ class DatasetSpec:
             )
         return self.splits[name]
 
-    def replace(self, **changes: Any) -> "DatasetSpec":
+    def replace(self, **changes: Any) -> DatasetSpec:
         """Return a copy with some fields changed (specs are immutable)."""
         return dataclasses.replace(self, **changes)
 
-    def with_features(self, names: tuple[str, ...] | list[str]) -> "DatasetSpec":
+    def with_features(self, names: tuple[str, ...] | list[str]) -> DatasetSpec:
         """Return a copy that keeps only the named features (e.g. a unimodal baseline)."""
         return self.replace(features=tuple(self.feature(n) for n in names))
 

@@ -5,7 +5,7 @@ branches know nothing about fusion.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from mmkeras.branches.audio import build_audio_branch
 from mmkeras.branches.image import BACKBONES, build_image_branch

@@ -9,8 +9,8 @@ import importlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from mmkeras.registry import lookup
 

@@ -1,7 +1,7 @@
 """Classification metrics from labels and predictions (NumPy, no extra dependencies)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

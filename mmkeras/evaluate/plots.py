@@ -1,8 +1,8 @@
 """PNG plots of an evaluation: training curves, confusion matrix, reliance, attention weights."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 

@@ -1,7 +1,7 @@
 """Modality reliance: how much the model's score depends on each modality."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

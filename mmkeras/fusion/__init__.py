@@ -5,7 +5,7 @@ for the call contract they all share.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from mmkeras.fusion.attention import AttentionFusion
 from mmkeras.fusion.concat import ConcatFusion

@@ -1,7 +1,8 @@
 """The classifier: the one place where branches and fusion meet."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
 from keras import layers

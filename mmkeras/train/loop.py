@@ -25,6 +25,7 @@ from mmkeras.data.pipeline import make_dataset
 from mmkeras.datasets import prepare
 from mmkeras.models.classifier import build_classifier
 from mmkeras.spec import DEFAULT_SPECS_DIR, DatasetSpec, load_spec
+from mmkeras.train.balance import BalancedTrainingView
 from mmkeras.train.callbacks import make_callbacks
 from mmkeras.train.class_weights import balanced_class_weights, split_labels
 from mmkeras.train.config import (
@@ -40,7 +41,6 @@ from mmkeras.train.losses import make_loss
 from mmkeras.train.metrics import SparseMacroF1Score
 from mmkeras.train.run_dir import RunPaths, read_history, save_model
 from mmkeras.train.strategy import ResolvedRuntime, precision_policy, resolve_runtime
-from mmkeras.train.balance import BalancedTrainingView
 from mmkeras.train.training_view import TrainingView
 
 TRAIN_SPLIT = "train"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ def test_report_has_every_key_and_writes_non_empty_pngs(attention_model, tiny_sp
     assert set(report["reliance"]["sound"]) == {"absent", "shuffled", "absent_drop", "shuffled_drop"}
     np.testing.assert_allclose(sum(report["modality_weights"].values()), 1.0, rtol=1e-5)
     for name in ("confusion_matrix", "reliance", "modality_weights", "training_curves"):
-        data = open(report["files"][name], "rb").read()
+        data = Path(report["files"][name]).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 2000, name
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["accuracy"] == report["accuracy"]
