@@ -6,7 +6,7 @@ TensorFlow.
 """
 from __future__ import annotations
 
-import importlib
+from mmkeras._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -53,11 +53,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mmkeras' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

@@ -9,7 +9,7 @@ Modules: `dual_encoder` (`build_dual_encoder`, `DualEncoder`), `temperature`
 """
 from __future__ import annotations
 
-import importlib
+from mmkeras._lazy import lazy_attributes
 
 # Public name -> module that defines it. Written out once; read-only.
 _EXPORTS = {
@@ -68,11 +68,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mmkeras.alignment' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
