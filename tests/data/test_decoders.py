@@ -72,7 +72,8 @@ def test_image_garbage_and_truncated_bytes_fail_naming_the_feature():
     with pytest.raises(tf.errors.InvalidArgumentError, match="picture"):
         decoders.decode_image(SPEC.feature("picture"), b"not an image at all")
     truncated = tf.io.encode_png(PIXELS).numpy()[:40]
-    decode = tf.function(lambda data: decoders.decode_image(SPEC.feature("picture"), data))
+    picture = SPEC.feature("picture")  # outside the traced function: autograph must not convert spec methods
+    decode = tf.function(lambda data: decoders.decode_image(picture, data))
     with pytest.raises(tf.errors.InvalidArgumentError, match="decode_picture"):
         decode(tf.constant(truncated))
 
@@ -117,7 +118,8 @@ def test_resample_true_converts_the_rate(source_rate, tolerance):
 
 
 def test_wav_garbage_and_truncation_fail_naming_the_feature():
-    decode = tf.function(lambda data: decoders.decode_audio(SPEC.feature("sound"), data))
+    sound = SPEC.feature("sound")  # outside the traced function: autograph must not convert spec methods
+    decode = tf.function(lambda data: decoders.decode_audio(sound, data))
     with pytest.raises(tf.errors.InvalidArgumentError, match="sound"):
         decode(tf.constant(b"RIFF? no, just garbage"))
     truncated = wav_bytes(sine(8000, 0.05), 8000).numpy()[:30]
