@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from mmkeras.branches.common import check_positive, finish_branch, make_input
+from mmkeras.branches.common import BATCH_NORM_MOMENTUM, check_positive, finish_branch, make_input
 from mmkeras.branches.hub import finish_hub_branch, is_hub_encoder, make_hub_encoder
 from mmkeras.branches.log_mel import LogMelSpectrogram
 from mmkeras.branches.spec_augment import SpecAugment
@@ -105,7 +105,7 @@ def build_audio_branch(
     for filters in conv_stages:
         check_positive(filters, "conv_stages[i]")
         x = layers.Conv1D(filters, 5, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM)(x)
         x = layers.Activation("relu")(x)
         if x.shape[1] is None or x.shape[1] >= 4:
             x = layers.MaxPooling1D(2)(x)

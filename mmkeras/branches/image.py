@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from mmkeras.branches.common import check_positive, finish_branch, make_input
+from mmkeras.branches.common import BATCH_NORM_MOMENTUM, check_positive, finish_branch, make_input
 from mmkeras.branches.hub import HubEncoder, finish_hub_branch, is_hub_encoder, make_hub_encoder
 from mmkeras.branches.imagenet import ImagenetPreprocessing
 from mmkeras.registry import lookup
@@ -118,7 +118,7 @@ def _conv_stages(x, stages: Sequence[int], convs_per_stage: int, dropout_rate: f
         check_positive(filters, "stages[i]")
         for _ in range(convs_per_stage):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = layers.BatchNormalization()(x)
+            x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM)(x)
             x = layers.Activation("relu")(x)
         # Pool while the grid can still halve: small images keep a 2x2 grid at least.
         if min(x.shape[1], x.shape[2]) >= 4:

@@ -38,35 +38,52 @@ def make_candidates(
     *,
     fusions: Sequence[str] | None = None,
     modality_dropouts: Sequence[float] = (0.0, 0.3),
-    balances: Sequence[str] = ("none",),
+    balances: Sequence[str] = ("aux_heads",),
     unimodal: bool = True,
 ) -> list[Candidate]:
     """List the models a comparison trains: each modality alone, then every fusion setting.
+
+    Every candidate states its `modality_dropout` and `balance` explicitly, so a
+    row's name says how it was trained whatever `mmkeras.train`'s defaults are.
 
     Args:
       spec: the dataset spec.
       fusions: fusion names (default: all of `mmkeras.FUSIONS`).
       modality_dropouts: modality-dropout rates each fusion is trained with.
-      balances: `balance` training options each fusion is trained with.
-      unimodal: include one single-modality model per feature.
+      balances: `balance` training options each fusion is trained with
+        ("none", "aux_heads", "ogm_ge"; default: the training default).
+      unimodal: include one single-modality model per feature (trained
+        without modality dropout or balancing, which need two modalities).
 
     Returns:
-      The candidates, unimodal ones first.
+      The candidates, unimodal ones first; fusion rows are named like
+      "concat mdrop=0.3 balance=aux_heads".
+
+    Raises:
+      ValueError: for an unknown fusion or balance, or a rate outside [0, 1).
     """
     from mmkeras.fusion import FUSIONS
+    from mmkeras.registry import lookup
+    from mmkeras.train.config import BALANCES
 
+    for fusion in fusions or ():
+        lookup(FUSIONS, fusion, "fusion")
+    for balance in balances:
+        if balance not in BALANCES:
+            raise ValueError(f"Unknown balance {balance!r}; choose one of {sorted(BALANCES)}.")
+    for rate in modality_dropouts:
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"A modality-dropout rate must be in [0, 1); got {rate!r}.")
     candidates = []
     if unimodal:
         for feature in spec.features:
-            candidates.append(Candidate(f"{feature.name} only", (feature.name,), "concat", {"modality_dropout": 0.0}))
+            options = {"modality_dropout": 0.0, "balance": "none"}
+            candidates.append(Candidate(f"{feature.name} only", (feature.name,), "concat", options))
     for fusion in fusions or sorted(FUSIONS):
         for rate in modality_dropouts:
             for balance in balances:
-                name = f"{fusion} mdrop={rate:g}" + ("" if balance == "none" else f" {balance}")
-                options = {"modality_dropout": float(rate)}
-                if balance != "none":
-                    options["balance"] = balance
-                candidates.append(Candidate(name, spec.feature_names, fusion, options))
+                options = {"modality_dropout": float(rate), "balance": balance}
+                candidates.append(Candidate(f"{fusion} mdrop={rate:g} balance={balance}", spec.feature_names, fusion, options))
     return candidates
 
 
