@@ -13,6 +13,7 @@ import numpy as np
 from mmkeras.evaluate import plots
 from mmkeras.evaluate.metrics import classification_report, confusion_matrix
 from mmkeras.evaluate.reliance import FULL, collect_predictions
+from mmkeras.models.saving import load_classifier
 from mmkeras.spec import DatasetSpec, load_spec
 
 
@@ -62,7 +63,7 @@ def evaluate(
 
     spec = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
     if not isinstance(model, keras.Model):
-        model = keras.saving.load_model(model, safe_mode=True)
+        model = load_classifier(model)
     dataset = make_dataset(spec, split, batch_size=batch_size, training=False, deterministic=True)
     collected = collect_predictions(model, spec, dataset.as_numpy_iterator(), seed=seed)
     labels = collected["labels"]

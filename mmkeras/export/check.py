@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from mmkeras.export import signatures
 from mmkeras.export.saved_model import EXTRA_DIR, KERAS_MODEL_FILE, resolve_version_dir
+from mmkeras.models.saving import load_classifier
 from mmkeras.spec import DatasetSpec, load_spec
 
 DEFAULT_TOLERANCE = 1e-5
@@ -187,7 +188,7 @@ def _load_keras_model(version_dir: Path) -> keras.Model:
         raise FileNotFoundError(
             f"{path} does not exist, so there is no Keras model to compare the export with. Pass model=."
         )
-    return keras.saving.load_model(path)
+    return load_classifier(path)
 
 
 def _column(values: list) -> np.ndarray:

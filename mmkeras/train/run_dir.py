@@ -146,11 +146,9 @@ def load_run(run_dir: str | os.PathLike, *, checkpoint: str = "best"):
             f"{paths.run_dir} holds no trained model yet ({path.name} is missing): the run has not finished. "
             "Run the same training command again to resume it."
         )
-    import keras
+    from mmkeras.models.saving import load_classifier
 
-    import mmkeras.models.classifier  # noqa: F401 - registers every layer a saved classifier refers to
-
-    return keras.saving.load_model(path), spec
+    return load_classifier(path), spec
 
 
 def save_model(model, path: str | os.PathLike) -> Path:

@@ -393,3 +393,25 @@ def _feature(modality):
         ],
     }
     return {f.modality: f for f in spec_from_dict(raw).features}[modality]
+
+
+@pytest.mark.slow
+def test_a_training_run_with_a_hub_encoder_loads_evaluates_and_exports(encoders, tiny_spec, tmp_path):
+    import mmkeras
+    from mmkeras.evaluate.report import evaluate_run
+    from mmkeras.export.saved_model import export_run
+    from mmkeras.models.saving import load_classifier
+    from mmkeras.train.run_dir import load_run
+
+    spec = tiny_spec.with_features(["picture"])
+    result = mmkeras.train(spec, epochs=1, batch_size=8, units=8, embed_dim=8, seed=0, verbose=0,
+                           output_dir=tmp_path / "run", branch_options={"picture": {"encoder": f"hub:{encoders['image']}"}})
+    model, _ = load_run(result.run_dir)  # a run folder of the user's own: no safe_mode argument needed
+    assert _hub_layers(model)
+    report = evaluate_run(result.run_dir)
+    assert 0.0 <= report["accuracy"] <= 1.0
+    version_dir = export_run(result.run_dir, base_dir=tmp_path / "exported")
+    assert (version_dir / "saved_model.pb").is_file()
+    with pytest.raises(ValueError, match="safe mode"):  # plain Keras loading still refuses it
+        keras.saving.load_model(result.best_model_path)
+    assert load_classifier(result.best_model_path).count_params() == model.count_params()
