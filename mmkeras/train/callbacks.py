@@ -10,6 +10,7 @@ import importlib.util
 import math
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import keras
 
@@ -85,6 +86,58 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             save_model(self.model_to_save, self.filepath)
 
 
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` that goes on counting from the epochs a resumed run already logged.
+
+    Keras' callback starts from scratch at each `fit`, so a run killed after
+    three epochs without improvement would wait `patience` more epochs after
+    a resume, and could restore the weights of an epoch that was not the
+    best. This one starts from the monitored values already in the run's
+    history (best value, epochs since it), and when the best epoch came
+    before the resume and nothing improves after it, restores the weights
+    from the best-model file instead of from memory.
+
+    Args:
+      previous: the monitored value of each epoch already trained, in order.
+      best_model_path: the `.keras` file holding the best epoch's classifier.
+      classifier: the model saved there (its weights are the ones restored).
+      **kwargs: `keras.callbacks.EarlyStopping` arguments; `mode` must be
+        "min" or "auto" with a loss (what training monitors).
+
+    Example:
+      >>> ResumableEarlyStopping([0.9, 0.7], "run/best.keras", classifier, monitor="val_loss", patience=5)
+    """
+
+    def __init__(self, previous: Sequence[float], best_model_path, classifier: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.previous = [float(value) for value in previous]
+        self.best_model_path = Path(best_model_path)
+        self.classifier = classifier
+        self.best_is_on_disk = False
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        finite = [(value, epoch) for epoch, value in enumerate(self.previous) if not math.isnan(value)]
+        if finite:
+            self.best, self.best_epoch = min(finite)
+            self.wait = len(self.previous) - 1 - self.best_epoch
+            self.best_is_on_disk = self.best_model_path.is_file()
+
+    def on_epoch_end(self, epoch, logs=None):
+        best_before = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.best != best_before:
+            self.best_is_on_disk = False
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_is_on_disk:
+            self.best_weights = None  # Keras would restore the first epoch after the resume
+            super().on_train_end(logs)
+            self.classifier.load_weights(self.best_model_path)
+            return
+        super().on_train_end(logs)
+
+
 class AverageReplicaStatistics(keras.callbacks.Callback):
     """Average the non-trainable float weights across replicas at each epoch end.
 
@@ -121,6 +174,7 @@ def make_callbacks(
     monitor: str,
     early_stopping_patience: int | None,
     backup_every_steps: int | None = None,
+    initial_epoch: int = 0,
     strategy=None,
     extra: Sequence[keras.callbacks.Callback] = (),
 ) -> list[keras.callbacks.Callback]:
@@ -131,8 +185,9 @@ def make_callbacks(
     - `TensorBoard` to `tensorboard/` (when the `tensorboard` package is installed);
     - `BestModelCheckpoint` of the full `model` to `best.keras` on `monitor`,
       starting from the best value already in `history.csv` when resuming;
-    - `EarlyStopping` on `monitor`, restoring the best weights (unless
-      `early_stopping_patience` is None);
+    - `ResumableEarlyStopping` on `monitor`, restoring the best weights
+      and counting patience across resumes (unless `early_stopping_patience`
+      is None);
     - `EpochAwareBackupAndRestore` in `backup/`, at each epoch end and every
       `backup_every_steps` steps, so the same call resumes a killed run (it
       is left in place when `fit` ends; the caller removes it);
@@ -144,14 +199,17 @@ def make_callbacks(
       monitor: the log key to watch ("val_loss", or "loss" without validation).
       early_stopping_patience: epochs without improvement before stopping, or None.
       backup_every_steps: also back up every this many steps, or None.
+      initial_epoch: the epoch a resumed run goes on from (0 for a new run):
+        the history's first `initial_epoch` rows seed the best value and
+        early stopping's patience.
       strategy: the distribution strategy, or None.
       extra: more callbacks, run last.
 
     Returns:
       The callbacks, in order.
     """
-    previous = read_history(paths.history_csv).get(monitor, [])
-    previous = [value for value in previous if not math.isnan(value)]
+    # Epochs past `initial_epoch` were logged but not backed up: they are trained again.
+    previous = read_history(paths.history_csv).get(monitor, [])[:initial_epoch]
     callbacks = []
     if strategy is not None and strategy.num_replicas_in_sync > 1:
         callbacks.append(AverageReplicaStatistics(strategy))
@@ -161,12 +219,16 @@ def make_callbacks(
     else:
         warnings.warn("TensorBoard is not installed, so no TensorBoard logs are written: `pip install tensorboard`.")
     callbacks.append(
-        BestModelCheckpoint(model, paths.best_model, monitor=monitor, initial_best=min(previous, default=None))
+        BestModelCheckpoint(
+            model, paths.best_model, monitor=monitor,
+            initial_best=min((value for value in previous if not math.isnan(value)), default=None),
+        )
     )
     if early_stopping_patience is not None:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping_patience, restore_best_weights=True)
-        )
+        callbacks.append(ResumableEarlyStopping(
+            previous, paths.best_model, model, monitor=monitor, patience=early_stopping_patience,
+            restore_best_weights=True,
+        ))
     # The backup outlives `fit`: `train` removes it only once the final model is saved.
     callbacks.append(
         EpochAwareBackupAndRestore(str(paths.backup), save_freq=backup_every_steps or "epoch", delete_checkpoint=False)

@@ -181,7 +181,8 @@ def train(
     monitor = "val_loss" if validation_data is not None else "loss"
     run_callbacks = make_callbacks(
         paths, model, monitor=monitor, early_stopping_patience=training.early_stopping_patience,
-        backup_every_steps=config.runtime.backup_every_steps, strategy=runtime.strategy, extra=callbacks,
+        backup_every_steps=config.runtime.backup_every_steps, initial_epoch=initial_epoch, strategy=runtime.strategy,
+        extra=callbacks,
     )
     started = time.time()
     trainer.fit(
