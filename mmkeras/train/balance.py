@@ -77,7 +77,7 @@ class BalancedTrainingView(TrainingView):
         with tf.GradientTape() as tape:
             probabilities, *aux = self(x, training=True)
             main_loss = self._compute_loss(x=x, y=y, y_pred=probabilities, sample_weight=sample_weight, training=True)
-            aux_loss = scale_loss_for_distribution(tf.add_n(self._aux_losses(x, y, aux)) / len(aux))
+            aux_loss = scale_loss_for_distribution(tf.add_n(self._aux_losses(x, y, aux, sample_weight)) / len(aux))
             loss = main_loss + self.aux_weight * aux_loss
             self._loss_tracker.update_state(
                 unscale_loss_for_distribution(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
@@ -99,13 +99,19 @@ class BalancedTrainingView(TrainingView):
         )
         return self._with_worker_axis(self.compute_metrics(x, y, probabilities, sample_weight=sample_weight))
 
-    def _aux_losses(self, x, y, aux):
-        """Each head's crossentropy, averaged over the examples where its modality is present."""
+    def _aux_losses(self, x, y, aux, sample_weight=None):
+        """Each head's loss (the compiled one: crossentropy or focal), averaged over the examples where
+        its modality is present, with the same sample (class) weights as the main loss."""
         losses = []
         for name, head in zip(self.feature_names, aux):
-            per_example = keras.losses.sparse_categorical_crossentropy(y, head)
+            if isinstance(self.loss, keras.losses.Loss):
+                per_example = self.loss.call(y, head)
+            else:
+                per_example = keras.losses.sparse_categorical_crossentropy(y, head)
+            per_example = tf.reshape(per_example, [-1])
             present = tf.cast(tf.reshape(x[f"{name}_present"], [-1]), per_example.dtype)
-            losses.append(tf.reduce_sum(per_example * present) / tf.maximum(tf.reduce_sum(present), 1.0))
+            weights = present if sample_weight is None else present * tf.cast(tf.reshape(sample_weight, [-1]), per_example.dtype)
+            losses.append(tf.reduce_sum(per_example * weights) / tf.maximum(tf.reduce_sum(present), 1.0))
         return losses
 
     def _modulate(self, gradients, variables, y, aux):

@@ -50,6 +50,22 @@ def test_aux_losses_skip_examples_whose_modality_is_absent(tiny_spec):
     np.testing.assert_allclose(sound, -(np.log(0.5) + np.log(0.6)) / 2, rtol=1e-5)
 
 
+def test_aux_losses_use_the_compiled_loss_and_the_class_weights(tiny_spec):
+    from mmkeras.train.losses import make_loss
+
+    view = BalancedTrainingView(build_classifier(tiny_spec, aux_heads=True, seed=0, **SMALL))
+    view.compile(optimizer="adam", loss=make_loss(TrainingConfig(loss="focal", focal_gamma=2.0)))
+    labels = tf.constant([0, 1])
+    heads = [tf.constant([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2]])] * 3
+    x = {f"{name}_present": tf.constant([True, True]) for name in ("caption", "picture", "sound")}
+    caption = float(view._aux_losses(x, labels, heads, tf.constant([3.0, 1.0]))[0])
+
+    def focal(p):
+        return -((1 - p) ** 2) * np.log(p)
+
+    np.testing.assert_allclose(caption, (3 * focal(0.5) + focal(0.6)) / 2, rtol=1e-5)
+
+
 def test_ogm_ge_damps_the_dominant_branch_gradients(tiny_spec):
     view = BalancedTrainingView(build_classifier(tiny_spec, aux_heads=True, seed=0, **SMALL), method="ogm_ge")
     variables = view.trainable_variables
