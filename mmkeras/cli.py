@@ -136,6 +136,7 @@ def _export(args) -> int:
 
     path = export_run(args.run, base_dir=args.base_dir, name=args.name, version=args.version)
     print(f"exported: {path}")
+    _print_skew_check(path)
     return 0
 
 
@@ -156,27 +157,32 @@ def _predict(args) -> int:
 
 def _demo(args) -> int:
     import mmkeras
+    from mmkeras.evaluate.report import evaluate_run
     from mmkeras.export.saved_model import export_run
+    from mmkeras.train.config import load_run_config
+    from mmkeras.train.run_dir import RunPaths
 
-    overrides = {"epochs": args.epochs} if args.epochs else {}
-    result = mmkeras.train(args.spec, fusion=args.fusion, output_dir=args.output, **overrides)
-    report = mmkeras.evaluate(
-        result.model, result_spec(result), output_dir=Path(result.run_dir) / "evaluation",
-        history=result.history,
-    )
-    export = export_run(result.run_dir, base_dir=args.base_dir)
+    paths = RunPaths(Path(args.output))
+    if paths.final_model.is_file() and not paths.can_resume():
+        # Rerunning the demo shows the finished run again rather than failing on its folder.
+        fusion = load_run_config(paths.config).model.fusion
+        if fusion != args.fusion:
+            raise FileExistsError(
+                f"{paths.run_dir} holds a finished {fusion} demo run; give --output for a {args.fusion} one, "
+                "or delete that folder."
+            )
+        print(f"{paths.run_dir} holds a finished demo run: evaluating and exporting it (delete it to train again).")
+    else:
+        overrides = {"epochs": args.epochs} if args.epochs else {}
+        mmkeras.train(args.spec, fusion=args.fusion, output_dir=paths.run_dir, **overrides)
+    report = evaluate_run(paths.run_dir)
+    export = export_run(paths.run_dir, base_dir=args.base_dir)
     _print_report(report)
-    print(f"run folder:   {result.run_dir}")
-    print(f"evaluation:   {Path(result.run_dir) / 'evaluation'}")
+    print(f"run folder:   {paths.run_dir}")
+    print(f"evaluation:   {paths.run_dir / 'evaluation'}")
     print(f"saved model:  {export}")
+    _print_skew_check(export)
     return 0
-
-
-def result_spec(result):
-    """The spec a `TrainResult`'s run was trained on."""
-    from mmkeras.train.run_dir import load_run_spec
-
-    return load_run_spec(result.run_dir)
 
 
 def _bench(args) -> int:
@@ -188,6 +194,18 @@ def _bench(args) -> int:
     sys.argv = [str(script), *args.options]
     runpy.run_path(str(script), run_name="__main__")
     return 0
+
+
+def _print_skew_check(version_dir: Path) -> None:
+    from mmkeras.export.saved_model import EXTRA_DIR, SKEW_CHECK_FILE
+
+    path = Path(version_dir) / EXTRA_DIR / SKEW_CHECK_FILE
+    if path.is_file():
+        check = json.loads(path.read_text())
+        print(f"skew check:   passed on {check['num_examples']} examples of split {check['split']!r} "
+              f"(max |probability difference| {check['max_abs_diff']:.2g} <= {check['tolerance']:g})")
+    else:
+        print("skew check:   not run (the spec has no test split)")
 
 
 def _print_report(report: dict) -> None:

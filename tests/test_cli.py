@@ -51,7 +51,7 @@ def test_bad_data_gives_one_line_error_and_exit_2(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_evaluate_predict_export_end_to_end(tiny_spec, tmp_path):
+def test_train_evaluate_predict_export_end_to_end(tiny_spec, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "tiny", "--epochs", "1", "--batch-size", "16", "--output", str(run)]) == 0
     assert (run / "best.keras").is_file()
@@ -64,6 +64,21 @@ def test_train_evaluate_predict_export_end_to_end(tiny_spec, tmp_path):
                                "sound": str(manifest_dir / "audio/00000.wav")}))
     assert main(["predict", str(run), "--input", str(row)]) == 0
     assert main(["export", str(run), "--base-dir", str(tmp_path / "saved")]) == 0
+    assert "skew check:   passed on" in capsys.readouterr().out
     assert (tmp_path / "saved").is_dir() and any((tmp_path / "saved").rglob("saved_model.pb"))
     # A finished run is never trained over.
     assert main(["train", "tiny", "--epochs", "1", "--output", str(run)]) == 2
+
+
+@pytest.mark.slow
+def test_demo_trains_evaluates_and_exports_and_a_rerun_shows_the_finished_run(tiny_spec, tmp_path, capsys):
+    run, saved = tmp_path / "demo", tmp_path / "saved"
+    args = ["demo", "--spec", "tiny", "--epochs", "1", "--output", str(run), "--base-dir", str(saved)]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "accuracy" in first and "saved model:" in first and "holds a finished demo run" not in first
+    assert (run / "evaluation" / "report.json").is_file()
+    assert main(args) == 0  # the README's main command can be run again
+    assert "holds a finished demo run" in capsys.readouterr().out
+    assert sorted(p.name for p in (saved / "tiny_concat").iterdir() if p.name.isdigit()) == ["1", "2"]
+    assert main([*args, "--fusion", "late"]) == 2  # another model never reuses this run

@@ -15,6 +15,7 @@ Layout written for a model called `<name>` (TF Serving's base path is
           saved_model_cli_inputs.npz   inputs for `saved_model_cli run --inputs`
           model.keras                  the Keras model, for `check_export`
           mmkeras_export.json          spec, classes, signatures, versions, commands
+          skew_check.json              what `check_export` measured before publishing (when run)
 
 Each version is written into a hidden temporary folder next to the others
 and renamed into place, so TF Serving (which polls the folder) never sees a
@@ -28,6 +29,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from mmkeras.serving.protocol import to_rest_body
 from mmkeras.spec import DatasetSpec, load_spec
 
 EXTRA_DIR = "assets.extra"
+SKEW_CHECK_FILE = "skew_check.json"
 KERAS_MODEL_FILE = "model.keras"
 METADATA_FILE = "mmkeras_export.json"
 REST_INSTANCES_FILE = "request_instances.json"
@@ -116,7 +119,11 @@ def export_for_serving(
         if check_split is not None:
             from mmkeras.export.check import check_export
 
-            check_export(staging, spec, check_split, check_examples, model=model)
+            check = check_export(staging, spec, check_split, check_examples, model=model)
+            (staging / EXTRA_DIR / SKEW_CHECK_FILE).write_text(json.dumps({
+                "split": check.split, "num_examples": int(check.num_examples), "max_abs_diff": float(check.max_abs_diff),
+                "tolerance": float(check.tolerance), "diffs": {key: float(value) for key, value in check.diffs.items()},
+            }, indent=1))
 
     version_dir = write_new_version(base_dir, name, version, write)
     model_dir = version_dir.parent
@@ -202,6 +209,8 @@ def export_run(
 
     model, spec = load_run(run_dir)
     if check_split is not None and check_split not in spec.splits:
+        warnings.warn(f"Spec {spec.name!r} has no {check_split!r} split, so the export is published without a "
+                      f"skew check; pass check_split= one of {sorted(spec.splits)}.", stacklevel=2)
         check_split = None
     return export_for_serving(
         model, spec, base_dir, name, version, check_split=check_split, check_examples=check_examples
