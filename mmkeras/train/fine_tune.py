@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import os
 import time
 from pathlib import Path
@@ -116,11 +115,6 @@ def fine_tune(
         raise ValueError(f"`fine_tune_learning_rate` must be a positive number, got {fine_tune_learning_rate!r}.")
     if "epochs" in train_kwargs:
         raise ValueError("fine_tune takes `head_epochs` and `fine_tune_epochs` instead of `epochs`.")
-    if TRAIN_HOOK not in inspect.signature(train).parameters:
-        raise NotImplementedError(
-            f"fine_tune needs mmkeras.train.loop.train to accept `{TRAIN_HOOK}=` (a function called with the built "
-            "classifier inside the strategy scope, before compiling); this version of train has no such argument."
-        )
     spec = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
     if output_dir is None:
         output_dir = Path("runs") / f"{spec.name}-fine-tune-{time.strftime('%Y%m%d-%H%M%S')}"

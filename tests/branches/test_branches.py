@@ -64,10 +64,19 @@ def test_text_branch_learns_vocabulary_from_corpus_and_masks_padding(spec):
     branch = build_text_branch(spec.feature("caption"), corpus=["red ball", "blue box", ""], embed_dim=8)
     vocabulary = branch.get_layer("caption_vectorizer").get_vocabulary()
     assert {"red", "ball", "blue", "box"} <= set(vocabulary)
-    # Padding is masked: the same words padded to a longer length pool to the same embedding.
-    short = branch(tf.constant(["red ball"]))["embedding"].numpy()
     assert np.isfinite(branch(tf.constant([""]))["embedding"].numpy()).all()
-    np.testing.assert_allclose(branch(tf.constant(["red ball"]))["embedding"].numpy(), short)
+    # Padding is masked: what the padding token embeds to cannot change the output, what a word embeds to does.
+    before = branch(tf.constant(["red ball"]), training=False)["embedding"].numpy()
+    table = branch.get_layer("token_embedding").embeddings
+    padding_moved = table.numpy()
+    padding_moved[0] += 3.0
+    table.assign(padding_moved)
+    np.testing.assert_allclose(branch(tf.constant(["red ball"]), training=False)["embedding"].numpy(), before,
+                               rtol=1e-5, atol=1e-6)
+    word_moved = padding_moved.copy()
+    word_moved[vocabulary.index("red")] += 3.0
+    table.assign(word_moved)
+    assert not np.allclose(branch(tf.constant(["red ball"]), training=False)["embedding"].numpy(), before, atol=1e-4)
 
 
 def test_text_branch_needs_a_vocabulary_source(spec):

@@ -1,8 +1,6 @@
 """Two-phase fine-tuning: which parts count as pretrained, how their top layers unfreeze, and both phases."""
 from __future__ import annotations
 
-import inspect
-
 import keras
 import numpy as np
 import pytest
@@ -10,10 +8,8 @@ import tensorflow as tf
 
 from mmkeras.branches import build_image_branch
 from mmkeras.models.classifier import build_classifier
-from mmkeras.train import loop
 from mmkeras.train.config import load_run_config
 from mmkeras.train.fine_tune import (
-    TRAIN_HOOK,
     fine_tune,
     prepare_fine_tuning,
     pretrained_parts,
@@ -99,10 +95,6 @@ def test_fine_tune_checks_its_arguments():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    TRAIN_HOOK not in inspect.signature(loop.train).parameters,
-    reason=f"mmkeras.train.loop.train has no `{TRAIN_HOOK}` hook yet (issue 9: wire it to run fine_tune)",
-)
 def test_fine_tune_trains_the_head_then_the_encoder(tiny_spec, image_encoder, tmp_path):
     original = tf.saved_model.load(image_encoder).kernel.numpy()
     result = fine_tune(
