@@ -161,11 +161,15 @@ def train(
     if training.seed is not None:
         keras.utils.set_random_seed(training.seed)
     data_seed = training.seed
-    if data_seed is None and runtime.strategy_name == "multi_worker":
-        data_seed = 0  # every worker must shuffle alike to split the examples between them
+    # Workers shard the training data by element (DATA policy): each must see the same order,
+    # so the shuffle seed is shared and the parallel reads keep their order.
+    multi_worker = runtime.strategy_name == "multi_worker"
+    if data_seed is None and multi_worker:
+        data_seed = 0
 
     prepare(spec)
-    train_data = make_dataset(spec, TRAIN_SPLIT, batch_size=training.batch_size, training=True, seed=data_seed)
+    train_data = make_dataset(spec, TRAIN_SPLIT, batch_size=training.batch_size, training=True, seed=data_seed,
+                              deterministic=True if multi_worker else None)
     validation_data = None
     if VALIDATION_SPLIT in spec.splits:
         validation_data = make_dataset(spec, VALIDATION_SPLIT, batch_size=training.batch_size)

@@ -78,6 +78,23 @@ def test_manifest_splits_shard_by_data_across_workers(tiny_spec):
     assert shards == [everything[0::2], everything[1::2]]
 
 
+def test_training_shards_of_two_workers_split_every_epoch_between_them(tiny_spec):
+    """What multi-worker training relies on: with a shared seed and kept order, each worker's
+    own copy of the shuffled pipeline shards into disjoint halves that cover the split."""
+    from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
+
+    def worker(index):
+        dataset = make_dataset(tiny_spec, "train", batch_size=1, training=True, seed=0, deterministic=True,
+                               drop_remainder=False)
+        return _AutoShardDataset(dataset, 2, index)
+
+    workers = [worker(0), worker(1)]
+    for _ in range(2):  # reshuffled each epoch, alike on both workers
+        halves = [captions(dataset) for dataset in workers]
+        assert sorted(halves[0] + halves[1]) == sorted(captions(make_dataset(tiny_spec, "train", batch_size=1)))
+        assert abs(len(halves[0]) - len(halves[1])) <= 1
+
+
 def test_read_split_yields_raw_bytes_and_presence(tiny_spec):
     raw, label = next(iter(read_split(tiny_spec, "train")))
     assert raw["picture"].numpy().startswith(b"\x89PNG")
