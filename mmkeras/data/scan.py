@@ -53,7 +53,7 @@ CORRUPT_AUDIO = "corrupt audio"
 WRONG_SAMPLE_RATE = "wrong sample rate"
 REASONS = (EMPTY_LABEL, UNKNOWN_CLASS, MISSING_FILE, UNREADABLE_FILE, CORRUPT_IMAGE, CORRUPT_AUDIO, WRONG_SAMPLE_RATE)
 # Bump when the scan's logic changes, so old cached results are not reused.
-SCAN_VERSION = 1
+SCAN_VERSION = 2
 # How many bad examples an error message lists before "... and N more".
 MAX_LISTED = 10
 
@@ -302,8 +302,11 @@ def _decoding_keys(spec: DatasetSpec, keyed_records: tf.data.Dataset, count: int
 
     def decodes(key, raw, label):
         features, _ = decode(raw, label)
+        # Shards carry class ids that no manifest check has seen; out of range is an unknown class.
+        in_range = tf.debugging.assert_less(label, spec.num_classes)
+        at_least_zero = tf.debugging.assert_non_negative(label)
         # The decoded tensors are not returned; the dependency keeps them computed.
-        with tf.control_dependencies(tf.nest.flatten(features)):
+        with tf.control_dependencies([*tf.nest.flatten(features), in_range, at_least_zero]):
             return tf.identity(key)
 
     # ignore_errors is how failures are found: the caller reports every key missing here, none is lost.
@@ -338,9 +341,14 @@ def _diagnose_record(spec: DatasetSpec, key: str) -> tuple[int, str, str]:
     record = next(iter(tf.data.TFRecordDataset(shard).skip(int(index)).take(1)), None)
     number = int(index) + 1
     try:
-        raw, _ = parse_raw_record(spec, record)
+        raw, label = parse_raw_record(spec, record)
     except (tf.errors.OpError, ValueError) as error:
         return number, shard, f"{UNREADABLE_FILE}: not a raw mmkeras record ({_short(error)})"
+    if not 0 <= int(label) < spec.num_classes:
+        return number, shard, (
+            f"{UNKNOWN_CLASS}: class id {int(label)} is outside 0..{spec.num_classes - 1} "
+            f"({len(spec.label.class_names)} classes in the spec); rewrite the shard with mmkeras.write_tfrecords"
+        )
     for feature in file_features(spec):
         if bool(raw[feature.presence_key]):
             reason = _decode_problem(feature, raw[feature.name].numpy())

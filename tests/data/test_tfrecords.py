@@ -80,3 +80,20 @@ def test_bad_records_in_shards_follow_the_policy(tmp_path, good_rows):
     assert [int(label) for _, label in elements(dataset)] == [0, 0]
     with pytest.raises(BadInputError, match=f"{shard} record 2: corrupt image"):
         make_dataset(spec.replace(on_error="raise"), "records")
+
+
+def test_records_whose_class_id_the_spec_lacks_follow_the_policy(tmp_path, good_rows):
+    write_manifest(tmp_path / "manifest.csv", good_rows)
+    spec = small_spec(tmp_path, on_error="skip")
+    rows = read_manifest(spec, "train").rows
+    shard = tmp_path / "records-00000.tfrecord"
+    with tf.io.TFRecordWriter(str(shard)) as writer:
+        for row in (rows[0], ManifestRow(number=2, values=rows[1].values, label=spec.num_classes), rows[2]):
+            writer.write(raw_example(spec, row).SerializeToString())
+    spec = with_split(spec, "records", "records-*.tfrecord")
+    dataset, report = make_dataset(spec, "records", batch_size=4, return_report=True)
+    assert report.skipped == {"unknown class": 1}
+    assert (report.bad[0].file, report.bad[0].row) == (str(shard), 2)
+    assert len(elements(dataset)) == 2
+    with pytest.raises(BadInputError, match=f"{shard} record 2: unknown class: class id {spec.num_classes}"):
+        make_dataset(spec.replace(on_error="raise"), "records")
