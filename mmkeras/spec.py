@@ -336,17 +336,29 @@ def _feature(raw: Any, index: int, fail) -> FeatureSpec:
     )
 
 
+# Options that count things (whole numbers), and options that measure (any positive number).
+POSITIVE_INTEGERS = {"text": ("vocab_size", "sequence_length"), "audio": ("sample_rate", "num_mel_bins")}
+POSITIVE_NUMBERS = {"audio": ("clip_seconds", "frame_ms", "hop_ms")}
+
+
+def _is_positive_integer(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value > 0
+
+
 def _check_options(modality: str, options: dict, prefix: str, fail) -> None:
     if modality == "image":
         size = options["image_size"]
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(int(s) > 0 for s in size)):
-            raise fail(f"{prefix}.image_size", f"got {size!r}, expected [height, width] of positive ints.")
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_positive_integer(s) for s in size)):
+            raise fail(f"{prefix}.image_size", f"got {size!r}, expected [height, width] of positive integers.")
         options["image_size"] = (int(size[0]), int(size[1]))
         if options["channels"] not in (1, 3):
             raise fail(f"{prefix}.channels", f"got {options['channels']!r}, expected 1 or 3.")
-    positive = {"text": ("vocab_size", "sequence_length"),
-                "audio": ("sample_rate", "clip_seconds", "num_mel_bins", "frame_ms", "hop_ms")}
-    for key in positive.get(modality, ()):
+    for key in POSITIVE_INTEGERS.get(modality, ()):
+        if not _is_positive_integer(options[key]):
+            raise fail(f"{prefix}.{key}", f"got {options[key]!r}, expected a positive integer.")
+    if modality == "audio" and not isinstance(options["resample"], bool):
+        raise fail(f"{prefix}.resample", f"got {options['resample']!r}, expected true or false.")
+    for key in POSITIVE_NUMBERS.get(modality, ()):
         value = options[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise fail(f"{prefix}.{key}", f"got {value!r}, expected a positive number.")

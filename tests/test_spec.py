@@ -52,6 +52,13 @@ def test_spec_from_dict_shapes_dtypes_and_paths(tmp_path):
         ({"splits": {"train": {"manifest": "a.csv", "tfrecords": "b"}}}, "splits.train", "exactly one"),
         ({"shards": 3}, "shards", "allowed keys"),
         ({"features": [{"name": "my-feature", "modality": "text"}]}, "features[0].name", "letters"),
+        ({"features": [{"name": "x", "modality": "image", "image_size": ["a", 8]}]}, "features[0].image_size",
+         "positive integers"),
+        ({"features": [{"name": "x", "modality": "image", "image_size": [8.5, 8]}]}, "features[0].image_size",
+         "positive integers"),
+        ({"features": [{"name": "x", "modality": "text", "vocab_size": 3.7}]}, "features[0].vocab_size",
+         "positive integer"),
+        ({"features": [{"name": "x", "modality": "audio", "resample": "yes"}]}, "features[0].resample", "true or false"),
     ],
 )
 def test_malformed_spec_names_file_key_and_allowed_values(tmp_path, change, key, hint):

@@ -76,7 +76,7 @@ def build_image_branch(
 
     Raises:
       ValueError: for a non-image feature, an unknown backbone, both a backbone
-        and an encoder, or bad sizes.
+        and an encoder, `weights` or `trainable` with neither, or bad sizes.
       FileNotFoundError, ImportError, ConnectionError: for an encoder handle
         that cannot be loaded (see `mmkeras.branches.hub.resolve_handle`).
 
@@ -91,6 +91,12 @@ def build_image_branch(
         raise ValueError(
             f"Image feature {feature.name!r}: `encoder` must be 'hub:<handle-or-path>' and comes without "
             f"`backbone` (encoder_options only go with it); got encoder={encoder!r}, backbone={backbone!r}."
+        )
+    if backbone is None and encoder is None and (weights is not None or trainable is not None):
+        raise ValueError(
+            f"Image feature {feature.name!r}: `weights` and `trainable` go with a pretrained `backbone` "
+            f"(one of {sorted(BACKBONES)}) or a hub `encoder`; got weights={weights!r}, trainable={trainable!r} "
+            "for the CNN stages, which always train from scratch."
         )
     inputs = make_input(feature)
     x = inputs

@@ -1,6 +1,7 @@
 """The classifier: the one place where branches and fusion meet."""
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -122,12 +123,37 @@ def build_branch(
     `branch_options[feature name]`. A text feature without a given vocabulary
     learns one from the spec's train split.
 
+    Args:
+      spec: the dataset spec (its train split gives a text vocabulary).
+      feature: the feature whose branch to build.
+      embed_dim: width of the branch's outputs.
+      dropout_rate: the branch's dropout.
+      vocabularies: feature name -> a fixed text vocabulary, or None.
+      branch_options: more builder arguments keyed by modality or feature name.
+
     Returns:
       The branch `keras.Model` (outputs `{"embedding", "sequence"}`).
+
+    Raises:
+      ValueError: for an option the modality's builder does not take (naming
+        the feature, the spec file and the builder's arguments), or a bad value.
+
+    Example:
+      >>> build_branch(spec, spec.feature("picture"), 32, 0.1, None, {"image": {"stages": [8]}}).name
+      'picture_branch'
     """
     options = {"embed_dim": embed_dim, "dropout_rate": dropout_rate, **feature.branch}
     options.update((branch_options or {}).get(feature.modality, {}))
     options.update((branch_options or {}).get(feature.name, {}))
+    builder = lookup(BRANCHES, feature.modality, "modality")
+    accepted = [name for name in inspect.signature(builder).parameters if name != "feature"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        where = f" (spec {spec.path})" if spec.path else ""
+        raise ValueError(
+            f"Feature {feature.name!r}{where}: {builder.__name__} takes no {unknown}; "
+            f"the {feature.modality} branch's options are {accepted}."
+        )
     if feature.modality == "text" and "vocabulary" not in options and "corpus" not in options:
         if vocabularies is not None and feature.name in vocabularies:
             options["vocabulary"] = vocabularies[feature.name]
@@ -135,4 +161,4 @@ def build_branch(
             from mmkeras.data.pipeline import text_corpus
 
             options["corpus"] = text_corpus(spec, feature.name, split="train")
-    return lookup(BRANCHES, feature.modality, "modality")(feature, **options)
+    return builder(feature, **options)

@@ -93,6 +93,8 @@ def test_branch_rejects_wrong_modality_and_bad_sizes(spec):
         build_audio_branch(spec.feature("sound"), encoder="transformer")
     with pytest.raises(ValueError, match="Unknown backbone"):
         build_image_branch(spec.feature("picture"), backbone="vgg1000")
+    with pytest.raises(ValueError, match="`weights` and `trainable` go with a pretrained `backbone`"):
+        build_image_branch(spec.feature("picture"), weights="imagenet")
 
 
 def test_image_stages_pool_between_stages(spec):

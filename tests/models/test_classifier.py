@@ -121,3 +121,11 @@ def test_vocabulary_is_learned_from_the_train_split_by_default(tiny_spec):
     model = build_classifier(tiny_spec, **SMALL)
     vocabulary = model.get_layer("caption_branch").get_layer("caption_vectorizer").get_vocabulary()
     assert {"red", "green", "blue"} <= set(vocabulary)
+
+
+def test_a_branch_option_its_builder_does_not_take_names_the_feature_and_the_options(tiny_spec):
+    with pytest.raises(ValueError, match=r"Feature 'caption'.*takes no \['backbone'\].*options are \[") as error:
+        build_classifier(tiny_spec, branch_options={"caption": {"backbone": "resnet50"}})
+    assert "vocabulary" in str(error.value)
+    with pytest.raises(ValueError, match=r"Feature 'picture'.*takes no \['stage'\]"):
+        build_classifier(tiny_spec, branch_options={"image": {"stage": [8]}})
