@@ -40,6 +40,7 @@ _EXPORTS = {
     "HubEncoder": "mmkeras.branches.hub",
     "fine_tune": "mmkeras.train.fine_tune",
     "load_run": "mmkeras.train.run_dir",
+    "load_classifier": "mmkeras.models.saving",
     "build_dual_encoder": "mmkeras.alignment.dual_encoder",
     "DualEncoder": "mmkeras.alignment.dual_encoder",
     "ContrastiveLoss": "mmkeras.alignment.contrastive",
@@ -47,6 +48,7 @@ _EXPORTS = {
     "retrieve": "mmkeras.alignment.retrieval",
     "evaluate_retrieval": "mmkeras.alignment.retrieval",
     "zero_shot_classify": "mmkeras.alignment.zero_shot",
+    "class_embeddings": "mmkeras.alignment.zero_shot",
     "export_tower": "mmkeras.alignment.export",
 }
 

@@ -91,15 +91,7 @@ def build_audio_branch(
     if is_hub_encoder(encoder):
         hub_encoder = make_hub_encoder(encoder, trainable=trainable, encoder_options=encoder_options)
         return finish_hub_branch(feature, inputs, hub_encoder(inputs), embed_dim=embed_dim, dropout_rate=dropout_rate)
-    options = feature.options
-    x = LogMelSpectrogram(
-        sample_rate=int(options["sample_rate"]),
-        frame_ms=float(options["frame_ms"]),
-        hop_ms=float(options["hop_ms"]),
-        num_mel_bins=int(options["num_mel_bins"]),
-        normalization=normalization,
-        name="log_mel",
-    )(inputs)
+    x = LogMelSpectrogram.for_feature(feature, normalization=normalization, name="log_mel")(inputs)
     if augment:
         x = SpecAugment(name="spec_augment")(x)
     for filters in conv_stages:

@@ -74,6 +74,24 @@ class LogMelSpectrogram(layers.Layer):
         self.frame_step = int(round(self.sample_rate * self.hop_ms / 1000))
         self.fft_length = 1 << (self.frame_length - 1).bit_length()
 
+    @classmethod
+    def for_feature(cls, feature, **kwargs) -> LogMelSpectrogram:
+        """The layer for an audio feature of a spec: its sample rate, frames and mel bins.
+
+        Args:
+          feature: an audio `FeatureSpec` (uses sample_rate, frame_ms, hop_ms, num_mel_bins).
+          **kwargs: other layer arguments (`normalization`, `name`, ...).
+
+        Example:
+          >>> LogMelSpectrogram.for_feature(spec.feature("sound")).num_mel_bins
+          40
+        """
+        options = feature.options
+        return cls(
+            sample_rate=int(options["sample_rate"]), frame_ms=float(options["frame_ms"]),
+            hop_ms=float(options["hop_ms"]), num_mel_bins=int(options["num_mel_bins"]), **kwargs,
+        )
+
     def build(self, waveforms_shape):
         self.mel_matrix = tf.signal.linear_to_mel_weight_matrix(
             num_mel_bins=self.num_mel_bins,
