@@ -112,12 +112,15 @@ def _train(args) -> int:
                            ("strategy", args.strategy))
         if value is not None
     }
+    spec = mmkeras.load_spec(args.spec)
     if args.config:
         from mmkeras.train.config import load_run_config
 
         config = load_run_config(args.config)
         overrides.update(model_config=config.model, training_config=config.training, runtime_config=config.runtime)
-    result = mmkeras.train(args.spec, output_dir=args.output, **overrides)
+        if config.features:  # a unimodal run's config.yaml trains the same features again
+            spec = spec.with_features(config.features)
+    result = mmkeras.train(spec, output_dir=args.output, **overrides)
     print(f"run folder: {result.run_dir}")
     print(f"best model: {result.best_model_path}")
     return 0

@@ -82,3 +82,20 @@ def test_demo_trains_evaluates_and_exports_and_a_rerun_shows_the_finished_run(ti
     assert "holds a finished demo run" in capsys.readouterr().out
     assert sorted(p.name for p in (saved / "tiny_concat").iterdir() if p.name.isdigit()) == ["1", "2"]
     assert main([*args, "--fusion", "late"]) == 2  # another model never reuses this run
+
+
+@pytest.mark.slow
+def test_train_with_a_run_config_keeps_its_features(tiny_spec, tmp_path):
+    import yaml
+
+    from mmkeras.train.run_dir import load_run
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"features": ["picture"], "model": {"units": 8, "embed_dim": 8},
+                                      "training": {"batch_size": 16}}))
+    run = tmp_path / "run"
+    assert main(["train", "tiny", "--config", str(config), "--epochs", "1", "--output", str(run)]) == 0
+    model, spec = load_run(run)
+    assert spec.feature_names == ("picture",)
+    names = {tensor.name for tensor in model.inputs}
+    assert "picture" in names and not names & {"caption", "sound"}
