@@ -14,7 +14,15 @@ Layout for a tower exported as `<name>`:
       models.config                    TF Serving model_config_list (docker paths)
       1/  2/  ...
         saved_model.pb  variables/  assets/
-        assets.extra/mmkeras_export.json   feature, modality, shapes, embed_dim, versions
+        assets.extra/
+          mmkeras_export.json          feature, modality, shapes, embed_dim, versions
+          tf_serving_warmup_requests   PredictionLog records TF Serving replays on load
+          request_instances.json       REST body, row ("instances") form
+          request_inputs.json          REST body, columnar ("inputs") form
+
+Before a version is renamed into place, its `serving_default` is run on the
+example inputs and compared with the Keras tower (`check_tower_export`); a
+version that disagrees beyond 1e-5 is never published.
 
 Signatures (inputs named after the feature, outputs `{"embedding": (batch, embed_dim) float32}`):
 
@@ -33,16 +41,29 @@ import re
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mmkeras.alignment.dual_encoder import DualEncoder
 from mmkeras.data.decoders import decode_batch
-from mmkeras.export.saved_model import EXTRA_DIR, METADATA_FILE, write_model_config, write_new_version
+from mmkeras.export import requests, warmup
+from mmkeras.export.check import ExportCheck, ExportSkewError
+from mmkeras.export.saved_model import (
+    EXTRA_DIR,
+    METADATA_FILE,
+    REST_INPUTS_FILE,
+    REST_INSTANCES_FILE,
+    write_model_config,
+    write_new_version,
+)
+from mmkeras.serving.protocol import to_rest_body
 from mmkeras.models.common import leaf_layers
 
 DEFAULT = "serving_default"
 DECODED = "serving_decoded"
 EMBEDDING = "embedding"
+# The largest |embedding difference| between the SavedModel and the Keras tower that an export may show.
+TOLERANCE = 1e-5
 
 
 def export_tower(
@@ -68,6 +89,8 @@ def export_tower(
     Raises:
       FileExistsError: if that version already exists (versions are never overwritten).
       ValueError: for an unknown tower, a bad name or a bad version.
+      ExportSkewError: if the SavedModel's embeddings differ from the Keras
+        tower's (nothing is published).
 
     Example:
       >>> path = export_tower(encoder, "caption", "saved_models")
@@ -81,6 +104,8 @@ def export_tower(
     def write(staging: Path, version: int) -> None:
         write_tower_saved_model(encoder, feature_name, staging)
         _write_metadata(encoder, feature_name, staging, name=name, version=version)
+        _write_requests(encoder, feature_name, staging, name=name)
+        check_tower_export(encoder, feature_name, staging)
 
     version_dir = write_new_version(base_dir, name, version, write)
     write_model_config(version_dir.parent, name)
@@ -138,6 +163,60 @@ def write_tower_saved_model(encoder: DualEncoder, feature_name: str, path: str |
     archive.add_endpoint(DEFAULT, serve, input_signature=[{feature_name: raw_spec}])
     archive.write_out(str(path), verbose=False)
     return Path(path)
+
+
+def check_tower_export(encoder: DualEncoder, feature_name: str, version_dir: str | os.PathLike,
+                       values=None, *, tolerance: float = TOLERANCE) -> ExportCheck:
+    """Compare a tower export's raw-input `serving_default` with the Keras tower on the same values.
+
+    Args:
+      encoder: the exported `DualEncoder`.
+      feature_name: the tower.
+      version_dir: the export's (staging or published) version folder.
+      values: raw values to embed (text, image bytes, WAV bytes); default the
+        example inputs written next to the export.
+      tolerance: the largest |difference| allowed.
+
+    Returns:
+      An `ExportCheck` (it passed) whose `max_abs_diff` is the largest
+      |difference| between the two embeddings.
+
+    Raises:
+      ExportSkewError: if it exceeds `tolerance`.
+
+    Example:
+      >>> check_tower_export(encoder, "caption", "saved_models/tiny_caption_tower/1").passed
+      True
+    """
+    from mmkeras.alignment.retrieval import embed
+
+    spec = encoder.spec.with_features([feature_name])
+    if values is None:
+        values = list(requests.example_columns(spec, DEFAULT, batch_size=2)[feature_name])
+    served = tf.saved_model.load(str(version_dir)).signatures[DEFAULT](**{feature_name: tf.constant(values)})
+    difference = float(np.max(np.abs(served[EMBEDDING].numpy() - embed(encoder, feature_name, values))))
+    report = ExportCheck(path=Path(version_dir), split="example inputs", num_examples=len(values),
+                         max_abs_diff=difference, diffs={DEFAULT: difference}, tolerance=float(tolerance))
+    if not report.passed:
+        raise ExportSkewError(
+            f"The {feature_name!r} tower export in {version_dir} embeds raw inputs {difference:.3g} away from the "
+            f"Keras tower (tolerance {tolerance:g}): the SavedModel's decoding or weights differ from training's.",
+            report,
+        )
+    return report
+
+
+def _write_requests(encoder: DualEncoder, feature_name: str, version_dir: Path, *, name: str) -> None:
+    """The warm-up records and REST request bodies of a tower export, from synthetic example inputs."""
+    spec = encoder.spec.with_features([feature_name])
+    extra = version_dir / EXTRA_DIR
+    logs = [warmup.make_prediction_log(requests.example_columns(spec, DEFAULT, batch_size), name, DEFAULT)
+            for batch_size in (1, 2)]
+    warmup.write_warmup_file(extra / warmup.WARMUP_FILE, logs)
+    columns = requests.example_columns(spec, DEFAULT, batch_size=2)
+    for file_name, rest_format in ((REST_INSTANCES_FILE, "instances"), (REST_INPUTS_FILE, "inputs")):
+        body = to_rest_body(columns, DEFAULT, rest_format)
+        (extra / file_name).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
 
 
 def _write_metadata(encoder: DualEncoder, feature_name: str, version_dir: Path, *, name: str, version: int) -> Path:

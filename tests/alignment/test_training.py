@@ -18,8 +18,10 @@ from mmkeras.alignment import (
     retrieve,
     zero_shot_classify,
 )
+from mmkeras.alignment.export import check_tower_export
 from mmkeras.alignment.pretrain import exclude_class_ids, label_fraction_indices, vocabularies_without_classes
 from mmkeras.data.pipeline import make_dataset, read_split
+from mmkeras.export.check import ExportSkewError
 
 SMALL = {
     "embed_dim": 16,
@@ -145,6 +147,19 @@ def test_each_tower_exports_as_a_raw_input_saved_model_that_matches_keras(traine
     loaded = tf.saved_model.load(str(paths["picture"]))
     served = loaded.signatures["serving_decoded"](picture=decoded)["embedding"].numpy()
     np.testing.assert_allclose(served, embed(encoder, "picture", picture[:1]), atol=1e-5)
+    extra = paths["caption"] / "assets.extra"
+    assert (extra / "tf_serving_warmup_requests").stat().st_size > 0
+    assert list(json.loads((extra / "request_instances.json").read_text())["instances"][0]) == ["caption"]
+    assert check_tower_export(encoder, "caption", paths["caption"]).max_abs_diff <= 1e-5
+    moved = encoder.get_tower("caption").trainable_variables
+    for variable in moved:  # a tower that is no longer the exported one
+        variable.assign(variable + 0.5)
+    try:
+        with pytest.raises(ExportSkewError, match="'caption' tower export"):
+            check_tower_export(encoder, "caption", paths["caption"])
+    finally:
+        for variable in moved:
+            variable.assign(variable - 0.5)
     assert export_tower(encoder, "picture", tmp_path).name == "2"
     with pytest.raises(FileExistsError, match="never overwritten"):
         export_tower(encoder, "picture", tmp_path, version=1)
