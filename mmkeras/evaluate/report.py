@@ -1,7 +1,6 @@
 """`evaluate`: one call from a trained model to a JSON report and PNG plots."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -100,14 +99,6 @@ def evaluate(
     return report
 
 
-def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
-    """Read a Keras `CSVLogger` file into a history dict (column -> values)."""
-    with open(path, newline="", encoding="utf-8") as stream:
-        rows = list(csv.DictReader(stream))
-    columns = rows[0].keys() if rows else []
-    return {column: [float(row[column]) for row in rows if row[column] != ""] for column in columns}
-
-
 def _write(report: dict, collected: dict, spec: DatasetSpec, output_dir: Path, history) -> dict[str, str]:
     output_dir.mkdir(parents=True, exist_ok=True)
     files = {
@@ -122,7 +113,9 @@ def _write(report: dict, collected: dict, spec: DatasetSpec, output_dir: Path, h
             output_dir / "modality_weights.png",
         )
     if isinstance(history, (str, os.PathLike)):
-        history = read_history(history) if Path(history).exists() else None
+        from mmkeras.train.run_dir import read_history  # resumed runs' repeated epochs counted once
+
+        history = read_history(history) or None
     if history:
         files["training_curves"] = plots.plot_training_curves(history, output_dir / "training_curves.png")
     files = {name: str(path) for name, path in files.items()}
