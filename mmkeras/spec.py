@@ -93,7 +93,15 @@ class FeatureSpec:
 
 @dataclasses.dataclass(frozen=True)
 class LabelSpec:
-    """The label column and its classes, in class-id order."""
+    """The label column and its classes, in class-id order.
+
+    Class ids are positions in `class_names`: the manifest's label cells are
+    class names, and the model's outputs follow this order.
+
+    Args:
+      column: the manifest column holding each example's class name.
+      class_names: the class names (at least 2, unique); class id i is `class_names[i]`.
+    """
 
     column: str
     class_names: tuple[str, ...]
@@ -107,6 +115,12 @@ class SplitSpec:
     shards written by `write_tfrecords`) is set; paths are relative to the
     spec's `data_dir`. `select` keeps only manifest rows whose `split` column
     equals it.
+
+    Args:
+      name: the split's name (e.g. "train", "validation", "test").
+      manifest: the CSV or JSONL manifest's path, or None for a TFRecord split.
+      tfrecords: a glob of TFRecord shards, or None for a manifest split.
+      select: keep only manifest rows whose `split` column equals this (None: every row).
     """
 
     name: str
@@ -351,7 +365,7 @@ def _check_options(modality: str, options: dict, prefix: str, fail) -> None:
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_positive_integer(s) for s in size)):
             raise fail(f"{prefix}.image_size", f"got {size!r}, expected [height, width] of positive integers.")
         options["image_size"] = (int(size[0]), int(size[1]))
-        if options["channels"] not in (1, 3):
+        if isinstance(options["channels"], bool) or options["channels"] not in (1, 3):
             raise fail(f"{prefix}.channels", f"got {options['channels']!r}, expected 1 or 3.")
     for key in POSITIVE_INTEGERS.get(modality, ()):
         if not _is_positive_integer(options[key]):
@@ -387,7 +401,7 @@ def _splits(raw: Any, fail) -> dict[str, SplitSpec]:
         if not isinstance(item, Mapping):
             raise fail(f"splits.{name}", "must be a path or a mapping with 'manifest' or 'tfrecords'.")
         _check_keys(item, SPLIT_KEYS, f"splits.{name}.", fail)
-        if ("manifest" in item) == ("tfrecords" in item):
+        if (item.get("manifest") is None) == (item.get("tfrecords") is None):
             raise fail(f"splits.{name}", "give exactly one of 'manifest' and 'tfrecords'.")
         splits[str(name)] = SplitSpec(
             name=str(name),

@@ -50,6 +50,8 @@ def test_spec_from_dict_shapes_dtypes_and_paths(tmp_path):
         ({"label": {"class_names": ["only"]}}, "label.class_names", "at least 2"),
         ({"on_error": "ignore"}, "on_error", "'raise', 'skip'"),
         ({"splits": {"train": {"manifest": "a.csv", "tfrecords": "b"}}}, "splits.train", "exactly one"),
+        ({"splits": {"train": {"tfrecords": None}}}, "splits.train", "exactly one"),
+        ({"features": [{"name": "x", "modality": "image", "channels": True}]}, "features[0].channels", "1 or 3"),
         ({"shards": 3}, "shards", "allowed keys"),
         ({"features": [{"name": "my-feature", "modality": "text"}]}, "features[0].name", "letters"),
         ({"features": [{"name": "x", "modality": "image", "image_size": ["a", 8]}]}, "features[0].image_size",
