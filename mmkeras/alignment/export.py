@@ -115,7 +115,31 @@ def export_tower(
 def export_towers(
     encoder: DualEncoder, base_dir: str | os.PathLike = "saved_models", version: int | None = None
 ) -> dict[str, Path]:
-    """Export every tower of an encoder (see `export_tower`); returns feature name -> version folder."""
+    """Export every tower of an encoder (see `export_tower`); returns feature name -> version folder.
+
+    For a search service that embeds each modality on its own; every tower
+    gets its default name (`default_tower_name`), so each is its own TF Serving
+    model. Towers are exported one after the other: if one fails, those before
+    it stay published.
+
+    Args:
+      encoder: a `DualEncoder`.
+      base_dir: the folder holding exported models.
+      version: the version of every tower; default: for each tower, one more
+        than its highest existing version.
+
+    Returns:
+      Feature name -> the tower's new version folder, `base_dir/<name>/<version>`.
+
+    Raises:
+      FileExistsError: if a tower's version already exists.
+      ValueError: for a bad version or tower name.
+      ExportSkewError: if a tower's SavedModel disagrees with its Keras tower.
+
+    Example:
+      >>> sorted(export_towers(encoder, "saved_models"))
+      ['caption', 'picture']
+    """
     return {name: export_tower(encoder, name, base_dir, version=version) for name in encoder.feature_names}
 
 
@@ -185,7 +209,7 @@ def check_tower_export(encoder: DualEncoder, feature_name: str, version_dir: str
       ExportSkewError: if it exceeds `tolerance`.
 
     Example:
-      >>> check_tower_export(encoder, "caption", "saved_models/tiny_caption_tower/1").passed
+      >>> check_tower_export(encoder, "caption", export_tower(encoder, "caption")).passed
       True
     """
     from mmkeras.alignment.retrieval import embed

@@ -98,6 +98,17 @@ def relevance_matrix(
 def summarize_ranks(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict:
     """Recall@K for each K, and the mean and median rank.
 
+    Turns the ranks of `retrieval_ranks` into the figures `retrieval_metrics`
+    and `cross_modal_retrieval` report.
+
+    Args:
+      ranks: 1-based ranks, one per query (see `retrieval_ranks`).
+      ks: the K of each Recall@K.
+
+    Returns:
+      `{"recall@<k>": share of ranks <= k, ..., "mean_rank": ..., "median_rank": ...}`,
+      all floats (NaN for no ranks).
+
     Example:
       >>> summarize_ranks(np.array([1, 2, 7]), ks=(1, 5))
       {'recall@1': 0.333..., 'recall@5': 0.666..., 'mean_rank': 3.333..., 'median_rank': 2.0}

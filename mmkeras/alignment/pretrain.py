@@ -105,6 +105,18 @@ def pretrain_encoder(
 def exclude_class_ids(dataset: tf.data.Dataset, class_ids: Sequence[int], batch_size: int) -> tf.data.Dataset:
     """Drop the examples of some classes from a batched `(features, label)` dataset, re-batching the rest.
 
+    `pretrain_encoder` uses it to keep held-out classes (e.g. for zero-shot
+    tests) out of alignment. The result has an unknown cardinality; set it with
+    `tf.data.experimental.assert_cardinality` if Keras needs the epoch length.
+
+    Args:
+      dataset: a batched dataset of `(features, label)` with integer labels.
+      class_ids: the class ids whose examples are dropped.
+      batch_size: the batch size of the result; a last, smaller batch is dropped.
+
+    Returns:
+      The filtered dataset, re-batched to full batches of `batch_size` and prefetched.
+
     Example:
       >>> dataset = exclude_class_ids(make_dataset(spec, "train", batch_size=32, training=True), [2], 32)
     """

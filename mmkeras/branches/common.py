@@ -25,11 +25,34 @@ def make_input(feature: FeatureSpec) -> keras.KerasTensor:
 
 
 def make_presence_input(feature: FeatureSpec) -> keras.KerasTensor:
-    """Return the optional boolean `<name>_present` input of a feature (None = present)."""
+    """Return the optional boolean `<name>_present` input of a feature (None = present).
+
+    The classifier takes one per feature, so a caller can say per example
+    whether a modality is there; being optional, it may be left out by callers
+    that never miss a modality.
+
+    Args:
+      feature: the feature whose presence the input flags.
+
+    Returns:
+      A scalar-per-example bool `keras.Input` named `<name>_present`.
+
+    Example:
+      >>> make_presence_input(spec.feature("sound")).name
+      'sound_present'
+    """
     return keras.Input(shape=(), dtype="bool", name=feature.presence_key, optional=True)
 
 
-def finish_branch(feature: FeatureSpec, inputs, sequence, *, embed_dim: int, dropout_rate: float, mask=None):
+def finish_branch(
+    feature: FeatureSpec,
+    inputs: keras.KerasTensor,
+    sequence: keras.KerasTensor,
+    *,
+    embed_dim: int,
+    dropout_rate: float,
+    mask: keras.KerasTensor | None = None,
+) -> keras.Model:
     """Project a branch's per-step features and wrap them in the branch model.
 
     Every branch ends the same way: the per-step features become the
@@ -57,8 +80,24 @@ def finish_branch(feature: FeatureSpec, inputs, sequence, *, embed_dim: int, dro
     )
 
 
-def check_positive(value, name: str) -> None:
-    """Raise a ValueError unless `value` is a positive integer."""
+def check_positive(value: object, name: str) -> None:
+    """Raise a ValueError unless `value` is a positive integer.
+
+    Builders validate their size arguments with it at the edge, so a bad size
+    fails with its name instead of deep inside Keras. Bools are refused.
+
+    Args:
+      value: the value to check.
+      name: the argument's name, for the message.
+
+    Raises:
+      ValueError: if `value` is not an `int` (or is a bool) or is not above 0.
+
+    Example:
+      >>> check_positive(0, "embed_dim")
+      Traceback (most recent call last):
+      ValueError: `embed_dim` must be a positive integer, got 0.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 

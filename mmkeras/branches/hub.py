@@ -44,7 +44,20 @@ SEQUENCE = "sequence"
 
 
 def is_hub_encoder(value: Any) -> bool:
-    """Whether a branch's `encoder` argument names a pretrained encoder ("hub:<handle-or-path>")."""
+    """Whether a branch's `encoder` argument names a pretrained encoder ("hub:<handle-or-path>").
+
+    Branch builders call it to choose between their own layers and a `HubEncoder`.
+
+    Args:
+      value: the `encoder` argument (any value; only strings can match).
+
+    Returns:
+      True for a string starting with "hub:", else False.
+
+    Example:
+      >>> is_hub_encoder("hub:/models/sentence_encoder"), is_hub_encoder(None)
+      (True, False)
+    """
     return isinstance(value, str) and value.startswith(HUB_PREFIX)
 
 
@@ -63,12 +76,39 @@ def strip_hub_prefix(value: str) -> str:
 
 
 def hub_cache_dir() -> str:
-    """Where tensorflow_hub caches downloads: `$TFHUB_CACHE_DIR`, else `<tmp>/tfhub_modules` (lost on reboot)."""
+    """Where tensorflow_hub caches downloads: `$TFHUB_CACHE_DIR`, else `<tmp>/tfhub_modules` (lost on reboot).
+
+    Used to tell whether a handle is already cached (so no network is needed)
+    and to name the cache in error messages.
+
+    Returns:
+      The cache folder's path (it need not exist).
+
+    Example:
+      >>> hub_cache_dir()  # with TFHUB_CACHE_DIR unset
+      '/tmp/tfhub_modules'
+    """
     return os.environ.get(CACHE_ENV) or os.path.join(tempfile.gettempdir(), "tfhub_modules")
 
 
 def is_local_handle(handle: str) -> bool:
-    """Whether `handle` is meant as a local folder (not an http(s):// or gs:// URL)."""
+    """Whether `handle` is meant as a local folder (not an http(s):// or gs:// URL).
+
+    Decides whether `resolve_handle` loads a folder with TensorFlow alone or
+    needs tensorflow_hub; `file://` URLs and `~` paths count as local.
+
+    Args:
+      handle: a handle without the "hub:" prefix.
+
+    Returns:
+      False if the URL scheme is one of `REMOTE_SCHEMES`, else True.
+
+    Example:
+      >>> is_local_handle("/models/sentence_encoder")
+      True
+      >>> is_local_handle("https://tfhub.dev/google/nnlm-en-dim50/2")
+      False
+    """
     return urllib.parse.urlparse(handle).scheme not in REMOTE_SCHEMES
 
 
@@ -125,8 +165,22 @@ def resolve_handle(handle: str) -> str:
 def load_saved_model(handle: str):
     """Resolve a handle (see `resolve_handle`) and load its SavedModel with `tf.saved_model.load`.
 
+    The one place encoders and preprocessors are loaded, so local folders and
+    TF Hub handles follow the same rules (cache, offline errors).
+
+    Args:
+      handle: a SavedModel folder, or a TF Hub / Kaggle / `.tar.gz` / `gs://` handle.
+
+    Returns:
+      The object `tf.saved_model.load` returns (its variables, functions and signatures).
+
     Raises:
       FileNotFoundError, ValueError, ImportError, ConnectionError: see `resolve_handle`.
+
+    Example:
+      >>> encoder = load_saved_model("/models/sentence_encoder")
+      >>> encoder(tf.constant(["a red ball"])).shape
+      TensorShape([1, 50])
     """
     return tf.saved_model.load(resolve_handle(handle))
 

@@ -82,9 +82,23 @@ def read_manifest_rows(
 def tfrecord_files(spec: DatasetSpec, split: str) -> list[str]:
     """The sorted, resolved shard files matched by a TFRecord split's glob (relative to `spec.data_dir`).
 
+    The pipeline and the bad-input scan read a TFRecord split through this
+    list, so both see the same shards in the same order.
+
+    Args:
+      spec: the dataset spec.
+      split: the name of a split that reads TFRecords.
+
+    Returns:
+      The absolute shard paths, sorted.
+
     Raises:
-      ValueError: if the split reads a manifest.
+      ValueError: if the spec has no such split, or the split reads a manifest.
       FileNotFoundError: if the glob matches no file.
+
+    Example:
+      >>> tfrecord_files(spec, "train")[0]
+      '/data/tiny/tfrecords/train-00000-of-00002.tfrecord'
     """
     split_spec = spec.split(split)
     if split_spec.tfrecords is None:
@@ -100,7 +114,22 @@ def tfrecord_files(spec: DatasetSpec, split: str) -> list[str]:
 
 
 def tfrecord_features(spec: DatasetSpec) -> dict[str, tf.io.FixedLenFeature]:
-    """The `tf.io.parse_single_example` description of the raw records `write_tfrecords` writes."""
+    """The `tf.io.parse_single_example` description of the raw records `write_tfrecords` writes.
+
+    A missing feature parses as "" with presence 0 (missing); the label has no
+    default, so a record without one fails to parse.
+
+    Args:
+      spec: the dataset spec.
+
+    Returns:
+      `LABEL_KEY` -> int64 scalar, and for each feature its name -> string
+      scalar and `"<name>_present"` -> int64 scalar.
+
+    Example:
+      >>> sorted(tfrecord_features(load_spec("tiny")))[:2]
+      ['caption', 'caption_present']
+    """
     description = {LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
     for feature in spec.features:
         description[feature.name] = tf.io.FixedLenFeature([], tf.string, default_value="")
@@ -109,7 +138,28 @@ def tfrecord_features(spec: DatasetSpec) -> dict[str, tf.io.FixedLenFeature]:
 
 
 def parse_raw_record(spec: DatasetSpec, serialized: tf.Tensor) -> tuple[dict, tf.Tensor]:
-    """Parse one serialized `tf.train.Example` into a raw record `(raw, label)`."""
+    """Parse one serialized `tf.train.Example` into a raw record `(raw, label)`.
+
+    Makes a TFRecord shard's records look exactly like the manifest's, so one
+    decoder (`make_example_decoder`) reads both.
+
+    Args:
+      spec: the dataset spec.
+      serialized: a scalar string tensor, one record of a shard.
+
+    Returns:
+      `(raw, label)`: `raw` maps each feature name to its scalar string and
+      `"<name>_present"` to a scalar bool; `label` is the int32 class id.
+
+    Raises:
+      tf.errors.InvalidArgumentError: if the record is not a `tf.train.Example`
+        or has no label.
+
+    Example:
+      >>> raw, label = parse_raw_record(spec, raw_example(spec, row).SerializeToString())
+      >>> raw["caption_present"].numpy()
+      True
+    """
     parsed = tf.io.parse_single_example(serialized, tfrecord_features(spec))
     raw = {}
     for feature in spec.features:

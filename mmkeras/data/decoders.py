@@ -245,6 +245,10 @@ def missing_value(feature: FeatureSpec) -> tf.Tensor:
 def decode_feature(feature: FeatureSpec, value: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
     """Decode one example's raw value, or return `missing_value` where `present` is False.
 
+    The per-example step that both the tf.data pipeline (`make_example_decoder`)
+    and the serving signatures (`decode_batch`) run, so a missing modality
+    decodes to the same zeros (or "") in training and serving.
+
     Args:
       feature: the feature's spec.
       value: a scalar string tensor (text, or encoded file bytes).
@@ -252,6 +256,15 @@ def decode_feature(feature: FeatureSpec, value: tf.Tensor, present: tf.Tensor) -
 
     Returns:
       A tensor of shape `feature.shape` and dtype `feature.dtype`.
+
+    Raises:
+      KeyError: if `feature.modality` has no decoder in `DECODERS`.
+      tf.errors.InvalidArgumentError: if `present` is True and the image or
+        audio decoder refuses `value` (see `decode_image`, `decode_audio`).
+
+    Example:
+      >>> decode_feature(feature, tf.constant(b""), tf.constant(False)).shape
+      TensorShape([16, 16, 3])
     """
     decoder = DECODERS[feature.modality]
     if feature.modality == "text":

@@ -59,7 +59,14 @@ MAX_LISTED = 10
 
 
 class BadInputError(ValueError):
-    """A split holds bad examples and the spec says `on_error: raise`."""
+    """A split holds bad examples and the spec says `on_error: raise`.
+
+    Raised by `check_split` (so by the pipeline, `write_tfrecords` and the class
+    weights, which call it) before anything is trained on or written. It carries only its message,
+    which lists up to `MAX_LISTED` bad examples by manifest (or shard), row,
+    file and reason, and says how to fix them or skip them. A `ValueError`, so
+    callers that catch bad specs catch it too.
+    """
 
 
 class BadExample(NamedTuple):

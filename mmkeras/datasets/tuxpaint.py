@@ -160,6 +160,12 @@ def find_stamps(stamps_dir: str | os.PathLike) -> list[Path]:
 
     SVG-only stamps and the alternate `_mirror` / `_flip` pictures are left out.
 
+    Args:
+      stamps_dir: the stamps folder, searched recursively.
+
+    Returns:
+      The PNG files, sorted by path (an empty list if there are none).
+
     Example:
       >>> find_stamps("/usr/share/tuxpaint/stamps")[0]  # doctest: +SKIP
       PosixPath('/usr/share/tuxpaint/stamps/animals/amphibians/frog.png')
@@ -199,7 +205,23 @@ def read_description(text_file: str | os.PathLike, language: str) -> str:
 
 
 def recording_path(stamp: str | os.PathLike, language: str) -> Path | None:
-    """Return the recording of a stamp's description in `language`, or None if there is none."""
+    """Return the recording of a stamp's description in `language`, or None if there is none.
+
+    Tux Paint names recordings after the stamp: `<name>_desc.ogg` for English
+    and `<name>_desc_<language>.ogg` for the others (`.wav` is also accepted;
+    `.ogg` wins when both exist).
+
+    Args:
+      stamp: the stamp's picture (or any file named after the stamp).
+      language: "en" or a Tux Paint locale such as "fr" or "pt_BR".
+
+    Returns:
+      The recording's path, or None.
+
+    Example:
+      >>> recording_path("/usr/share/tuxpaint/stamps/animals/birds/blackbird.png", "fr")  # doctest: +SKIP
+      PosixPath('/usr/share/tuxpaint/stamps/animals/birds/blackbird_desc_fr.ogg')
+    """
     stamp = Path(stamp)
     suffix = "_desc" if language == "en" else f"_desc_{language}"
     for extension in AUDIO_EXTENSIONS:

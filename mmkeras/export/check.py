@@ -28,7 +28,18 @@ DEFAULT_TOLERANCE = 1e-5
 
 
 class ExportSkewError(ValueError):
-    """The export's answers differ from the training pipeline's; `report` holds the figures."""
+    """The export's answers differ from the training pipeline's; `report` holds the figures.
+
+    Raised by `check_export` (and so by `export_for_serving` and `export_run`
+    when they check before publishing) and by the tower export's
+    `check_tower_export`. The message gives each signature's largest
+    difference and the likely cause; `report` is the failed `ExportCheck`.
+    A `ValueError`, so callers that catch bad inputs catch it too.
+
+    Args:
+      message: the error message.
+      report: the `ExportCheck` that failed.
+    """
 
     def __init__(self, message: str, report: ExportCheck):
         super().__init__(message)

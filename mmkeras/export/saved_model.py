@@ -230,7 +230,22 @@ def default_model_name(model: keras.Model, spec: DatasetSpec) -> str:
 
 
 def versions(model_dir: str | os.PathLike) -> list[int]:
-    """The integer version folders under a model folder, sorted (hidden and other folders ignored)."""
+    """The integer version folders under a model folder, sorted (hidden and other folders ignored).
+
+    TF Serving serves the highest of these; exports use them to pick the next
+    free version and to find a model folder's latest version.
+
+    Args:
+      model_dir: a model folder, `base_dir/<name>`.
+
+    Returns:
+      The versions in ascending order; an empty list if `model_dir` is missing
+      or holds no version folders.
+
+    Example:
+      >>> versions("saved_models/tiny_concat")
+      [1, 2]
+    """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         return []
@@ -238,7 +253,20 @@ def versions(model_dir: str | os.PathLike) -> list[int]:
 
 
 def next_version(model_dir: str | os.PathLike) -> int:
-    """One more than the highest existing version under `model_dir`, or 1."""
+    """One more than the highest existing version under `model_dir`, or 1.
+
+    The version an export writes when it is given `version=None`.
+
+    Args:
+      model_dir: a model folder, `base_dir/<name>` (it need not exist).
+
+    Returns:
+      The next free version number.
+
+    Example:
+      >>> next_version("saved_models/tiny_concat")
+      3
+    """
     existing = versions(model_dir)
     return existing[-1] + 1 if existing else 1
 
@@ -246,8 +274,21 @@ def next_version(model_dir: str | os.PathLike) -> int:
 def resolve_version_dir(path: str | os.PathLike) -> Path:
     """Turn a version folder, or a model folder (its latest version), into the version folder.
 
+    Lets readers of an export (metadata, checks, clients) accept either what
+    `export_for_serving` returned or its parent.
+
+    Args:
+      path: a version folder (it holds `saved_model.pb`) or a model folder.
+
+    Returns:
+      `path` itself if it holds `saved_model.pb`, else its highest version folder.
+
     Raises:
       FileNotFoundError: if `path` holds neither a SavedModel nor version folders.
+
+    Example:
+      >>> resolve_version_dir("saved_models/tiny_concat")
+      PosixPath('saved_models/tiny_concat/2')
     """
     path = Path(path)
     if (path / "saved_model.pb").is_file():
@@ -381,7 +422,24 @@ def _mmkeras_version() -> str:
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """Read `assets.extra/mmkeras_export.json` of a version folder (or a model folder's latest version)."""
+    """Read `assets.extra/mmkeras_export.json` of a version folder (or a model folder's latest version).
+
+    The metadata `write_extras` records: name, version, spec, features, class
+    names, signatures' inputs, the `saved_model_cli` command and library versions.
+
+    Args:
+      path: a version folder, or a model folder (its latest version is read).
+
+    Returns:
+      The metadata as a dict.
+
+    Raises:
+      FileNotFoundError: if `path` is not an export, or the version has no metadata file.
+
+    Example:
+      >>> read_metadata("saved_models/tiny_concat")["class_names"]
+      ['red', 'green', 'blue']
+    """
     version_dir = resolve_version_dir(path)
     return json.loads((version_dir / EXTRA_DIR / METADATA_FILE).read_text(encoding="utf-8"))
 

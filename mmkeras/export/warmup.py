@@ -26,6 +26,9 @@ MAX_WARMUP_RECORDS = 1000
 def make_prediction_log(columns: Mapping[str, np.ndarray], model_name: str, signature_name: str):
     """Wrap one request's columns in a `PredictionLog` (from `tensorflow-serving-api`).
 
+    A warm-up record is a logged `PredictRequest`, built by `to_predict_request`
+    exactly as a client's request would be.
+
     Args:
       columns: input name -> array with one row per example.
       model_name: the model's serving name.
@@ -33,6 +36,11 @@ def make_prediction_log(columns: Mapping[str, np.ndarray], model_name: str, sign
 
     Returns:
       A `tensorflow_serving.apis.prediction_log_pb2.PredictionLog`.
+
+    Example:
+      >>> log = make_prediction_log({"caption": np.array(["hi"], object)}, "tiny_concat", "serving_default")
+      >>> log.predict_log.request.model_spec.name
+      'tiny_concat'
     """
     from tensorflow_serving.apis import prediction_log_pb2
 
@@ -43,6 +51,9 @@ def make_prediction_log(columns: Mapping[str, np.ndarray], model_name: str, sign
 def write_warmup_file(path: str | Path, logs: Iterable) -> Path:
     """Write `PredictionLog` records as the TFRecord file TF Serving replays.
 
+    Exports call it on each version's `assets.extra/` before the version is
+    renamed into place, so TF Serving warms up every version it loads.
+
     Args:
       path: the file to write (`<version>/assets.extra/tf_serving_warmup_requests`).
       logs: `PredictionLog` protos.
@@ -52,6 +63,10 @@ def write_warmup_file(path: str | Path, logs: Iterable) -> Path:
 
     Raises:
       ValueError: if there are no records or more than TF Serving replays.
+
+    Example:
+      >>> write_warmup_file(extra / WARMUP_FILE, make_warmup_logs(spec, "tiny_concat"))
+      PosixPath('.../assets.extra/tf_serving_warmup_requests')
     """
     logs = list(logs)
     if not 0 < len(logs) <= MAX_WARMUP_RECORDS:
@@ -79,7 +94,22 @@ def make_warmup_logs(spec: DatasetSpec, model_name: str, batch_sizes: tuple[int,
 
 
 def read_warmup_file(path: str | Path) -> list:
-    """Parse a warm-up file back into its `PredictionLog` records (for checks and tests)."""
+    """Parse a warm-up file back into its `PredictionLog` records (for checks and tests).
+
+    Args:
+      path: a `tf_serving_warmup_requests` file.
+
+    Returns:
+      The `PredictionLog` protos, in file order.
+
+    Raises:
+      tf.errors.NotFoundError: if the file does not exist.
+      google.protobuf.message.DecodeError: if a record is not a `PredictionLog`.
+
+    Example:
+      >>> len(read_warmup_file("saved_models/tiny_concat/1/assets.extra/tf_serving_warmup_requests"))
+      8
+    """
     from tensorflow_serving.apis import prediction_log_pb2
 
     logs = []

@@ -105,8 +105,20 @@ def from_rest_response(body: Mapping[str, Any]) -> dict[str, np.ndarray]:
     request) and `{"outputs": {...}}` (to an `inputs` request). A model with a
     single output is answered without names; it comes back as `"output"`.
 
+    Args:
+      body: the parsed JSON of the answer.
+
+    Returns:
+      Output name -> array with one row per example: object arrays of `str`
+      for strings, bool or int64 arrays where every item is a bool or an int,
+      float32 arrays otherwise.
+
     Raises:
       ServingError: if the body is an error (`{"error": ...}`) or has neither form.
+
+    Example:
+      >>> from_rest_response({"predictions": [{"class_id": 2, "class_name": "blue"}]})["class_id"]
+      array([2])
     """
     if "error" in body:
         raise ServingError(str(body["error"]))
@@ -190,5 +202,20 @@ def to_predict_request(
 
 
 def from_predict_response(response) -> dict[str, np.ndarray]:
-    """Turn a gRPC `PredictResponse` into output name -> numpy array."""
+    """Turn a gRPC `PredictResponse` into output name -> numpy array.
+
+    The gRPC counterpart of `from_rest_response`, so a client gets the same
+    arrays whichever protocol it used.
+
+    Args:
+      response: a `tensorflow_serving.apis.predict_pb2.PredictResponse`.
+
+    Returns:
+      Output name -> array with one row per example; string outputs are object
+      arrays of `str` where they are UTF-8 (of `bytes` otherwise).
+
+    Example:
+      >>> from_predict_response(stub.Predict(request))["class_name"]
+      array(['blue'], dtype=object)
+    """
     return {name: from_tensor_proto(proto) for name, proto in response.outputs.items()}

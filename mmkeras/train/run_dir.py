@@ -47,34 +47,42 @@ class RunPaths:
 
     @property
     def config(self) -> Path:
+        """`config.yaml`: the spec and model/training/runtime configs the run was started with."""
         return self.run_dir / "config.yaml"
 
     @property
     def backup(self) -> Path:
+        """`backup/`: BackupAndRestore state while the run is unfinished (removed at the end)."""
         return self.run_dir / "backup"
 
     @property
     def best_model(self) -> Path:
+        """`best.keras`: the full classifier at its best monitored epoch."""
         return self.run_dir / "best.keras"
 
     @property
     def final_model(self) -> Path:
+        """`final.keras`: the full classifier when training ended."""
         return self.run_dir / "final.keras"
 
     @property
     def history_csv(self) -> Path:
+        """`history.csv`: one row per epoch, appended across resumes."""
         return self.run_dir / "history.csv"
 
     @property
     def history_json(self) -> Path:
+        """`history.json`: the history as `{metric: [value per epoch]}`, written at the end."""
         return self.run_dir / "history.json"
 
     @property
     def summary(self) -> Path:
+        """`summary.json`: epochs, resumption, best epoch and resolved runtime."""
         return self.run_dir / "summary.json"
 
     @property
     def tensorboard(self) -> Path:
+        """`tensorboard/`: the TensorBoard logs."""
         return self.run_dir / "tensorboard"
 
     def worker(self, task_name: str) -> RunPaths:
