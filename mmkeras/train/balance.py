@@ -100,8 +100,11 @@ class BalancedTrainingView(TrainingView):
         return self._with_worker_axis(self.compute_metrics(x, y, probabilities, sample_weight=sample_weight))
 
     def _aux_losses(self, x, y, aux, sample_weight=None):
-        """Each head's loss (the compiled one: crossentropy or focal), averaged over the examples where
-        its modality is present, with the same sample (class) weights as the main loss."""
+        """Each head's loss, averaged over the examples where its modality is present.
+
+        The loss is the compiled one (crossentropy or focal), weighted by the
+        same sample (class) weights as the main output's.
+        """
         losses = []
         for name, head in zip(self.feature_names, aux):
             if isinstance(self.loss, keras.losses.Loss):
