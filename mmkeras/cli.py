@@ -2,8 +2,9 @@
 
 Each sub-command parses its arguments, calls one library function and
 returns an exit code: 0 on success, 2 with a one-line error on bad arguments
-or bad data. TensorFlow is imported inside the handlers, so `mmkeras --help`
-answers at once.
+or bad data. TensorFlow is imported only once a command runs, so `mmkeras --help`
+answers at once, and its start-up noise is hidden unless `--verbose` is given
+(or the user sets `TF_CPP_MIN_LOG_LEVEL`).
 """
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-# `mmkeras bench NAME` -> the script in benchmarks/ it runs.
+# `mmkeras bench NAME` -> the script in benchmarks/ it runs. The scripts (and the
+# results/ they write) live in a source checkout; an installed wheel has none.
 BENCHMARKS = {
     "fusion": "fusion.py",
     "pipeline": "input_pipeline.py",
@@ -36,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not args.verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        _import_tensorflow_quietly()
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
@@ -47,6 +51,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"mmkeras {args.command}: error: {_one_line(error)}", file=sys.stderr)
             return 2
         raise
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow and probe its devices with their start-up messages hidden.
+
+    On a machine without a GPU, TensorFlow prints CUDA-probing lines, oneDNN
+    and CPU-feature notices and absl's "before InitializeLog" warning to the C
+    stderr, partly before `TF_CPP_MIN_LOG_LEVEL` is read, so file descriptor 2
+    is redirected while it starts. If the import fails, what it printed is
+    shown before the error.
+    """
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # later C++ info and warnings too
+    if "tensorflow" in sys.modules:  # called in-process after TensorFlow started: nothing left to hide
+        return
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe prints here, not at import
+        except BaseException:
+            os.dup2(saved_stderr, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
 
 
 def _one_line(error: BaseException) -> str:
@@ -100,6 +135,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("benchmark", choices=sorted(BENCHMARKS))
     bench.add_argument("options", nargs=argparse.REMAINDER, help="options passed to the benchmark script")
     bench.set_defaults(handler=_bench)
+
+    for command in commands.choices.values():  # after the command's name: `mmkeras train tiny --verbose`
+        command.add_argument(
+            "--verbose", action="store_true",
+            help="show TensorFlow's start-up messages (CUDA probing, oneDNN notices), hidden by default; "
+                 "setting TF_CPP_MIN_LOG_LEVEL yourself shows them too",
+        )
     return parser
 
 
@@ -191,7 +233,14 @@ def _demo(args) -> int:
 def _bench(args) -> int:
     import runpy
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / BENCHMARKS[args.benchmark]
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "setup.cfg").is_file() or not (checkout / "benchmarks").is_dir():
+        raise FileNotFoundError(
+            f"`mmkeras bench` needs a source checkout: it runs the scripts in benchmarks/ and saves their results "
+            f"there, and this mmkeras is installed in {checkout} without them. Clone the mmkeras repository, "
+            '`pip install -e ".[dev]"` in it, and run `mmkeras bench` again.'
+        )
+    script = checkout / "benchmarks" / BENCHMARKS[args.benchmark]
     if not script.is_file():
         raise FileNotFoundError(f"No benchmark script {script}: run from a source checkout of mmkeras.")
     sys.argv = [str(script), *args.options]

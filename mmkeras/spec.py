@@ -39,7 +39,9 @@ SPEC_KEYS = (
     "name", "features", "label", "splits", "data_dir", "source", "source_options", "on_error",
 )
 SPLIT_KEYS = ("manifest", "tfrecords", "select")
-DEFAULT_SPECS_DIR = Path(__file__).resolve().parents[1] / "data_specs"
+# The bundled specs ("tiny", "avmnist", ...) are package data, so a name resolves
+# the same in a source checkout and in an installed wheel.
+DEFAULT_SPECS_DIR = Path(__file__).resolve().parent / "data_specs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +210,9 @@ def cache_dir() -> Path:
 def resolve_spec_path(name_or_path: str | os.PathLike) -> Path:
     """Turn a spec name ("tiny") or a path into the YAML file's path.
 
+    A path to an existing file wins; otherwise the name is looked up among the
+    bundled specs in `mmkeras/data_specs/` (package data, installed with mmkeras).
+
     Raises:
       FileNotFoundError: if neither a file nor a bundled spec of that name exists.
     """
@@ -232,7 +237,7 @@ def load_spec(name_or_path: str | os.PathLike) -> DatasetSpec:
 
     Args:
       name_or_path: a path to a YAML file, or the name of a bundled spec in
-        `data_specs/` (e.g. "tiny", "avmnist").
+        `mmkeras/data_specs/` (e.g. "tiny", "avmnist", "tuxpaint").
 
     Returns:
       The `DatasetSpec`, with modality defaults filled in and `data_dir` resolved.

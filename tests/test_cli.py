@@ -50,6 +50,16 @@ def test_bad_data_gives_one_line_error_and_exit_2(tmp_path):
     assert result.returncode == 2 and "No input file" in result.stderr
 
 
+def test_tensorflow_start_up_is_quiet_by_default(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-m", "mmkeras.cli", "evaluate", str(tmp_path / "no-run")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 2
+    # Only the error: no CUDA probing, oneDNN / CPU-feature notices or absl warnings.
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith("mmkeras evaluate: error:")
+
+
 @pytest.mark.slow
 def test_train_evaluate_predict_export_end_to_end(tiny_spec, tmp_path, capsys):
     run = tmp_path / "run"

@@ -1,9 +1,12 @@
 """Spec loading: the bundled specs parse, and malformed specs say what to fix."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
+import mmkeras
 from mmkeras.spec import load_spec, spec_from_dict
 
 VALID = {
@@ -85,6 +88,12 @@ def test_missing_required_key_and_bad_yaml(tmp_path):
 def test_unknown_spec_name_lists_bundled_specs():
     with pytest.raises(FileNotFoundError, match="tiny"):
         load_spec("no-such-spec")
+
+
+@pytest.mark.parametrize("name", ["tiny", "avmnist", "tuxpaint"])
+def test_bundled_specs_are_package_data(name):
+    # Inside the package (installed with the wheel), not in the source checkout around it.
+    assert load_spec(name).path == Path(mmkeras.__file__).resolve().parent / "data_specs" / f"{name}.yaml"
 
 
 def test_spec_is_read_with_safe_load(tmp_path):

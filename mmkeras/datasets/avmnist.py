@@ -38,7 +38,7 @@ Noise (seeded; applied at build time to every split and written to the files):
 
 With both levels 0 the files are the clean MNIST pixels and the FSDD samples
 (zero-padded or cut to one second). The defaults `DEFAULT_IMAGE_NOISE` and
-`DEFAULT_AUDIO_NOISE` (also written in `data_specs/avmnist.yaml`) were chosen
+`DEFAULT_AUDIO_NOISE` (also written in `mmkeras/data_specs/avmnist.yaml`) were chosen
 by measurement: a scikit-learn logistic regression on raw pixels, and on MFCC
 and log-mel statistics, trained on the train split and scored on the test
 split, reaches about half the test examples from either modality alone and far

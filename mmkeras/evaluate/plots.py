@@ -14,6 +14,10 @@ import numpy as np  # noqa: E402
 def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path) -> Path:
     """Plot every metric of a Keras history against the epoch, validation dashed.
 
+    A metric gets a validation curve and a legend only when it was validated:
+    a run without a validation split (or a history.csv whose `val_` cells are
+    empty) shows the training curve alone, titled as such.
+
     Args:
       history: metric name -> per-epoch values (`History.history` or history.csv columns).
       path: the PNG to write.
@@ -25,10 +29,15 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path) -> 
     figure, axes = plt.subplots(1, max(len(names), 1), figsize=(4 * max(len(names), 1), 3), squeeze=False)
     for axis, name in zip(axes[0], names):
         axis.plot(np.arange(1, len(history[name]) + 1), history[name], label="train")
-        if f"val_{name}" in history:
-            axis.plot(np.arange(1, len(history[f"val_{name}"]) + 1), history[f"val_{name}"], "--", label="validation")
-        axis.set(title=name, xlabel="epoch")
-        axis.legend()
+        validation = np.asarray(history.get(f"val_{name}", []), dtype=float)
+        if np.isfinite(validation).any():
+            # Markers: with validation every few epochs the finite points are not joined by a line.
+            axis.plot(np.arange(1, len(validation) + 1), validation, "--", marker=".", label="validation")
+            axis.legend()
+            axis.set(title=name)
+        else:
+            axis.set(title=f"{name} (training)")
+        axis.set(xlabel="epoch")
     return _save(figure, path)
 
 
