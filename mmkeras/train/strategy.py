@@ -97,6 +97,19 @@ def resolve_runtime(config: RuntimeConfig | None = None) -> ResolvedRuntime:
     )
 
 
+def visible_device_type() -> str:
+    """The device type a model (or a loaded SavedModel) runs on here: "GPU" if TensorFlow sees one, else "CPU".
+
+    For code that must choose by hardware without making a strategy (e.g. the
+    export's TF Serving batching parameters, which differ on CPU and GPU).
+
+    Example:
+      >>> visible_device_type()   # on a CPU-only machine
+      'CPU'
+    """
+    return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """Return the `tf.distribute.Strategy` called `name`.
 
