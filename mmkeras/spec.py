@@ -16,9 +16,11 @@ import yaml
 
 # Options each modality understands, with their defaults. Shapes are written
 # here (and overridden per feature in the YAML) and nowhere else.
+# The `max_*` options bound what a decoder accepts (see `mmkeras.data.decoders`):
+# None means the default that `default_limit` derives from the feature's shape.
 MODALITY_OPTIONS: Mapping[str, Mapping[str, Any]] = {
-    "text": {"vocab_size": 20000, "sequence_length": 64},
-    "image": {"image_size": (64, 64), "channels": 3},
+    "text": {"vocab_size": 20000, "sequence_length": 64, "max_text_bytes": None},
+    "image": {"image_size": (64, 64), "channels": 3, "max_image_pixels": None},
     "audio": {
         "sample_rate": 16000,
         "clip_seconds": 1.0,
@@ -26,8 +28,24 @@ MODALITY_OPTIONS: Mapping[str, Mapping[str, Any]] = {
         "frame_ms": 25.0,
         "hop_ms": 10.0,
         "resample": False,
+        "max_audio_seconds": None,
     },
 }
+# Each modality's size limit: the option that holds it. The decoders read the
+# size a file or string declares and refuse it beyond the limit BEFORE
+# decoding, in training (per `on_error`) and in the exported serving graph alike.
+LIMIT_OPTIONS: Mapping[str, str] = {
+    "text": "max_text_bytes",
+    "image": "max_image_pixels",
+    "audio": "max_audio_seconds",
+}
+# Default limits: an image may declare up to IMAGE_PIXELS_FACTOR times the
+# feature's pixels (capped at MAX_DEFAULT_IMAGE_PIXELS, 4096 x 4096), a recording
+# up to AUDIO_SECONDS_FACTOR times `clip_seconds`, a text DEFAULT_MAX_TEXT_BYTES.
+IMAGE_PIXELS_FACTOR = 64
+MAX_DEFAULT_IMAGE_PIXELS = 4096 * 4096
+AUDIO_SECONDS_FACTOR = 4.0
+DEFAULT_MAX_TEXT_BYTES = 64 * 1024
 # Keys a feature may carry besides its modality options: the manifest column
 # it is read from, and the arguments handed to its branch builder.
 FEATURE_KEYS = ("name", "modality", "column", "branch")
@@ -86,6 +104,12 @@ class FeatureSpec:
             height, width = self.options["image_size"]
             return (int(height), int(width), int(self.options["channels"]))
         return (self.num_samples,)
+
+    @property
+    def limit(self) -> tuple[str, int | float]:
+        """The feature's size limit as `(option name, value)`, e.g. `("max_image_pixels", 16384)`."""
+        option = LIMIT_OPTIONS[self.modality]
+        return option, self.options[option]
 
     @property
     def dtype(self) -> str:
@@ -356,8 +380,41 @@ def _feature(raw: Any, index: int, fail) -> FeatureSpec:
 
 
 # Options that count things (whole numbers), and options that measure (any positive number).
-POSITIVE_INTEGERS = {"text": ("vocab_size", "sequence_length"), "audio": ("sample_rate", "num_mel_bins")}
-POSITIVE_NUMBERS = {"audio": ("clip_seconds", "frame_ms", "hop_ms")}
+POSITIVE_INTEGERS = {
+    "text": ("vocab_size", "sequence_length", "max_text_bytes"),
+    "image": ("max_image_pixels",),
+    "audio": ("sample_rate", "num_mel_bins"),
+}
+POSITIVE_NUMBERS = {"audio": ("clip_seconds", "frame_ms", "hop_ms", "max_audio_seconds")}
+
+
+def default_limit(modality: str, options: Mapping[str, Any]) -> int | float:
+    """The default size limit of a feature, from its other options.
+
+    Images: `IMAGE_PIXELS_FACTOR` (64) times the feature's own pixels, at most
+    `MAX_DEFAULT_IMAGE_PIXELS` (16 Mpx); a 28 x 28 feature accepts up to
+    50,176 px (224 x 224). Audio: `AUDIO_SECONDS_FACTOR` (4) times
+    `clip_seconds`. Text: `DEFAULT_MAX_TEXT_BYTES` (64 KiB). Generous for data
+    meant for the model, and small enough that one request cannot take a
+    server's memory (a 20000 x 20000 PNG would need 1.2 GB decoded).
+
+    Args:
+      modality: "text", "image" or "audio".
+      options: the feature's options (checked: `image_size`, `clip_seconds`).
+
+    Returns:
+      The limit, in the unit of `LIMIT_OPTIONS[modality]`.
+
+    Example:
+      >>> default_limit("image", {"image_size": (28, 28)})
+      50176
+    """
+    if modality == "image":
+        height, width = options["image_size"]
+        return min(IMAGE_PIXELS_FACTOR * height * width, MAX_DEFAULT_IMAGE_PIXELS)
+    if modality == "audio":
+        return AUDIO_SECONDS_FACTOR * float(options["clip_seconds"])
+    return DEFAULT_MAX_TEXT_BYTES
 
 
 def _is_positive_integer(value) -> bool:
@@ -365,6 +422,8 @@ def _is_positive_integer(value) -> bool:
 
 
 def _check_options(modality: str, options: dict, prefix: str, fail) -> None:
+    limit = LIMIT_OPTIONS[modality]
+    limit_given = options[limit] is not None  # None: derived from the shape options once they are checked
     if modality == "image":
         size = options["image_size"]
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_positive_integer(s) for s in size)):
@@ -373,14 +432,42 @@ def _check_options(modality: str, options: dict, prefix: str, fail) -> None:
         if isinstance(options["channels"], bool) or options["channels"] not in (1, 3):
             raise fail(f"{prefix}.channels", f"got {options['channels']!r}, expected 1 or 3.")
     for key in POSITIVE_INTEGERS.get(modality, ()):
+        if key == limit and not limit_given:
+            continue
         if not _is_positive_integer(options[key]):
             raise fail(f"{prefix}.{key}", f"got {options[key]!r}, expected a positive integer.")
     if modality == "audio" and not isinstance(options["resample"], bool):
         raise fail(f"{prefix}.resample", f"got {options['resample']!r}, expected true or false.")
     for key in POSITIVE_NUMBERS.get(modality, ()):
         value = options[key]
+        if key == limit and not limit_given:
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise fail(f"{prefix}.{key}", f"got {value!r}, expected a positive number.")
+    if limit_given:
+        _check_limit(modality, options, prefix, fail)
+    else:
+        options[limit] = default_limit(modality, options)
+
+
+def _check_limit(modality: str, options: dict, prefix: str, fail) -> None:
+    """A limit below the feature's own size would refuse the very data the model takes."""
+    if modality == "image":
+        height, width = options["image_size"]
+        if options["max_image_pixels"] < height * width:
+            raise fail(
+                f"{prefix}.max_image_pixels",
+                f"got {options['max_image_pixels']}, fewer than the feature's own {height} x {width} = "
+                f"{height * width} pixels; leave it out for the default or give at least {height * width}.",
+            )
+    if modality == "audio":
+        options["max_audio_seconds"] = float(options["max_audio_seconds"])
+        if options["max_audio_seconds"] < options["clip_seconds"]:
+            raise fail(
+                f"{prefix}.max_audio_seconds",
+                f"got {options['max_audio_seconds']!r}, shorter than clip_seconds = {options['clip_seconds']!r}; "
+                "leave it out for the default or give at least clip_seconds.",
+            )
 
 
 def _label(raw: Any, fail) -> LabelSpec:

@@ -108,3 +108,34 @@ def test_pretrained_encoder_keys_are_branch_options(tmp_path):
                  "branch": {"embed_dim": 32}}]
     spec = spec_from_dict({**VALID, "features": features}, path=tmp_path / "s.yaml")
     assert spec.feature("photo").branch == {"embed_dim": 32, "backbone": "resnet50", "weights": None}
+
+
+def test_size_limits_default_to_the_feature_shape_and_can_be_set():
+    spec = spec_from_dict(VALID)
+    assert spec.feature("picture").limit == ("max_image_pixels", 64 * 8 * 8)
+    assert spec.feature("sound").limit == ("max_audio_seconds", 2.0)  # 4 x clip_seconds
+    assert spec.feature("caption").limit == ("max_text_bytes", 65536)
+    big = {**VALID, "features": [{"name": "photo", "modality": "image", "image_size": [1024, 1024]}]}
+    assert spec_from_dict(big).feature("photo").options["max_image_pixels"] == 4096 * 4096  # capped at 16 Mpx
+    chosen = {**VALID, "features": [
+        {"name": "photo", "modality": "image", "image_size": [8, 8], "max_image_pixels": 1_000_000},
+        {"name": "sound", "modality": "audio", "clip_seconds": 1.0, "max_audio_seconds": 30},
+        {"name": "caption", "modality": "text", "max_text_bytes": 10},
+    ]}
+    limits = [feature.limit for feature in spec_from_dict(chosen).features]
+    assert limits == [("max_image_pixels", 1_000_000), ("max_audio_seconds", 30.0), ("max_text_bytes", 10)]
+
+
+@pytest.mark.parametrize(
+    "feature, key, hint",
+    [
+        ({"modality": "image", "image_size": [8, 8], "max_image_pixels": 63}, "max_image_pixels", "at least 64"),
+        ({"modality": "image", "max_image_pixels": 1.5e6}, "max_image_pixels", "positive integer"),
+        ({"modality": "audio", "clip_seconds": 2.0, "max_audio_seconds": 1}, "max_audio_seconds", "clip_seconds"),
+        ({"modality": "audio", "max_audio_seconds": "1h"}, "max_audio_seconds", "positive number"),
+        ({"modality": "text", "max_text_bytes": 0}, "max_text_bytes", "positive integer"),
+    ],
+)
+def test_bad_size_limits_name_the_option(feature, key, hint):
+    with pytest.raises(ValueError, match=rf"features\[0\]\.{key}.*{hint}"):
+        spec_from_dict({**VALID, "features": [{"name": "x", **feature}]})

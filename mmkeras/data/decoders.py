@@ -9,6 +9,14 @@ it runs eagerly, inside `Dataset.map`, inside a `tf.function`, and under
 `tf.map_fn` (see `decode_batch`). Errors are `tf.errors.InvalidArgumentError`s
 whose messages (or failing node names, `decode_<feature>/...`) name the
 feature, so a serving request with a broken input says which input is broken.
+
+Decoding is bounded: before anything is decoded, the size an input declares
+(an image header's width and height, a WAV header's data size and sample
+rate, a text's length in bytes) is read with string ops and refused beyond
+the feature's limit (`max_image_pixels`, `max_audio_seconds`,
+`max_text_bytes`; see `mmkeras.spec.LIMIT_OPTIONS`). A 388 KB PNG that
+declares 20000 x 20000 pixels is refused from its first 24 bytes instead of
+being decoded to 1.2 GB.
 """
 from __future__ import annotations
 
@@ -28,35 +36,150 @@ IMAGE_SIGNATURES = {
 }
 # Half-length of the windowed-sinc low-pass run before downsampling audio.
 RESAMPLE_HALF_TAPS = 32
+# Bytes of an image header that hold its size in all four formats (BMP's height ends at 26).
+IMAGE_HEADER_BYTES = 32
+# Where the WAV chunk walk starts (after "RIFF", the RIFF size and "WAVE"), the
+# canonical header's length, and how many chunks it reads looking for "data".
+# Past that many chunks the bytes after the walk bound the data size instead:
+# `tf.audio.decode_wav` refuses a data chunk longer than the bytes it has.
+WAV_FIRST_CHUNK = 12
+WAV_HEADER_BYTES = 44
+MAX_WAV_CHUNKS = 16
 
 
 def decode_text(feature: FeatureSpec, value: tf.Tensor) -> tf.Tensor:
-    """Return the text as a valid UTF-8 string tensor.
+    """Return the text as a valid UTF-8 string tensor, refusing texts over `max_text_bytes`.
 
     Tokenisation happens in the model (its `TextVectorization` layer), so the
-    decoder only guarantees valid UTF-8: invalid byte sequences become U+FFFD
-    instead of failing the whole batch.
+    decoder only guarantees valid UTF-8 (invalid byte sequences become U+FFFD
+    instead of failing the whole batch) and a bounded length: the model reads
+    only its first `sequence_length` tokens, and a 10 MB string would cost
+    the server tens of MB for nothing.
 
     Args:
-      feature: the text feature's spec.
+      feature: the text feature's spec (`max_text_bytes`).
       value: a string tensor of any shape (a scalar per example, or a batch).
 
     Returns:
       A string tensor of the same shape.
 
+    Raises:
+      tf.errors.InvalidArgumentError: if a text is longer than `max_text_bytes`
+        bytes; the message names the feature, the length and the option.
+
     Example:
       >>> decode_text(feature, tf.constant("a red ball")).numpy()
       b'a red ball'
     """
+    limit = int(feature.options["max_text_bytes"])
     with tf.name_scope(f"decode_{feature.name}"):
         value = tf.convert_to_tensor(value, tf.string)
-        return tf.strings.unicode_transcode(value, "UTF-8", "UTF-8", errors="replace")
+        longest = tf.reduce_max(tf.concat([tf.reshape(tf.strings.length(value), [-1]), [0]], axis=0))
+        message = tf.strings.format(
+            f"Feature `{feature.name}`: a text of {{}} bytes is longer than max_text_bytes = {limit} for this "
+            f"feature (the model reads its first {feature.options['sequence_length']} tokens). Shorten the text "
+            "before sending it, or raise `max_text_bytes` for this feature in the spec.",
+            [longest],
+        )
+        check = tf.debugging.Assert(longest <= limit, [message])
+        with tf.control_dependencies([check]):
+            return tf.strings.unicode_transcode(value, "UTF-8", "UTF-8", errors="replace")
+
+
+def _read_uint(data: tf.Tensor, offset, size: int, *, big_endian: bool = False) -> tf.Tensor:
+    """The unsigned integer of `size` bytes at `offset` of a scalar string, as int64 (the bytes must exist)."""
+    digits = tf.cast(tf.io.decode_raw(tf.strings.substr(data, offset, size), tf.uint8), tf.int64)
+    weights = [256**i for i in range(size)]
+    return tf.reduce_sum(digits * tf.constant(weights[::-1] if big_endian else weights, tf.int64))
+
+
+def _fixed_prefix(data: tf.Tensor, length: int) -> tf.Tensor:
+    """The first `length` bytes of a scalar string, zero-padded if it is shorter (so header reads never fail)."""
+    return tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, length), b"\0" * length]), 0, length)
+
+
+def declared_image_size(encoded_bytes: tf.Tensor) -> tf.Tensor:
+    """The (height, width) an encoded image's header declares, read without decoding it.
+
+    PNG: the IHDR chunk; JPEG: the SOF marker, via `tf.image.extract_jpeg_shape`
+    (headers only); GIF: the logical screen (the canvas `tf.io.decode_image`
+    allocates); BMP: the info header (as TensorFlow's BMP decoder reads it).
+    Graph-safe string ops only, so it runs in tf.data and in serving graphs.
+    A GIF's frames are not walked: a frame declaring more than its canvas is
+    cropped by TensorFlow, but giflib reads it at its declared size first, so
+    serve GIFs only from trusted sources (or convert them to PNG).
+
+    Args:
+      encoded_bytes: a scalar string tensor.
+
+    Returns:
+      An int64 tensor `[height, width]`; `[0, 0]` if the bytes are none of the
+      four formats. A JPEG whose header is corrupt fails here, as it would in
+      the decoder.
+
+    Example:
+      >>> declared_image_size(tf.io.encode_png(tf.zeros((20, 30, 3), tf.uint8))).numpy()
+      array([20, 30])
+    """
+    encoded_bytes = tf.convert_to_tensor(encoded_bytes, tf.string)
+    header = _fixed_prefix(encoded_bytes, IMAGE_HEADER_BYTES)
+    matches = [tf.equal(tf.strings.substr(header, 0, len(magic)), magic) for magic in IMAGE_SIGNATURES.values()]
+    # The first matching format (argmax takes the first maximum); the last index is "none".
+    index = tf.argmax(tf.cast(tf.stack([*matches, tf.constant(True)]), tf.int32), output_type=tf.int32)
+
+    def png():
+        return tf.stack([_read_uint(header, 20, 4, big_endian=True), _read_uint(header, 16, 4, big_endian=True)])
+
+    def jpeg():
+        return tf.cast(tf.image.extract_jpeg_shape(encoded_bytes)[:2], tf.int64)
+
+    def gif():
+        return tf.stack([_read_uint(header, 8, 2), _read_uint(header, 6, 2)])
+
+    def bmp():
+        # Signed 32-bit (a negative height means top-down rows); the size is the absolute value.
+        signed = tf.stack([_read_uint(header, 22, 4), _read_uint(header, 18, 4)])
+        return tf.abs(tf.where(signed >= 2**31, signed - 2**32, signed))
+
+    def unknown():
+        return tf.zeros([2], tf.int64)
+
+    branches = {"PNG": png, "JPEG": jpeg, "GIF": gif, "BMP": bmp}
+    return tf.switch_case(index, [branches[name] for name in IMAGE_SIGNATURES] + [unknown])
+
+
+def check_image_size(feature: FeatureSpec, encoded_bytes: tf.Tensor) -> tf.Operation:
+    """An assertion that the image's declared size is within the feature's `max_image_pixels`.
+
+    Args:
+      feature: the image feature's spec.
+      encoded_bytes: a scalar string tensor holding one encoded image.
+
+    Returns:
+      The assertion op (in eager mode it has already run).
+
+    Raises:
+      tf.errors.InvalidArgumentError: (when run) naming the feature, the
+        declared height x width, the limit and the option to raise.
+    """
+    limit = int(feature.options["max_image_pixels"])
+    height, width = feature.shape[:2]
+    size = declared_image_size(encoded_bytes)
+    pixels = tf.cast(size[0], tf.float64) * tf.cast(size[1], tf.float64)
+    message = tf.strings.format(
+        f"Feature `{feature.name}`: the image declares {{}} x {{}} pixels (height x width), more than "
+        f"max_image_pixels = {limit} for this feature (the model uses {height} x {width}). Resize the image "
+        "before sending it, or raise `max_image_pixels` for this feature in the spec.",
+        [size[0], size[1]],
+    )
+    return tf.debugging.Assert(pixels <= limit, [message])
 
 
 def decode_image(feature: FeatureSpec, encoded_bytes: tf.Tensor) -> tf.Tensor:
     """Decode PNG, JPEG, GIF or BMP bytes into the spec's image shape, as uint8.
 
-    The image is decoded to RGB (alpha dropped, grey replicated; a GIF keeps
+    The size the header declares is checked against `max_image_pixels` before
+    anything is decoded (see `check_image_size`). The image is decoded to RGB (alpha dropped, grey replicated; a GIF keeps
     its first frame), turned to grey with `tf.image.rgb_to_grayscale` weights
     when the spec asks for 1 channel, and resized to `image_size` with
     antialiased bilinear resampling (skipped when the size already matches).
@@ -70,8 +193,9 @@ def decode_image(feature: FeatureSpec, encoded_bytes: tf.Tensor) -> tf.Tensor:
 
     Raises:
       tf.errors.InvalidArgumentError: if the bytes are not one of the four
-        formats (the message names the feature) or are corrupt (the failing
-        node is `decode_<feature>/...`).
+        formats or declare more than `max_image_pixels` pixels (the message
+        names the feature), or are corrupt (the failing node is
+        `decode_<feature>/...`).
 
     Example:
       >>> decode_image(feature, tf.io.read_file("cat.png")).shape
@@ -90,6 +214,8 @@ def decode_image(feature: FeatureSpec, encoded_bytes: tf.Tensor) -> tf.Tensor:
         )
         check = tf.debugging.Assert(known, [message])
         with tf.control_dependencies([check]):
+            size_check = check_image_size(feature, encoded_bytes)
+        with tf.control_dependencies([size_check]):
             # channels=3 works for all four formats (GIF and BMP refuse 1).
             image = tf.io.decode_image(encoded_bytes, channels=3, expand_animations=False)
         image = tf.cast(image, tf.float32)
@@ -105,10 +231,91 @@ def decode_image(feature: FeatureSpec, encoded_bytes: tf.Tensor) -> tf.Tensor:
         return tf.ensure_shape(image, feature.shape)
 
 
+def declared_wav_size(wav_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The (data bytes, bytes per second) a WAV header declares, read without decoding it.
+
+    Reads the `fmt ` chunk (channels, sample rate, bits per sample) and walks
+    up to `MAX_WAV_CHUNKS` chunk headers for the `data` chunk's size, as
+    `tf.audio.decode_wav` does; past that, the bytes left bound the data size.
+
+    Args:
+      wav_bytes: a scalar string tensor.
+
+    Returns:
+      `(data_bytes, bytes_per_second)`, int64 scalars; `bytes_per_second` is 0
+      when the header has no usable `fmt ` chunk (then the decoder refuses the
+      bytes anyway).
+
+    Example:
+      >>> declared_wav_size(tf.audio.encode_wav(tf.zeros((8000, 1)), 8000))
+      (<tf.Tensor: ... numpy=16000>, <tf.Tensor: ... numpy=16000>)
+    """
+    wav_bytes = tf.convert_to_tensor(wav_bytes, tf.string)
+    header = _fixed_prefix(wav_bytes, WAV_HEADER_BYTES)
+    has_format = tf.equal(tf.strings.substr(header, WAV_FIRST_CHUNK, 4), b"fmt ")
+    bytes_per_second = _read_uint(header, 22, 2) * _read_uint(header, 24, 4) * (_read_uint(header, 34, 2) // 8)
+    bytes_per_second = tf.where(has_format, bytes_per_second, tf.zeros_like(bytes_per_second))
+    length = tf.cast(tf.strings.length(wav_bytes), tf.int64)
+
+    def searching(offset, found, size):
+        return tf.logical_and(tf.logical_not(found), offset + 8 <= length)
+
+    def next_chunk(offset, found, size):
+        chunk_size = _read_uint(wav_bytes, offset + 4, 4)
+        is_data = tf.equal(tf.strings.substr(wav_bytes, offset, 4), b"data")
+        return tf.where(is_data, offset, offset + 8 + chunk_size), is_data, chunk_size
+
+    offset, found, size = tf.while_loop(
+        searching,
+        next_chunk,
+        (tf.constant(WAV_FIRST_CHUNK, tf.int64), tf.constant(False), tf.constant(0, tf.int64)),
+        maximum_iterations=MAX_WAV_CHUNKS,
+    )
+    data_bytes = tf.where(found, size, tf.maximum(length - offset, 0))
+    return data_bytes, bytes_per_second
+
+
+def check_audio_length(feature: FeatureSpec, wav_bytes: tf.Tensor) -> tf.Operation:
+    """An assertion that the recording's declared duration is within the feature's `max_audio_seconds`.
+
+    Args:
+      feature: the audio feature's spec.
+      wav_bytes: a scalar string tensor holding one WAV file.
+
+    Returns:
+      The assertion op (in eager mode it has already run).
+
+    Raises:
+      tf.errors.InvalidArgumentError: (when run) naming the feature, the
+        declared duration and sample rate, the limit and the option to raise.
+    """
+    limit = float(feature.options["max_audio_seconds"])
+    data_bytes, bytes_per_second = declared_wav_size(wav_bytes)
+    seconds = tf.cast(data_bytes, tf.float64) / tf.cast(tf.maximum(bytes_per_second, 1), tf.float64)
+    seconds = tf.where(bytes_per_second > 0, seconds, tf.zeros_like(seconds))
+    rate = _read_uint(_fixed_prefix(wav_bytes, WAV_HEADER_BYTES), 24, 4)
+    message = tf.strings.join([
+        f"Feature `{feature.name}`: the WAV declares ",
+        tf.strings.as_string(seconds, precision=1),
+        " s of audio (",
+        tf.strings.as_string(data_bytes),
+        " data bytes at ",
+        tf.strings.as_string(rate),
+        (
+            f" Hz), more than max_audio_seconds = {limit:g} for this feature (the model uses the first "
+            f"{float(feature.options['clip_seconds']):g} s). Crop the recording before sending it, or raise "
+            "`max_audio_seconds` for this feature in the spec."
+        ),
+    ])
+    return tf.debugging.Assert(seconds <= limit, [message])
+
+
 def decode_audio(feature: FeatureSpec, wav_bytes: tf.Tensor) -> tf.Tensor:
     """Decode 16-bit PCM WAV bytes into a mono float32 clip of the spec's length.
 
-    Channels are averaged to mono. The file's sample rate must equal the
+    The duration the header declares is checked against `max_audio_seconds`
+    before anything is decoded (see `check_audio_length`). Channels are
+    averaged to mono. The file's sample rate must equal the
     feature's `sample_rate` unless the feature sets `resample: true`; then the
     clip is resampled in the graph by linear interpolation, after a 65-tap
     Hann-windowed sinc low-pass when downsampling (so tones above the new
@@ -126,9 +333,10 @@ def decode_audio(feature: FeatureSpec, wav_bytes: tf.Tensor) -> tf.Tensor:
       A float32 tensor of shape (feature.num_samples,), values in [-1, 1].
 
     Raises:
-      tf.errors.InvalidArgumentError: if the bytes are not a WAV file, are
-        truncated, or (with `resample: false`) have another sample rate; the
-        message names the feature, the rates and the fix.
+      tf.errors.InvalidArgumentError: if the bytes are not a WAV file, declare
+        more than `max_audio_seconds`, are truncated, or (with `resample:
+        false`) have another sample rate; the message names the feature, the
+        sizes or rates, and the fix.
 
     Example:
       >>> decode_audio(feature, tf.io.read_file("dog.wav")).shape
@@ -149,6 +357,8 @@ def decode_audio(feature: FeatureSpec, wav_bytes: tf.Tensor) -> tf.Tensor:
         )
         check = tf.debugging.Assert(is_wav, [message])
         with tf.control_dependencies([check]):
+            length_check = check_audio_length(feature, wav_bytes)
+        with tf.control_dependencies([length_check]):
             audio, rate = tf.audio.decode_wav(wav_bytes)
         waveform = tf.reduce_mean(audio, axis=1)
         if feature.options.get("resample", False):
@@ -268,8 +478,8 @@ def decode_feature(feature: FeatureSpec, value: tf.Tensor, present: tf.Tensor) -
     """
     decoder = DECODERS[feature.modality]
     if feature.modality == "text":
-        # Elementwise and cannot fail: no branch needed.
-        return tf.where(present, decoder(feature, value), missing_value(feature))
+        # Elementwise: no branch needed; an ignored value becomes "" so that its length is not checked.
+        return decoder(feature, tf.where(present, value, missing_value(feature)))
     return tf.cond(present, lambda: decoder(feature, value), lambda: missing_value(feature))
 
 

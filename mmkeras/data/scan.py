@@ -4,7 +4,10 @@ A split is checked in two steps. Cheap checks run in Python on every row: an
 empty or unknown label, a missing file, a path that cannot be read. Then the
 SAME decoders the pipeline uses run over the remaining examples in one
 parallel tf.data pass; the examples that fail there are decoded again one by
-one to get the reason (corrupt image, corrupt audio, wrong sample rate). The
+one to get the reason (corrupt image, corrupt audio, wrong sample rate, or a
+size over the feature's limit: an image declaring more than
+`max_image_pixels`, a recording longer than `max_audio_seconds`, a text
+longer than `max_text_bytes`; refused from its header, before decoding). The
 result is cached (keyed by the manifest's or shards' size and mtime, every
 referenced file's size and mtime, and the spec's features and label), so
 the decode pass happens once per version of the data.
@@ -51,9 +54,18 @@ UNREADABLE_FILE = "unreadable file"
 CORRUPT_IMAGE = "corrupt image"
 CORRUPT_AUDIO = "corrupt audio"
 WRONG_SAMPLE_RATE = "wrong sample rate"
-REASONS = (EMPTY_LABEL, UNKNOWN_CLASS, MISSING_FILE, UNREADABLE_FILE, CORRUPT_IMAGE, CORRUPT_AUDIO, WRONG_SAMPLE_RATE)
+IMAGE_TOO_LARGE = "image too large"
+AUDIO_TOO_LONG = "audio too long"
+TEXT_TOO_LONG = "text too long"
+REASONS = (
+    EMPTY_LABEL, UNKNOWN_CLASS, MISSING_FILE, UNREADABLE_FILE, CORRUPT_IMAGE, CORRUPT_AUDIO, WRONG_SAMPLE_RATE,
+    IMAGE_TOO_LARGE, AUDIO_TOO_LONG, TEXT_TOO_LONG,
+)
+# The reason of a value over its feature's limit, by the limit's option (named in the decoder's message).
+LIMIT_REASONS = {"max_image_pixels": IMAGE_TOO_LARGE, "max_audio_seconds": AUDIO_TOO_LONG,
+                 "max_text_bytes": TEXT_TOO_LONG}
 # Bump when the scan's logic changes, so old cached results are not reused.
-SCAN_VERSION = 2
+SCAN_VERSION = 3
 # How many bad examples an error message lists before "... and N more".
 MAX_LISTED = 10
 
@@ -326,7 +338,12 @@ def _decoding_keys(spec: DatasetSpec, keyed_records: tf.data.Dataset, count: int
 
 
 def _diagnose_row(spec: DatasetSpec, row: ManifestRow) -> tuple[int, str, str]:
-    for feature in file_features(spec):
+    for feature in spec.features:
+        if feature.modality == "text":  # inline in the manifest: no file at fault
+            reason = row.present(feature.name) and _decode_problem(feature, row.values[feature.name].encode("utf-8"))
+            if reason:
+                return row.number, "", reason
+            continue
         path = row.values[feature.name]
         if not path:
             continue
@@ -356,7 +373,7 @@ def _diagnose_record(spec: DatasetSpec, key: str) -> tuple[int, str, str]:
             f"{UNKNOWN_CLASS}: class id {int(label)} is outside 0..{spec.num_classes - 1} "
             f"({len(spec.label.class_names)} classes in the spec); rewrite the shard with mmkeras.write_tfrecords"
         )
-    for feature in file_features(spec):
+    for feature in spec.features:
         if bool(raw[feature.presence_key]):
             reason = _decode_problem(feature, raw[feature.name].numpy())
             if reason:
@@ -373,6 +390,9 @@ def _decode_problem(feature, data: bytes) -> str | None:
         detail = _short(error)
         if f"`{feature.name}`" not in detail:
             detail = f"{detail} (feature {feature.name!r})"
+    option = feature.limit[0]
+    if f"{option} =" in detail:  # the decoders' size checks name their option
+        return f"{LIMIT_REASONS[option]}: {detail}"
     if feature.modality == "image":
         return f"{CORRUPT_IMAGE}: {detail}"
     try:
