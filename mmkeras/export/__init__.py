@@ -1,9 +1,10 @@
-"""Export for TF Serving: raw-input SavedModels, warm-up requests, the skew check and the serving benchmark.
+"""Export for TF Serving: raw-input SavedModels, warm-up requests, batching, the skew check and the serving benchmark.
 
 Modules: `saved_model` (`export_for_serving`), `signatures` (the serving
 signatures), `requests` (example inputs), `warmup` (TF Serving warm-up file),
-`check` (`check_export`) and `benchmark` (`benchmark_serving`,
-`run_serving_benchmark`). Names are imported on first use.
+`batching` (`measure_batching`: the throughput curve and
+`batching_parameters.txt`), `check` (`check_export`) and `benchmark`
+(`benchmark_serving`, `run_serving_benchmark`). Names are imported on first use.
 """
 from __future__ import annotations
 
@@ -18,16 +19,20 @@ _EXPORTS = {
     "ExportCheck": "mmkeras.export.check",
     "ExportSkewError": "mmkeras.export.check",
     "benchmark_serving": "mmkeras.export.benchmark",
+    "measure_batching": "mmkeras.export.batching",
+    "BatchingParameters": "mmkeras.export.batching",
     "run_serving_benchmark": "mmkeras.export.benchmark",
 }
 
 # The same names as `_EXPORTS`, sorted.
 __all__ = [
+    "BatchingParameters",
     "ExportCheck",
     "ExportSkewError",
     "benchmark_serving",
     "check_export",
     "export_for_serving",
+    "measure_batching",
     "read_metadata",
     "resolve_version_dir",
     "run_serving_benchmark",

@@ -5,6 +5,8 @@ Layout written for a model called `<name>` (TF Serving's base path is
 
     base_dir/<name>/
       models.config            TF Serving model_config_list for this model (docker paths)
+      batching_parameters.txt  TF Serving batching parameters, chosen from the latest version's
+                               throughput curve measured on the exporting machine
       README.md                how to serve and query it (regenerated on each export)
       1/  2/  ...              one immutable folder per export
         saved_model.pb  variables/  assets/
@@ -14,7 +16,8 @@ Layout written for a model called `<name>` (TF Serving's base path is
           request_inputs.json          REST body, columnar ("inputs") form
           saved_model_cli_inputs.npz   inputs for `saved_model_cli run --inputs`
           model.keras                  the Keras model, for `check_export`
-          mmkeras_export.json          spec, classes, signatures, versions, commands
+          mmkeras_export.json          spec, classes, size limits, signatures, batching, versions, commands
+          batching_parameters.txt      this version's batching parameters and throughput curve
           skew_check.json              what `check_export` measured before publishing (when run)
 
 Each version is written into a hidden temporary folder next to the others
@@ -37,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mmkeras.export import requests, signatures, warmup
+from mmkeras.export import batching, requests, signatures, warmup
 from mmkeras.models.common import leaf_layers
 from mmkeras.serving.protocol import to_rest_body
 from mmkeras.spec import DatasetSpec, load_spec
@@ -64,6 +67,7 @@ def export_for_serving(
     *,
     check_split: str | None = None,
     check_examples: int = 64,
+    measure_batching: bool = True,
 ) -> Path:
     """Export a classifier as a raw-input SavedModel for TF Serving, in a new version folder.
 
@@ -75,6 +79,12 @@ def export_for_serving(
     inputs. Outputs: `probabilities`, `class_id`, `class_name` and, for
     fusions that weight modalities, `modality_weights`. The example requests,
     warm-up file, `models.config` and Keras model are written next to it.
+    The decoders in the graph refuse inputs over the spec's size limits
+    (`max_image_pixels`, `max_audio_seconds`, `max_text_bytes`, recorded in
+    `mmkeras_export.json`) with INVALID_ARGUMENT before decoding them. With
+    `measure_batching`, the SavedModel's throughput is measured at growing
+    batch sizes (a few seconds) and `batching_parameters.txt` for TF Serving's
+    `--enable_batching` is chosen from it (see `mmkeras.export.batching`).
 
     Args:
       model: a classifier from `build_classifier` (trained or not).
@@ -89,6 +99,8 @@ def export_for_serving(
         `check_examples` examples before the version is renamed into place, so
         that an export that disagrees with the training pipeline is never served.
       check_examples: how many examples that check compares.
+      measure_batching: measure the throughput curve and write
+        `batching_parameters.txt` (False: skip it, e.g. for a quick test export).
 
     Returns:
       The new version folder, `base_dir/<name>/<version>`.
@@ -107,7 +119,8 @@ def export_for_serving(
 
           docker run --rm -p 8500:8500 -p 8501:8501 \\
             -v "$PWD/saved_models/tiny_concat:/models/tiny_concat" tensorflow/serving \\
-            --model_config_file=/models/tiny_concat/models.config
+            --model_config_file=/models/tiny_concat/models.config \\
+            --enable_batching --batching_parameters_file=/models/tiny_concat/batching_parameters.txt
     """
     if not isinstance(spec, DatasetSpec):
         spec = load_spec(spec)
@@ -115,7 +128,8 @@ def export_for_serving(
 
     def write(staging: Path, version: int) -> None:
         write_saved_model(model, spec, staging)
-        write_extras(model, spec, staging, name=name, version=version)
+        parameters = batching.measure_batching(staging, spec) if measure_batching else None
+        write_extras(model, spec, staging, name=name, version=version, batching_parameters=parameters)
         if check_split is not None:
             from mmkeras.export.check import check_export
 
@@ -128,6 +142,7 @@ def export_for_serving(
     version_dir = write_new_version(base_dir, name, version, write)
     model_dir = version_dir.parent
     write_model_config(model_dir, name)
+    write_model_batching_parameters(model_dir)
     write_readme(model_dir, name, spec)
     return version_dir
 
@@ -350,7 +365,15 @@ def write_saved_model(model: keras.Model, spec: DatasetSpec, path: str | os.Path
     return Path(path)
 
 
-def write_extras(model: keras.Model, spec: DatasetSpec, version_dir: str | os.PathLike, *, name: str, version: int):
+def write_extras(
+    model: keras.Model,
+    spec: DatasetSpec,
+    version_dir: str | os.PathLike,
+    *,
+    name: str,
+    version: int,
+    batching_parameters: batching.BatchingParameters | None = None,
+):
     """Write `assets.extra/` of a version: warm-up file, example requests, Keras model, metadata.
 
     Args:
@@ -359,6 +382,8 @@ def write_extras(model: keras.Model, spec: DatasetSpec, version_dir: str | os.Pa
       version_dir: the (staging) version folder.
       name: the serving name.
       version: the version number.
+      batching_parameters: the batching parameters measured for this version,
+        written as `batching_parameters.txt` and into the metadata (None: neither).
 
     Returns:
       The `assets.extra` folder.
@@ -382,7 +407,8 @@ def write_extras(model: keras.Model, spec: DatasetSpec, version_dir: str | os.Pa
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "spec": {"name": spec.name, "path": str(spec.path) if spec.path else None},
         "features": [
-            {"name": f.name, "modality": f.modality, "decoded_shape": list(f.shape), "decoded_dtype": f.dtype}
+            {"name": f.name, "modality": f.modality, "decoded_shape": list(f.shape), "decoded_dtype": f.dtype,
+             "limits": {f.limit[0]: f.limit[1]}}
             for f in spec.features
         ],
         "class_names": list(spec.label.class_names),
@@ -391,6 +417,7 @@ def write_extras(model: keras.Model, spec: DatasetSpec, version_dir: str | os.Pa
             name_: sorted(_signature_inputs(spec, name_)) for name_ in signatures.signature_names(spec)
         },
         "saved_model_cli": cli_run_command(spec, "."),
+        "batching": batching_parameters.to_dict() if batching_parameters else None,
         "versions": {
             "mmkeras": _mmkeras_version(),
             "tensorflow": tf.__version__,
@@ -398,6 +425,10 @@ def write_extras(model: keras.Model, spec: DatasetSpec, version_dir: str | os.Pa
         },
     }
     (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
+    if batching_parameters is not None:
+        batching.write_batching_parameters(
+            extra / batching.BATCHING_FILE, batching_parameters, title=f"{name} version {version}"
+        )
     return extra
 
 
@@ -485,6 +516,29 @@ def write_model_config(model_dir: str | os.PathLike, name: str) -> Path:
     return path
 
 
+def write_model_batching_parameters(model_dir: str | os.PathLike) -> Path | None:
+    """Copy the latest version's `batching_parameters.txt` to `model_dir/` (next to `models.config`).
+
+    TF Serving takes one batching file per server and serves the latest
+    version, so the model folder holds that version's parameters.
+
+    Args:
+      model_dir: a model folder, `base_dir/<name>`.
+
+    Returns:
+      The written path, or None if the latest version has no batching file
+      (exported with `measure_batching=False`); a stale model-level file is then removed.
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / batching.BATCHING_FILE
+    source = resolve_version_dir(model_dir) / EXTRA_DIR / batching.BATCHING_FILE
+    if not source.is_file():
+        path.unlink(missing_ok=True)
+        return None
+    _write_atomically(path, source.read_text(encoding="utf-8"))
+    return path
+
+
 def write_readme(model_dir: str | os.PathLike, name: str, spec: DatasetSpec) -> Path:
     """Write `model_dir/README.md`: the versions, signatures and the commands that serve and query them."""
     model_dir = Path(model_dir)
@@ -493,6 +547,13 @@ def write_readme(model_dir: str | os.PathLike, name: str, spec: DatasetSpec) -> 
         f"| `{name_}` | {', '.join(_describe_input(k, v) for k, v in _signature_inputs(spec, name_).items())} |"
         for name_ in signatures.signature_names(spec)
     )
+    limits = "\n".join(f"| `{f.name}` | {f.modality} | `{f.limit[0]}` | {f.limit[1]:g} |" for f in spec.features)
+    batching_flags = ""
+    if (model_dir / batching.BATCHING_FILE).is_file():
+        batching_flags = (
+            " \\\n      --enable_batching "
+            f"--batching_parameters_file={DOCKER_MODELS_DIR}/{name}/{batching.BATCHING_FILE}"
+        )
     text = f"""# {name}
 
 Exported by mmkeras from the `{spec.name}` spec; versions {versions(model_dir)} (TF Serving serves the
@@ -502,7 +563,9 @@ latest, {latest}). Classes: {', '.join(spec.label.class_names)}.
 
     docker run --rm -p 8500:8500 -p 8501:8501 \\
       -v "{model_dir.resolve()}:{DOCKER_MODELS_DIR}/{name}" tensorflow/serving \\
-      --model_config_file={DOCKER_MODELS_DIR}/{name}/{MODEL_CONFIG_FILE}
+      --model_config_file={DOCKER_MODELS_DIR}/{name}/{MODEL_CONFIG_FILE}{batching_flags}
+
+{_batching_note(model_dir)}
 
 ## Query it (from this folder)
 
@@ -521,6 +584,13 @@ Inputs are named after the features; images and WAV recordings are sent as their
 
 Outputs: `probabilities`, `class_id`, `class_name` (and `modality_weights` for attention fusions).
 
+Size limits (from the spec, the same in training): an input that declares more is refused with
+INVALID_ARGUMENT naming the feature, the declared size and the option, before it is decoded.
+
+| feature | modality | option | limit |
+|---|---|---|---|
+{limits}
+
 ## Run it without a server
 
     saved_model_cli show --dir {latest} --all
@@ -529,3 +599,18 @@ Outputs: `probabilities`, `class_id`, `class_name` (and `modality_weights` for a
     path = model_dir / "README.md"
     _write_atomically(path, text)
     return path
+
+
+def _batching_note(model_dir: Path) -> str:
+    path = model_dir / batching.BATCHING_FILE
+    if not path.is_file():
+        return ("No `batching_parameters.txt`: the latest version was exported with `measure_batching=False`; "
+                "export again to measure it.")
+    values = dict(re.findall(r"^(\w+) \{ value: (\d+) \}", path.read_text(encoding="utf-8"), re.MULTILINE))
+    return (
+        f"`{batching.BATCHING_FILE}` was chosen from this model's throughput curve on the exporting machine "
+        f"(max_batch_size {values.get('max_batch_size')}, batch_timeout_micros "
+        f"{values.get('batch_timeout_micros')}, num_batch_threads {values.get('num_batch_threads')}); its comments "
+        "hold the curve and the reasons. On another machine, re-measure with "
+        "`mmkeras.export.batching.measure_batching` or start from TF Serving's batching guide."
+    )

@@ -30,7 +30,7 @@ def _call(loaded, name, columns):
 @pytest.mark.parametrize("fusion", sorted(FUSIONS))
 def test_every_fusion_exports_raw_signatures_that_match_the_keras_model(tiny_spec, fusion, tmp_path):
     model = build_small(tiny_spec, fusion)
-    path = export_for_serving(model, tiny_spec, tmp_path)
+    path = export_for_serving(model, tiny_spec, tmp_path, measure_batching=False)  # measured in test_batching.py
     assert path == tmp_path / f"tiny_{fusion}" / "1"
     loaded = tf.saved_model.load(str(path))
     assert sorted(loaded.signatures) == sorted(sig.signature_names(tiny_spec))
@@ -163,7 +163,9 @@ def test_versions_count_up_and_are_never_overwritten(exported, tmp_path):
     with pytest.raises(FileExistsError, match=r"never overwritten.*\(3\)"):
         export_for_serving(exported.model, exported.spec, tmp_path, version=1)
     assert (model_dir / "1" / "saved_model.pb").read_bytes() == before
-    assert sorted(p.name for p in model_dir.iterdir()) == ["1", "2", "README.md", "models.config"]
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "1", "2", "README.md", "batching_parameters.txt", "models.config"
+    ]
 
 
 @pytest.mark.parametrize("kwargs, message", [
