@@ -8,17 +8,31 @@ on a laptop without docker), so this module serves an exported folder with
 (both JSON forms) plus `GET /v1/models/<name>` (status). Requests are checked
 against the signature as TF Serving checks them (missing, unknown, wrongly
 typed or shaped inputs are INVALID_ARGUMENT / HTTP 400 naming the input), and
-errors inside the graph come back as their TF status; nothing a request holds
-stops the server. It is for tests and notebooks, not production: one model,
-one version, no batching.
+errors inside the graph come back as their TF status (an input over its
+feature's size limit, refused by the decoders before decoding, is
+INVALID_ARGUMENT naming the feature, the declared size and the option);
+nothing a request holds stops the server. It is for tests, notebooks and the
+load test, not production: one model, one version, no batching.
+
+`python -m mmkeras.serving.testing <export>` serves in its own process (so a
+load test can watch the server's memory apart from its clients'); the
+hostile-input builders (`decompression_bomb_png`, `wav_header_only`,
+`hostile_inputs`) make the inputs such a test sends: small on the wire, huge
+if a decoder believed their headers.
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import json
+import os
 import re
+import signal
+import struct
+import sys
 import threading
-from collections.abc import Mapping
+import zlib
+from collections.abc import Mapping, Sequence
 from concurrent import futures
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -499,3 +513,100 @@ class LoopbackServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def decompression_bomb_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A valid PNG whose header declares width x height RGB pixels, with one small zlib stream of zeros.
+
+    About 1 KB on the wire; decoding it in full would take width x height x 3
+    bytes (1.2 GB for the default) and seconds of CPU.
+
+    Example:
+      >>> len(decompression_bomb_png())
+      1096
+    """
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    rows = zlib.compress(b"\0" * (1 << 20), 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def wav_header_only(seconds: float = 3600.0, sample_rate: int = 8000, tail_bytes: int = 1000) -> bytes:
+    """A 16-bit mono WAV header declaring `seconds` of audio, followed by only `tail_bytes` of it.
+
+    Example:
+      >>> len(wav_header_only())
+      1044
+    """
+    data_bytes = int(seconds * sample_rate) * 2
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+    body = b"WAVE" + fmt + b"data" + struct.pack("<I", data_bytes)
+    return b"RIFF" + struct.pack("<I", len(body) + data_bytes) + body + b"\0" * tail_bytes
+
+
+def hostile_inputs(spec: Any, *, text_bytes: int = 10 * 1024 * 1024) -> dict[str, tuple[str, bytes]]:
+    """Hostile values for a spec's features, one per kind: kind -> (feature name, value).
+
+    "bomb png": a 20000 x 20000 PNG of about 1 KB, for the first image
+    feature; "hour-long wav": a WAV header declaring one hour at the first
+    audio feature's sample rate; "10 MB text": a text of `text_bytes` bytes,
+    for the first text feature (a spec without one gets it as its first
+    feature's value: text sent as an image or a recording). Put one in an
+    otherwise good row: the export must refuse it with INVALID_ARGUMENT,
+    quickly and without growing.
+
+    Args:
+      spec: the served model's `DatasetSpec`.
+      text_bytes: the hostile text's length.
+
+    Returns:
+      A dict of kind -> (feature name, raw value), for the kinds the spec can receive.
+
+    Example:
+      >>> sorted(hostile_inputs(load_spec("tiny")))
+      ['10 MB text', 'bomb png', 'hour-long wav']
+    """
+    first = {}
+    for feature in spec.features:
+        first.setdefault(feature.modality, feature)
+    hostile = {}
+    if "image" in first:
+        hostile["bomb png"] = (first["image"].name, decompression_bomb_png())
+    if "audio" in first:
+        rate = int(first["audio"].options["sample_rate"])
+        hostile["hour-long wav"] = (first["audio"].name, wav_header_only(3600.0, rate))
+    text_feature = first.get("text", spec.features[0])
+    # Bytes, not str: a client reads a str for a file input as a path.
+    hostile["10 MB text"] = (text_feature.name, b"word " * (text_bytes // 5))
+    return hostile
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve an export on 127.0.0.1 until stdin closes or SIGTERM/SIGINT; print the ports as one JSON line.
+
+    Example:
+      $ python -m mmkeras.serving.testing saved_models/avmnist_concat
+      {"pid": 4242, "grpc_port": 37401, "rest_port": 41877, "model_name": "avmnist_concat"}
+    """
+    parser = argparse.ArgumentParser(description="Serve an export with the loopback TF Serving stand-in.")
+    parser.add_argument("path", help="a version folder from export_for_serving, or its model folder")
+    parser.add_argument("--model-name", default=None, help="the name requests use (default: the model folder's)")
+    parser.add_argument("--grpc-port", type=int, default=0, help="gRPC port (0: any free port)")
+    parser.add_argument("--rest-port", type=int, default=0, help="REST port (0: any free port)")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: stop.set())
+    with LoopbackServer(args.path, args.model_name, grpc_port=args.grpc_port, rest_port=args.rest_port) as server:
+        print(json.dumps({"pid": os.getpid(), "grpc_port": server.grpc_port, "rest_port": server.rest_port,
+                          "model_name": server.model_name}), flush=True)
+        # Also stop when the parent goes away (its end of stdin closes), so a crashed load test leaks no server.
+        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
