@@ -40,6 +40,7 @@ from mmkeras.train.config import (
 from mmkeras.train.losses import make_loss
 from mmkeras.train.metrics import SparseMacroF1Score
 from mmkeras.train.run_dir import RunPaths, read_history, save_model
+from mmkeras.train.schedules import WarmupCosineDecay
 from mmkeras.train.strategy import ResolvedRuntime, precision_policy, resolve_runtime
 from mmkeras.train.training_view import TrainingView
 
@@ -242,7 +243,7 @@ def build_and_compile(
       >>> model, trainer = build_and_compile(spec, ModelConfig(), TrainingConfig(), resolve_runtime())
       >>> trainer.fit(make_dataset(spec, "train", training=True), epochs=1)
     """
-    with runtime.strategy.scope(), precision_policy(runtime.mixed_precision):
+    with runtime.strategy.scope(), precision_policy(runtime.mixed_precision, runtime.device_type):
         balanced = training.balance != "none"
         model = build_classifier(spec, seed=training.seed, aux_heads=balanced, **dataclasses.asdict(model_config))
         if prepare_model is not None:
@@ -325,10 +326,7 @@ def cosine_schedule(learning_rate: float, epochs: int, steps_per_epoch: int | No
     if not steps_per_epoch:
         raise ValueError("The cosine learning-rate schedule needs `steps_per_epoch`.")
     warmup = steps_per_epoch if epochs > 1 else 0
-    return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else learning_rate, decay_steps=max(epochs * steps_per_epoch - warmup, 1),
-        warmup_target=learning_rate if warmup else None, warmup_steps=warmup,
-    )
+    return WarmupCosineDecay(learning_rate, decay_steps=max(epochs * steps_per_epoch - warmup, 1), warmup_steps=warmup)
 
 
 def make_optimizer(config: TrainingConfig, learning_rate) -> keras.optimizers.Optimizer:
