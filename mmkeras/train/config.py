@@ -155,7 +155,9 @@ class RuntimeConfig:
     Args:
       strategy: "auto" (MirroredStrategy over the GPUs, else the default
         strategy), "default", "mirrored" or "multi_worker" (reads `TF_CONFIG`).
-      mixed_precision: None (on GPU only), True or False.
+      mixed_precision: None (on GPU only), True or False. Half precision is
+        `mixed_float16` on GPU and `mixed_bfloat16` on CPU, which only pays
+        on CPUs with AMX-BF16 or AVX512-BF16 (`strategy.cpu_supports_bfloat16`).
       jit_compile: XLA compilation; None (on a single GPU only), True or
         False. Models with layers XLA cannot compile (text vectorisation,
         image augmentation) run without it.

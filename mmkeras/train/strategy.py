@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -33,7 +34,8 @@ class ResolvedRuntime:
       strategy_name: what was picked: "default", "mirrored" or "multi_worker".
       device_type: "GPU" when GPUs are visible, else "CPU".
       num_replicas: `strategy.num_replicas_in_sync`.
-      mixed_precision: whether layers compute in float16 (`mixed_float16`).
+      mixed_precision: whether layers compute in half precision: `mixed_float16`
+        on GPU, `mixed_bfloat16` on CPU (see `precision_policy`).
       jit_compile: whether to ask Keras for XLA compilation.
       steps_per_execution: training steps per compiled call.
       is_chief: whether this worker writes the run's artefacts (always true
@@ -84,6 +86,12 @@ def resolve_runtime(config: RuntimeConfig | None = None) -> ResolvedRuntime:
     num_replicas = int(strategy.num_replicas_in_sync)
     # Like Keras' own default, XLA stays off when gradients are all-reduced across replicas.
     default_jit = on_gpu and num_replicas == 1
+    if config.mixed_precision and not on_gpu and not cpu_supports_bfloat16():
+        warnings.warn(
+            "mixed_precision=True on a CPU without AMX-BF16 or AVX512-BF16: bfloat16 is emulated there and "
+            "trains slower than float32. Leave mixed_precision unset (float32 on CPU) on this machine.",
+            stacklevel=2,
+        )
     return ResolvedRuntime(
         strategy=strategy,
         strategy_name=strategy_name,
@@ -95,6 +103,34 @@ def resolve_runtime(config: RuntimeConfig | None = None) -> ResolvedRuntime:
         is_chief=bool(strategy.extended.should_checkpoint),
         task_name=_task_name(strategy),
     )
+
+
+def cpu_supports_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX-BF16 or AVX512-BF16), read from /proc/cpuinfo.
+
+    Machines differ: bfloat16 mixed precision is faster only where the CPU has
+    these instructions (on others it is emulated, and slower than float32), so
+    it is detected, never assumed.
+
+    Args:
+      cpuinfo: the text of /proc/cpuinfo (read from the machine when None).
+
+    Returns:
+      True when a "flags" line lists `amx_bf16` or `avx512_bf16`; False
+      otherwise, and where /proc/cpuinfo cannot be read.
+
+    Example:
+      >>> cpu_supports_bfloat16("flags : fpu avx2 avx512f avx512_bf16")
+      True
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as file:
+                cpuinfo = file.read()
+        except OSError:
+            return False
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
 def visible_device_type() -> str:
@@ -206,27 +242,43 @@ def _task_name(strategy: tf.distribute.Strategy) -> str:
 
 
 @contextlib.contextmanager
-def precision_policy(mixed_precision: bool) -> Iterator[str]:
-    """Build layers under `mixed_float16` (or `float32`), restoring the old policy after.
+def precision_policy(mixed_precision: bool, device_type: str = "GPU") -> Iterator[str]:
+    """Build layers under a mixed policy (or `float32`), restoring the old policy after.
 
     Keras reads the global dtype policy when a layer is created, so the model
     must be built inside this block; each layer keeps its policy afterwards
     (and in saved files), and the rest of the process is left as it was.
+    Variables stay float32 under both mixed policies.
 
     Args:
-      mixed_precision: True for `mixed_float16`, False for `float32`.
+      mixed_precision: True for half-precision compute, False for `float32`.
+      device_type: "GPU" (`mixed_float16`: tensor cores) or "CPU"
+        (`mixed_bfloat16`: no loss scaling, native on CPUs with AMX or
+        AVX512-BF16, see `cpu_supports_bfloat16`).
 
     Yields:
       The policy name in force.
 
     Example:
-      >>> with precision_policy(runtime.mixed_precision):
+      >>> with precision_policy(runtime.mixed_precision, runtime.device_type):
       ...     model = build_classifier(spec)
     """
     previous = keras.mixed_precision.global_policy()
-    policy = "mixed_float16" if mixed_precision else "float32"
+    policy = policy_name(mixed_precision, device_type)
     keras.mixed_precision.set_global_policy(policy)
     try:
         yield policy
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def policy_name(mixed_precision: bool, device_type: str) -> str:
+    """The Keras dtype policy for a precision choice on a device type.
+
+    Example:
+      >>> policy_name(True, "CPU")
+      'mixed_bfloat16'
+    """
+    if not mixed_precision:
+        return "float32"
+    return "mixed_float16" if device_type == "GPU" else "mixed_bfloat16"

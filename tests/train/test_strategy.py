@@ -8,7 +8,14 @@ import pytest
 import tensorflow as tf
 
 from mmkeras.train.config import RuntimeConfig
-from mmkeras.train.strategy import make_strategy, precision_policy, read_tf_config, resolve_runtime
+from mmkeras.train.strategy import (
+    cpu_supports_bfloat16,
+    make_strategy,
+    policy_name,
+    precision_policy,
+    read_tf_config,
+    resolve_runtime,
+)
 
 pytestmark = pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="checks the CPU defaults")
 
@@ -76,3 +83,19 @@ def test_malformed_tf_config_is_rejected(value, message):
 def test_valid_tf_config_is_returned():
     value = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}}
     assert read_tf_config({"TF_CONFIG": json.dumps(value)}) == value
+
+
+def test_cpu_bfloat16_support_is_read_from_the_cpu_flags():
+    assert cpu_supports_bfloat16("processor : 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n")
+    assert cpu_supports_bfloat16("flags : fpu avx512f avx512_bf16\n")
+    assert not cpu_supports_bfloat16("flags : fpu avx2 fma avx512f\n")
+    assert not cpu_supports_bfloat16("")
+
+
+def test_half_precision_is_bfloat16_on_cpu_and_float16_on_gpu():
+    assert policy_name(True, "CPU") == "mixed_bfloat16"
+    assert policy_name(True, "GPU") == "mixed_float16"
+    assert policy_name(False, "CPU") == policy_name(False, "GPU") == "float32"
+    with precision_policy(True, "CPU"):
+        layer = keras.layers.Conv2D(2, 3)
+    assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"
