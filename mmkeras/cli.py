@@ -24,6 +24,7 @@ BENCHMARKS = {
     "serving": "serving.py",
     "alignment": "alignment.py",
     "train": "train_throughput.py",
+    "tta": "time_to_accuracy.py",
 }
 
 

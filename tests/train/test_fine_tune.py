@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from mmkeras.branches import build_image_branch
 from mmkeras.models.classifier import build_classifier
-from mmkeras.train.config import load_run_config
+from mmkeras.train.config import TrainingConfig, load_run_config
 from mmkeras.train.fine_tune import (
     fine_tune,
     prepare_fine_tuning,
@@ -113,7 +113,8 @@ def test_fine_tune_trains_the_head_then_the_encoder(tiny_spec, image_encoder, tm
     np.testing.assert_allclose(encoder_kernel(result.head.model), original)
     assert not np.allclose(encoder_kernel(result.model), original)
     assert load_run_config(result.fine_tune.config_path).training.learning_rate == pytest.approx(0.05)
-    assert load_run_config(result.head.config_path).training.learning_rate == pytest.approx(1e-3)
+    head_rate = load_run_config(result.head.config_path).training.learning_rate
+    assert head_rate == pytest.approx(TrainingConfig().learning_rate)
     # Phase 2 started from phase 1's head, not from a fresh one.
     head_logits = result.head.model.get_layer("logits").kernel.numpy()
     tuned_logits = result.model.get_layer("logits").kernel.numpy()

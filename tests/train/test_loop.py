@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mmkeras.data.pipeline import make_dataset
-from mmkeras.train.config import ModelConfig, load_run_config
+from mmkeras.train.config import ModelConfig, TrainingConfig, load_run_config
 from mmkeras.train.loop import train
 from mmkeras.train.run_dir import RunPaths, load_run, load_run_spec
 
@@ -48,7 +48,9 @@ def test_train_writes_every_artefact_of_the_run(tiny_spec, tmp_path):
     assert json.loads(paths.history_json.read_text()) == result.history
     summary = json.loads(paths.summary.read_text())
     assert summary["epochs_completed"] == 1 and summary["monitor"] == "val_loss" and summary["initial_epoch"] == 0
-    assert set(summary["class_weight"]) == {"0", "1", "2"} and summary["learning_rate"] == 1e-3
+    assert set(summary["class_weight"]) == {"0", "1", "2"} and summary["learning_rate"] == (
+        TrainingConfig().learning_rate
+    )
     assert result.runtime["strategy_name"] == "default" and result.runtime["num_replicas"] == 1
 
     # The saved classifier keeps every output (the attention weights too) and predicts like the trained one.

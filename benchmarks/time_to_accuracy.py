@@ -1,0 +1,482 @@
+"""Time to accuracy: mmkeras' defaults against a plain hand-written Keras model, in one process.
+
+For each dataset and seed it trains, side by side on the same data and batch size:
+- "mmkeras defaults": `mmkeras.train(spec)` as a user runs it (fed from the manifest);
+- "mmkeras before": the same call with the options that reproduce the defaults of
+  commit 4668abf (image stages (32, 64, 128) x 2 convolutions, learning rate 1e-3), so
+  that before and after are measured on the same machine on the same day (its
+  schedule is the new cond-free one, so its first epoch is a little faster than
+  it was);
+- "plain Keras": two convolutions + global pooling for each image, one LSTM over a
+  log-mel spectrogram for each clip (an embedding + LSTM for each text),
+  concatenation, Adam; written here and fed from memory.
+After every epoch a probe measures test accuracy; its own time is not counted. Per
+model it reports the wall time from process start (imports and data preparation
+included, shared by all models and counted for each) until the test accuracy first
+reaches the logistic-regression early-fusion floor and 0.85, the first-epoch and
+steady-epoch times, steady examples/s, training FLOPs per example counted from the
+model's layers, the achieved fraction of the float32 matmul rate measured in the
+same run, and the final test accuracy over the seeds.
+
+Run: `python benchmarks/time_to_accuracy.py [--quick] [--seeds 2] [--epochs 8]` or
+`mmkeras bench tta ...`. `--quick` runs avmnist only. Writes
+`benchmarks/results/time_to_accuracy_<dataset>.{json,md}`.
+"""
+from __future__ import annotations
+
+import time
+
+PROCESS_START = time.perf_counter()  # before the heavy imports: they are part of a user's wait
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SECOND_TARGET = 0.85
+# Options that give back the defaults of commit 4668abf (the "before" row).
+BEFORE_OPTIONS = {
+    "branch_options": {"image": {"stages": [32, 64, 128], "convs_per_stage": 2}},
+    "learning_rate": 1e-3,
+}
+
+
+def training_flops_per_example(model) -> float:
+    """Training FLOPs of one example, counted layer by layer from the model's shapes.
+
+    Counts the multiply-adds of convolutions, dense layers (per step on
+    sequences), LSTMs and attention, and the STFT and mel projection of
+    log-mel layers; element-wise layers (normalisation, activations, pooling)
+    are left out. Training is taken as three times the forward pass (the
+    backward pass computes gradients of both inputs and weights).
+    """
+    return 3.0 * _forward_flops(model)
+
+
+def _forward_flops(model) -> float:
+    import math
+
+    import keras
+    import numpy as np
+
+    total = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += _forward_flops(layer)
+            continue
+        try:
+            inputs, outputs = layer.input, layer.output
+        except (AttributeError, ValueError):  # never called in this graph, or called several times
+            continue
+        in_shape = _first_shape(inputs)
+        out_shape = _first_shape(outputs)
+        if in_shape is None or out_shape is None:
+            continue
+        out_elements = float(np.prod([d for d in out_shape[1:] if d is not None]))
+        name = type(layer).__name__
+        if name in ("Conv1D", "Conv2D"):
+            kernel = float(np.prod(layer.kernel_size))
+            total += 2 * out_elements * kernel * in_shape[-1] / layer.groups
+        elif name in ("SeparableConv2D", "DepthwiseConv2D"):
+            kernel = float(np.prod(layer.kernel_size))
+            total += 2 * out_elements * kernel  # depthwise part per output channel
+            if name == "SeparableConv2D":
+                total += 2 * out_elements * in_shape[-1]
+        elif name == "Dense":
+            total += 2 * out_elements * in_shape[-1]
+        elif name in ("LSTM", "Bidirectional"):
+            recurrent = layer.forward_layer if name == "Bidirectional" else layer
+            directions = 2 if name == "Bidirectional" else 1
+            units = recurrent.units
+            total += directions * 2 * in_shape[1] * 4 * units * (in_shape[-1] + units)
+        elif name == "LogMelSpectrogram":
+            frames, fft = out_shape[1], layer.fft_length
+            total += frames * (5 * fft * math.log2(fft) + 2 * (fft // 2 + 1) * layer.num_mel_bins)
+        elif name == "MultiHeadAttention":
+            steps = in_shape[1] or 1
+            total += 2 * 4 * steps * in_shape[-1] * in_shape[-1] + 2 * 2 * steps * steps * in_shape[-1]
+    return total
+
+
+def _first_shape(tensors):
+    import keras
+
+    flat = keras.tree.flatten(tensors)
+    return tuple(flat[0].shape) if flat else None
+
+
+def matmul_gflops(size: int = 1024, seconds: float = 3.0) -> float:
+    """The float32 matmul rate of this machine, in GFLOP/s, with TensorFlow's default threads."""
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+
+    @tf.function
+    def product(a, b):
+        return tf.reduce_sum(tf.matmul(a, b))
+
+    product(a, b).numpy()
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        product(a, b).numpy()
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
+
+
+class AccuracyProbe:
+    """Keras callback factory: test accuracy after each epoch, with the probe's own time set aside."""
+
+    def __init__(self, evaluate, started: float):
+        import keras
+
+        probe = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                probe.epoch_started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                ended = time.perf_counter()
+                probe.epoch_seconds.append(ended - probe.epoch_started)
+                probe.elapsed.append(ended - probe.started - probe.probe_seconds)
+                probe.accuracy.append(float(evaluate()))
+                probe.probe_seconds += time.perf_counter() - ended
+
+        self.started = started
+        self.epoch_started = started
+        self.epoch_seconds: list[float] = []
+        self.elapsed: list[float] = []
+        self.accuracy: list[float] = []
+        self.probe_seconds = 0.0
+        self.callback = Callback()
+
+
+def run_mmkeras(spec, *, seed: int, epochs: int, batch_size: int, test_data, options: dict) -> dict:
+    """Train with `mmkeras.train` (as a user calls it) and return the probe's figures."""
+    import numpy as np
+
+    import mmkeras
+
+    features, labels = test_data
+    started = time.perf_counter()
+    holder = {}
+
+    def accuracy():
+        model = holder["model"]
+        predicted = model.predict(features, batch_size=256, verbose=0)["probabilities"].argmax(-1)
+        return np.mean(predicted == labels)
+
+    probe = AccuracyProbe(accuracy, started)
+
+    def remember(model):
+        holder["model"] = model
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = mmkeras.train(spec, epochs=epochs, batch_size=batch_size, seed=seed, output_dir=run_dir,
+                               verbose=0, early_stopping_patience=None, callbacks=[probe.callback],
+                               prepare_model=remember, **options)
+        flops = training_flops_per_example(result.model)
+    figures = _figures(probe, flops)
+    for feature in spec.features:  # the final model with one modality marked absent
+        absent = {**features, feature.presence_key: np.zeros_like(features[feature.presence_key])}
+        predicted = result.model.predict(absent, batch_size=256, verbose=0)["probabilities"].argmax(-1)
+        figures[f"accuracy_without_{feature.name}"] = round(float(np.mean(predicted == labels)), 4)
+    return figures
+
+
+def plain_model(spec):
+    """The hand-written baseline: small, plain Keras, the way a user writes a first model."""
+    import keras
+    from keras import layers
+
+    inputs, branches = {}, []
+    for feature in spec.features:
+        if feature.modality == "image":
+            x = inputs[feature.name] = keras.Input(feature.shape, name=feature.name)
+            x = layers.Rescaling(1 / 255)(x)
+            x = layers.Conv2D(32, 3, activation="relu")(x)
+            x = layers.MaxPooling2D()(x)
+            x = layers.Conv2D(64, 3, activation="relu")(x)
+            branches.append(layers.GlobalAveragePooling2D()(x))
+        elif feature.modality == "audio":
+            x = inputs[feature.name] = keras.Input(feature.shape, name=feature.name)
+            rate = int(feature.options["sample_rate"])
+            x = layers.MelSpectrogram(fft_length=256, sequence_stride=rate // 100, sequence_length=rate // 40,
+                                      sampling_rate=rate, num_mel_bins=40, power_to_db=True)(x)
+            x = layers.Permute((2, 1))(x)  # (mels, frames) -> (frames, mels)
+            x = layers.LayerNormalization()(x)
+            branches.append(layers.LSTM(64)(x))
+        else:
+            x = inputs[feature.name] = keras.Input((), dtype="string", name=feature.name)
+            vectorize = layers.TextVectorization(20000, output_sequence_length=int(feature.options["sequence_length"]))
+            vectorize.adapt(_texts(spec, feature.name))
+            x = layers.Embedding(20000, 64, mask_zero=True)(vectorize(x))
+            branches.append(layers.LSTM(64)(x))
+    x = layers.Concatenate()(branches) if len(branches) > 1 else branches[0]
+    x = layers.Dense(128, activation="relu")(x)
+    outputs = layers.Dense(spec.num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _texts(spec, name):
+    import mmkeras
+
+    return mmkeras.text_corpus(spec, name)
+
+
+def load_arrays(spec, split: str):
+    """A split decoded into memory: `({name or "<name>_present": array}, labels)`."""
+    import numpy as np
+    import tensorflow as tf
+
+    import mmkeras
+
+    keys = [f.name for f in spec.features] + [f.presence_key for f in spec.features]
+    columns, labels = {key: [] for key in keys}, []
+    for features, batch_labels in mmkeras.make_dataset(spec, split, batch_size=256):
+        labels.append(batch_labels.numpy())
+        for key in keys:
+            columns[key].append(features[key].numpy())
+    arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
+    # Keras takes strings as tensors, not as NumPy object arrays.
+    arrays = {name: tf.constant(value) if value.dtype == object else value for name, value in arrays.items()}
+    return arrays, np.concatenate(labels)
+
+
+def run_plain(spec, *, seed: int, epochs: int, batch_size: int, test_data) -> dict:
+    """Train the plain model from memory and return the probe's figures (its data loading counted)."""
+    import keras
+    import numpy as np
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    names = [feature.name for feature in spec.features]
+
+    def plain(split_arrays):  # the plain model reads the features only
+        features, labels = split_arrays
+        return {name: features[name] for name in names}, labels
+
+    train_x, train_y = plain(load_arrays(spec, "train"))
+    validation = plain(load_arrays(spec, "validation")) if "validation" in spec.splits else None
+    model = plain_model(spec)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    features, labels = plain(test_data)
+    probe = AccuracyProbe(lambda: np.mean(model.predict(features, batch_size=256, verbose=0).argmax(-1) == labels),
+                          started)
+    model.fit(train_x, train_y, batch_size=batch_size, epochs=epochs, validation_data=validation, verbose=0,
+              callbacks=[probe.callback])
+    return _figures(probe, training_flops_per_example(model))
+
+
+def _figures(probe: AccuracyProbe, flops: float) -> dict:
+    steady = probe.epoch_seconds[1:] or probe.epoch_seconds
+    return {
+        "elapsed": [round(value, 2) for value in probe.elapsed],
+        "epoch_seconds": [round(value, 2) for value in probe.epoch_seconds],
+        "test_accuracy": [round(value, 4) for value in probe.accuracy],
+        "first_epoch_seconds": round(probe.epoch_seconds[0], 2),
+        "steady_epoch_seconds": round(statistics.median(steady), 2),
+        "training_flops_per_example": flops,
+    }
+
+
+def seconds_to_reach(figures: dict, target: float, startup: float) -> float | None:
+    """Seconds from process start until the probe first saw `target` test accuracy, or None."""
+    for elapsed, accuracy in zip(figures["elapsed"], figures["test_accuracy"]):
+        if accuracy >= target:
+            return round(startup + elapsed, 1)
+    return None
+
+
+def _warm_up_keras() -> None:
+    """Fit a one-layer model for one step: Keras' and TF's lazy start-up, paid once per process by any model."""
+    import keras
+    import numpy as np
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.zeros((2, 2)), np.zeros((2, 1)), verbose=0)
+
+
+def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command: str) -> dict:
+    """Run the benchmark and return the report (also saved by `main`)."""
+    import keras
+
+    import mmkeras
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fusion import logistic_regression_floor
+
+    gflops = matmul_gflops()
+    report = {"command": command, "machine": _machine(), "matmul_gflops": round(gflops, 1), "seeds": seeds,
+              "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
+              "epochs": epochs, "batch_size": batch_size, "datasets": {}}
+    for name in spec_names:
+        started = time.perf_counter()
+        spec = mmkeras.load_spec(name)
+        mmkeras.prepare(spec)
+        for split in spec.splits:
+            mmkeras.scan_split(spec, split)
+        if not report["datasets"]:
+            _warm_up_keras()
+        # Imports, TF start-up and data preparation: every model's run pays them.
+        startup = (time.perf_counter() - PROCESS_START) if not report["datasets"] else time.perf_counter() - started
+        test_data = load_arrays(spec, "test")
+        train_examples = mmkeras.scan_split(spec, "train").kept
+        floor = logistic_regression_floor(spec)["early (concatenated)"]
+        rows = {label: [] for label in models}
+        for seed in range(seeds):
+            for label in models:
+                keras.backend.clear_session()
+                if label == "plain Keras":
+                    figures = run_plain(spec, seed=seed, epochs=epochs, batch_size=batch_size, test_data=test_data)
+                else:
+                    options = BEFORE_OPTIONS if label == "mmkeras before" else {}
+                    figures = run_mmkeras(spec, seed=seed, epochs=epochs, batch_size=batch_size,
+                                          test_data=test_data, options=options)
+                figures["seconds_to_floor"] = seconds_to_reach(figures, floor, startup)
+                figures["seconds_to_0.85"] = seconds_to_reach(figures, SECOND_TARGET, startup)
+                print(json.dumps({"dataset": name, "seed": seed, "model": label, **figures}), flush=True)
+                rows[label].append(figures)
+        report["datasets"][name] = {
+            "startup_seconds": round(startup, 1),
+            "floor": round(floor, 4),
+            "train_examples": train_examples,
+            "models": {label: _summarise(runs, train_examples, gflops) for label, runs in rows.items()},
+        }
+    report["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
+    report["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return report
+
+
+def _summarise(runs: list[dict], train_examples: int, gflops: float) -> dict:
+    def mean(key):
+        values = [run[key] for run in runs if run[key] is not None]
+        return round(statistics.mean(values), 2) if len(values) == len(runs) else None
+
+    final = [run["test_accuracy"][-1] for run in runs]
+    without = {key: round(statistics.mean(run[key] for run in runs), 4)
+               for key in runs[0] if key.startswith("accuracy_without_")}
+    steady = statistics.mean(run["steady_epoch_seconds"] for run in runs)
+    examples_per_second = train_examples / steady
+    flops = runs[0]["training_flops_per_example"]
+    return {
+        "seconds_to_floor": mean("seconds_to_floor"),
+        "seconds_to_0.85": mean("seconds_to_0.85"),
+        "first_epoch_seconds": mean("first_epoch_seconds"),
+        "steady_epoch_seconds": round(steady, 2),
+        "first_to_steady": round(mean("first_epoch_seconds") / steady, 2),
+        "examples_per_second": round(examples_per_second, 1),
+        "training_mflops_per_example": round(flops / 1e6, 1),
+        "matmul_fraction": round(flops * examples_per_second / (gflops * 1e9), 3),
+        "final_accuracy_mean": round(statistics.mean(final), 4),
+        "final_accuracy_std": round(statistics.pstdev(final), 4),
+        **without,
+        "runs": runs,
+    }
+
+
+def _machine() -> str:
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "")
+    except OSError:
+        pass
+    extras = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if f" {flag}" in flags]
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {' '.join(extras) or 'no AVX-512'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", action="append", help="dataset spec(s); default avmnist and tuxpaint")
+    parser.add_argument("--quick", action="store_true", help="avmnist only")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--models", default="mmkeras defaults,mmkeras before,plain Keras")
+    args = parser.parse_args()
+    specs = args.spec or (["avmnist"] if args.quick else ["avmnist", "tuxpaint"])
+    command = "python benchmarks/time_to_accuracy.py " + shlex.join(sys.argv[1:])
+    report = run(specs, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
+                 models=[m.strip() for m in args.models.split(",")], command=command.strip())
+    RESULTS.mkdir(exist_ok=True)
+    for name, data in report["datasets"].items():  # one file per dataset: a later run of one keeps the other's
+        single = {**report, "datasets": {name: data}}
+        (RESULTS / f"time_to_accuracy_{name}.json").write_text(json.dumps(single, indent=1), encoding="utf-8")
+        (RESULTS / f"time_to_accuracy_{name}.md").write_text(format_markdown(single), encoding="utf-8")
+    print(format_markdown(report))
+
+
+def format_markdown(report: dict) -> str:
+    """The report as Markdown: one table per dataset, ratios against the plain model and the before row."""
+    lines = [
+        "# Time to accuracy",
+        "",
+        f"`{report['command']}`; {report['machine']}; float32 matmul {report['matmul_gflops']} GFLOP/s "
+        f"(measured in the same run); batch {report['batch_size']}, {report['epochs']} epochs, "
+        f"{report['seeds']} seeds; times are means over the seeds. Measured {report.get('date', '')}; load "
+        f"average (1, 5, 15 min) {report.get('load_average_at_start')} at the start, "
+        f"{report.get('load_average_at_end')} at the end (2 cores: above 2 the machine was shared).",
+        "",
+    ]
+    for name, data in report["datasets"].items():
+        lines += [
+            f"## {name}",
+            "",
+            f"Start-up (imports, TF, data preparation) {data['startup_seconds']} s, counted in every row. "
+            f"Logistic-regression early-fusion floor: {data['floor']}.",
+            "",
+            "| model | s to floor | s to 0.85 | first epoch s | steady epoch s | first / steady | MFLOP/example "
+            "(train) | % of matmul rate | final test accuracy |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for label, row in data["models"].items():
+            absent = ", ".join(f"without {key[len('accuracy_without_'):]} {value}"
+                               for key, value in row.items() if key.startswith("accuracy_without_"))
+            lines.append(
+                f"| {label} | {row['seconds_to_floor']} | {row['seconds_to_0.85']} | {row['first_epoch_seconds']} "
+                f"| {row['steady_epoch_seconds']} | {row['first_to_steady']} | {row['training_mflops_per_example']} "
+                f"| {100 * row['matmul_fraction']:.0f} | {row['final_accuracy_mean']} ± {row['final_accuracy_std']}"
+                + (f" ({absent})" if absent else "") + " |"
+            )
+        lines += ["", *target_lines(data["models"]), ""]
+    return "\n".join(lines) + "\n"
+
+
+def target_lines(models: dict) -> list[str]:
+    """The issue's targets, as ratios from this run (met or not)."""
+    after, before, plain = (models.get(label) for label in ("mmkeras defaults", "mmkeras before", "plain Keras"))
+    if after is None:
+        return []
+    lines = ["Targets (ratios from this run):", ""]
+
+    def line(text, value, limit, higher_is_better=False):
+        if value is None:
+            lines.append(f"- {text}: not measured (not reached)")
+            return
+        met = value >= limit if higher_is_better else value <= limit
+        lines.append(f"- {text}: {value:.2f} (target {'>=' if higher_is_better else '<='} {limit}): "
+                     f"{'met' if met else 'NOT met'}")
+
+    if plain is not None:
+        line("steady epoch, defaults / plain Keras", after["steady_epoch_seconds"] / plain["steady_epoch_seconds"], 1.0)
+    if before is not None and before["seconds_to_floor"] and after["seconds_to_floor"]:
+        line("time to the floor, defaults / before", after["seconds_to_floor"] / before["seconds_to_floor"], 1 / 3)
+    line("first epoch / steady epoch, defaults", after["first_to_steady"], 1.5)
+    line("share of the matmul rate, defaults", after["matmul_fraction"], 0.5, higher_is_better=True)
+    if before is not None:
+        line("final accuracy, defaults - before", after["final_accuracy_mean"] - before["final_accuracy_mean"], 0.0,
+             higher_is_better=True)
+    return lines
+
+
+if __name__ == "__main__":
+    main()
