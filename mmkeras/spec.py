@@ -39,12 +39,19 @@ LIMIT_OPTIONS: Mapping[str, str] = {
     "image": "max_image_pixels",
     "audio": "max_audio_seconds",
 }
-# Default limits: an image may declare up to IMAGE_PIXELS_FACTOR times the
-# feature's pixels (capped at MAX_DEFAULT_IMAGE_PIXELS, 4096 x 4096), a recording
-# up to AUDIO_SECONDS_FACTOR times `clip_seconds`, a text DEFAULT_MAX_TEXT_BYTES.
+# Default limits (see `default_limit`): an image may declare a phone photo's
+# PHOTO_PIXELS, or IMAGE_PIXELS_FACTOR times the feature's pixels if that is more,
+# at most MAX_DEFAULT_IMAGE_PIXELS (4096 x 4096); a recording
+# MIN_DEFAULT_AUDIO_SECONDS, or AUDIO_SECONDS_FACTOR times `clip_seconds` if that
+# is more; a text DEFAULT_MAX_TEXT_BYTES. The floors are there because real
+# inputs are sized by the camera or the speaker, not by the model: a 64 x 64
+# feature's 64x (512 x 512) refused 8 of Tux Paint's 802 stamp pictures (up to
+# 694 x 2348), and 4 x 3 s refused Greek and Spanish descriptions of up to 19.8 s.
 IMAGE_PIXELS_FACTOR = 64
+PHOTO_PIXELS = 4032 * 3024  # a 12-megapixel camera's frame, most phones' default
 MAX_DEFAULT_IMAGE_PIXELS = 4096 * 4096
 AUDIO_SECONDS_FACTOR = 4.0
+MIN_DEFAULT_AUDIO_SECONDS = 30.0
 DEFAULT_MAX_TEXT_BYTES = 64 * 1024
 # Keys a feature may carry besides its modality options: the manifest column
 # it is read from, and the arguments handed to its branch builder.
@@ -107,7 +114,7 @@ class FeatureSpec:
 
     @property
     def limit(self) -> tuple[str, int | float]:
-        """The feature's size limit as `(option name, value)`, e.g. `("max_image_pixels", 16384)`."""
+        """The feature's size limit as `(option name, value)`, e.g. `("max_image_pixels", 12192768)`."""
         option = LIMIT_OPTIONS[self.modality]
         return option, self.options[option]
 
@@ -391,12 +398,15 @@ POSITIVE_NUMBERS = {"audio": ("clip_seconds", "frame_ms", "hop_ms", "max_audio_s
 def default_limit(modality: str, options: Mapping[str, Any]) -> int | float:
     """The default size limit of a feature, from its other options.
 
-    Images: `IMAGE_PIXELS_FACTOR` (64) times the feature's own pixels, at most
-    `MAX_DEFAULT_IMAGE_PIXELS` (16 Mpx); a 28 x 28 feature accepts up to
-    50,176 px (224 x 224). Audio: `AUDIO_SECONDS_FACTOR` (4) times
-    `clip_seconds`. Text: `DEFAULT_MAX_TEXT_BYTES` (64 KiB). Generous for data
-    meant for the model, and small enough that one request cannot take a
-    server's memory (a 20000 x 20000 PNG would need 1.2 GB decoded).
+    Images: a 12-megapixel photo (`PHOTO_PIXELS`, 4032 x 3024), or
+    `IMAGE_PIXELS_FACTOR` (64) times the feature's own pixels if that is more,
+    at most `MAX_DEFAULT_IMAGE_PIXELS` (16 Mpx, 4096 x 4096). Audio:
+    `MIN_DEFAULT_AUDIO_SECONDS` (30 s), or `AUDIO_SECONDS_FACTOR` (4) times
+    `clip_seconds` if that is more. Text: `DEFAULT_MAX_TEXT_BYTES` (64 KiB).
+    Real inputs come at the size a camera or a speaker made them, whatever the
+    model's shape, so the defaults accept a phone photo and a spoken sentence,
+    and still refuse what would take a server's memory (a 20000 x 20000 PNG
+    would need 1.2 GB decoded, an hour of WAV 230 MB at 16 kHz).
 
     Args:
       modality: "text", "image" or "audio".
@@ -407,13 +417,15 @@ def default_limit(modality: str, options: Mapping[str, Any]) -> int | float:
 
     Example:
       >>> default_limit("image", {"image_size": (28, 28)})
-      50176
+      12192768
+      >>> default_limit("audio", {"clip_seconds": 10.0})
+      40.0
     """
     if modality == "image":
         height, width = options["image_size"]
-        return min(IMAGE_PIXELS_FACTOR * height * width, MAX_DEFAULT_IMAGE_PIXELS)
+        return min(max(IMAGE_PIXELS_FACTOR * height * width, PHOTO_PIXELS), MAX_DEFAULT_IMAGE_PIXELS)
     if modality == "audio":
-        return AUDIO_SECONDS_FACTOR * float(options["clip_seconds"])
+        return max(AUDIO_SECONDS_FACTOR * float(options["clip_seconds"]), MIN_DEFAULT_AUDIO_SECONDS)
     return DEFAULT_MAX_TEXT_BYTES
 
 

@@ -110,13 +110,20 @@ def test_pretrained_encoder_keys_are_branch_options(tmp_path):
     assert spec.feature("photo").branch == {"embed_dim": 32, "backbone": "resnet50", "weights": None}
 
 
-def test_size_limits_default_to_the_feature_shape_and_can_be_set():
+def test_size_limits_default_to_real_input_sizes_and_can_be_set():
     spec = spec_from_dict(VALID)
-    assert spec.feature("picture").limit == ("max_image_pixels", 64 * 8 * 8)
-    assert spec.feature("sound").limit == ("max_audio_seconds", 2.0)  # 4 x clip_seconds
+    # Real inputs come at the camera's or the speaker's size, not the model's: a 12 Mpx photo, 30 s.
+    assert spec.feature("picture").limit == ("max_image_pixels", 4032 * 3024)
+    assert spec.feature("sound").limit == ("max_audio_seconds", 30.0)
     assert spec.feature("caption").limit == ("max_text_bytes", 65536)
-    big = {**VALID, "features": [{"name": "photo", "modality": "image", "image_size": [1024, 1024]}]}
-    assert spec_from_dict(big).feature("photo").options["max_image_pixels"] == 4096 * 4096  # capped at 16 Mpx
+
+    def defaults(**options):
+        feature = {"name": "x", **options}
+        return spec_from_dict({**VALID, "features": [feature]}).feature("x").limit[1]
+
+    assert defaults(modality="image", image_size=[480, 480]) == 64 * 480 * 480  # 64 x the feature if more
+    assert defaults(modality="image", image_size=[1024, 1024]) == 4096 * 4096  # capped at 16 Mpx
+    assert defaults(modality="audio", clip_seconds=10.0) == 40.0  # 4 x clip_seconds if more
     chosen = {**VALID, "features": [
         {"name": "photo", "modality": "image", "image_size": [8, 8], "max_image_pixels": 1_000_000},
         {"name": "sound", "modality": "audio", "clip_seconds": 1.0, "max_audio_seconds": 30},

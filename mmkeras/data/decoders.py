@@ -38,6 +38,14 @@ IMAGE_SIGNATURES = {
 RESAMPLE_HALF_TAPS = 32
 # Bytes of an image header that hold its size in all four formats (BMP's height ends at 26).
 IMAGE_HEADER_BYTES = 32
+# GIF: where the blocks after the logical screen start (before the global colour
+# table), how many blocks and sub-blocks the walk to the first image descriptor
+# reads (extensions before it are a few in real files; 1024 allow 256 KB of
+# metadata), and the size a GIF whose first frame lies past them counts as
+# declaring: the largest a GIF can (so it is refused).
+GIF_SCREEN_END = 13
+MAX_GIF_BLOCKS = 1024
+GIF_UNREACHED_SIZE = (65535, 65535)
 # Where the WAV chunk walk starts (after "RIFF", the RIFF size and "WAVE"), the
 # canonical header's length, and how many chunks it reads looking for "data".
 # Past that many chunks the bytes after the walk bound the data size instead:
@@ -74,7 +82,9 @@ def decode_text(feature: FeatureSpec, value: tf.Tensor) -> tf.Tensor:
     limit = int(feature.options["max_text_bytes"])
     with tf.name_scope(f"decode_{feature.name}"):
         value = tf.convert_to_tensor(value, tf.string)
-        longest = tf.reduce_max(tf.concat([tf.reshape(tf.strings.length(value), [-1]), [0]], axis=0))
+        # int64: a limit past 2**31 (set to turn the check off) must not wrap around in int32.
+        lengths = tf.cast(tf.reshape(tf.strings.length(value), [-1]), tf.int64)
+        longest = tf.reduce_max(tf.concat([lengths, tf.zeros([1], tf.int64)], axis=0))
         message = tf.strings.format(
             f"Feature `{feature.name}`: a text of {{}} bytes is longer than max_text_bytes = {limit} for this "
             f"feature (the model reads its first {feature.options['sequence_length']} tokens). Shorten the text "
@@ -103,11 +113,13 @@ def declared_image_size(encoded_bytes: tf.Tensor) -> tf.Tensor:
 
     PNG: the IHDR chunk; JPEG: the SOF marker, via `tf.image.extract_jpeg_shape`
     (headers only); GIF: the logical screen (the canvas `tf.io.decode_image`
-    allocates); BMP: the info header (as TensorFlow's BMP decoder reads it).
-    Graph-safe string ops only, so it runs in tf.data and in serving graphs.
-    A GIF's frames are not walked: a frame declaring more than its canvas is
-    cropped by TensorFlow, but giflib reads it at its declared size first, so
-    serve GIFs only from trusted sources (or convert them to PNG).
+    allocates) or the first frame's image descriptor, whichever declares more
+    pixels (see `declared_gif_frame_size`); BMP: the info header (as
+    TensorFlow's BMP decoder reads it). Graph-safe string ops only, so it runs
+    in tf.data and in serving graphs. Only a GIF's first frame is read: giflib
+    reads every frame at its declared size before TensorFlow crops it to the
+    canvas, so serve animated GIFs only from trusted sources (or convert them
+    to PNG).
 
     Args:
       encoded_bytes: a scalar string tensor.
@@ -134,7 +146,9 @@ def declared_image_size(encoded_bytes: tf.Tensor) -> tf.Tensor:
         return tf.cast(tf.image.extract_jpeg_shape(encoded_bytes)[:2], tf.int64)
 
     def gif():
-        return tf.stack([_read_uint(header, 8, 2), _read_uint(header, 6, 2)])
+        canvas = tf.stack([_read_uint(header, 8, 2), _read_uint(header, 6, 2)])
+        frame = declared_gif_frame_size(encoded_bytes)
+        return tf.where(frame[0] * frame[1] > canvas[0] * canvas[1], frame, canvas)
 
     def bmp():
         # Signed 32-bit (a negative height means top-down rows); the size is the absolute value.
@@ -146,6 +160,65 @@ def declared_image_size(encoded_bytes: tf.Tensor) -> tf.Tensor:
 
     branches = {"PNG": png, "JPEG": jpeg, "GIF": gif, "BMP": bmp}
     return tf.switch_case(index, [branches[name] for name in IMAGE_SIGNATURES] + [unknown])
+
+
+# A graph even when called eagerly: the walk is a loop of small ops, 2 s eager for 1024 blocks, 30 ms as a graph.
+@tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+def declared_gif_frame_size(gif_bytes: tf.Tensor) -> tf.Tensor:
+    """The (height, width) a GIF's first image descriptor declares, read without decoding it.
+
+    A frame may declare more than the GIF's logical screen, and giflib
+    allocates and decodes it at that size before TensorFlow crops it, so a
+    small canvas does not bound the memory. The walk skips the global colour
+    table and the extension blocks (graphic control, application, comment:
+    each a label and then sub-blocks) up to the first image descriptor (0x2C),
+    one byte read per block or sub-block, at most `MAX_GIF_BLOCKS` of them.
+
+    Args:
+      gif_bytes: a scalar string tensor holding a GIF.
+
+    Returns:
+      An int64 tensor `[height, width]`; `[0, 0]` if the bytes end or hold
+      something else (the trailer, garbage) before a descriptor (the decoder
+      then reports them as corrupt); `GIF_UNREACHED_SIZE` if the descriptor
+      lies past `MAX_GIF_BLOCKS` blocks, so that such a GIF is refused.
+
+    Example:
+      >>> declared_gif_frame_size(tf.io.read_file("spinner.gif")).numpy()
+      array([32, 32])
+    """
+    length = tf.cast(tf.strings.length(gif_bytes), tf.int64)
+    packed = _read_uint(_fixed_prefix(gif_bytes, GIF_SCREEN_END), 10, 1)
+    # The global colour table (flag 0x80) holds 3 * 2**(N + 1) bytes, N the packed field's low 3 bits.
+    table = tf.where(packed >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), packed % 8), 0)
+
+    def walking(offset, in_sub_blocks, stopped, found):
+        return tf.logical_and(tf.logical_not(stopped), offset < length)
+
+    def next_block(offset, in_sub_blocks, stopped, found):
+        byte = _read_uint(gif_bytes, offset, 1)
+        # In sub-blocks the byte is the next one's size (0 ends them); at a block it is the introducer.
+        is_image = tf.logical_and(tf.logical_not(in_sub_blocks), tf.equal(byte, 0x2C))
+        is_extension = tf.logical_and(tf.logical_not(in_sub_blocks), tf.equal(byte, 0x21))
+        offset = tf.where(in_sub_blocks, offset + 1 + byte, tf.where(is_extension, offset + 2, offset))
+        stops = tf.logical_and(tf.logical_not(in_sub_blocks), tf.logical_not(is_extension))
+        in_sub_blocks = tf.where(in_sub_blocks, byte > 0, is_extension)
+        return offset, in_sub_blocks, stops, is_image
+
+    offset, _, stopped, found = tf.while_loop(
+        walking,
+        next_block,
+        (GIF_SCREEN_END + table, tf.constant(False), tf.constant(False), tf.constant(False)),
+        maximum_iterations=MAX_GIF_BLOCKS,
+    )
+    # The descriptor: 0x2C, left, top, width, height (2 bytes each, little-endian), flags.
+    descriptor = tf.strings.substr(
+        tf.strings.join([tf.strings.substr(gif_bytes, tf.minimum(offset, length), 10), b"\0" * 10]), 0, 10
+    )
+    frame = tf.stack([_read_uint(descriptor, 7, 2), _read_uint(descriptor, 5, 2)])
+    unreached = tf.logical_and(tf.logical_not(stopped), offset < length)
+    missing = tf.where(unreached, tf.constant(GIF_UNREACHED_SIZE, tf.int64), tf.zeros([2], tf.int64))
+    return tf.where(found, frame, missing)
 
 
 def check_image_size(feature: FeatureSpec, encoded_bytes: tf.Tensor) -> tf.Operation:

@@ -65,7 +65,7 @@ REASONS = (
 LIMIT_REASONS = {"max_image_pixels": IMAGE_TOO_LARGE, "max_audio_seconds": AUDIO_TOO_LONG,
                  "max_text_bytes": TEXT_TOO_LONG}
 # Bump when the scan's logic changes, so old cached results are not reused.
-SCAN_VERSION = 3
+SCAN_VERSION = 4
 # How many bad examples an error message lists before "... and N more".
 MAX_LISTED = 10
 

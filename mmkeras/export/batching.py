@@ -5,7 +5,9 @@ batching (`--enable_batching --batching_parameters_file=...`): the server
 merges concurrent requests into one call of the signature. How large a batch
 pays depends on the model and the machine, so every export measures it:
 `measure_batching` loads the written SavedModel, times `serving_default` on
-raw inputs (decoding included) at growing batch sizes, and
+raw inputs (decoding included) at growing batch sizes within a time budget
+(`TIME_BUDGET_SECONDS`: 1.5 s on CPU, so that an export costs at most about
+that plus loading the SavedModel, ~1 s), and
 `choose_batching_parameters` turns that curve into the five knobs of TF
 Serving's batching guide
 (https://github.com/tensorflow/serving/blob/master/tensorflow_serving/batching/README.md):
@@ -49,16 +51,22 @@ from mmkeras.train.strategy import visible_device_type
 
 BATCHING_FILE = "batching_parameters.txt"
 # Batch sizes the curve is measured at, by device (allowed_batch_sizes are drawn from them).
-CURVE_BATCH_SIZES = {"CPU": (1, 2, 4, 8, 16, 32, 64, 128), "GPU": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)}
+CURVE_BATCH_SIZES = {"CPU": (1, 2, 4, 8, 16, 32, 64), "GPU": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)}
+# The curve's time budget, by device: every export measures it (ten exports in the test suite), so it must
+# cost about a second, not the 3-10 s that 0.2 s per size up to batch 128 took on a shared 2-core machine.
+# The first MIN_SIZES sizes are always measured; a later size only if its expected cost fits.
+TIME_BUDGET_SECONDS = {"CPU": 1.5, "GPU": 3.0}
+MIN_SIZES = 3
 # max_batch_size: the smallest batch reaching this fraction of the best measured throughput.
 KNEE_FRACTION = 0.9
 # The curve stops early after this many sizes in a row that beat the best throughput by less than SATURATION_GAIN.
 SATURATION_GAIN = 1.05
 FLAT_SIZES_TO_STOP = 2
-# Timing per batch size: at least MIN_CALLS calls, more while under SECONDS_PER_SIZE (at most MAX_CALLS).
-MIN_CALLS = 3
-MAX_CALLS = 40
-SECONDS_PER_SIZE = 0.2
+# Timing per batch size: at least MIN_CALLS calls, more while under SECONDS_PER_SIZE (at most MAX_CALLS)
+# and within the budget.
+MIN_CALLS = 2
+MAX_CALLS = 20
+SECONDS_PER_SIZE = 0.05
 # The GPU batch timeout's range (the guide: "typically a few milliseconds").
 GPU_TIMEOUT_MICROS = (1000, 10000)
 # Distinct synthetic examples a measured batch cycles through.
@@ -108,6 +116,7 @@ def measure_throughput_curve(
     batch_sizes: Sequence[int],
     *,
     seconds_per_size: float = SECONDS_PER_SIZE,
+    seconds_total: float | None = None,
 ) -> dict[int, float]:
     """Time `function(**make_inputs(size))` at growing batch sizes: the fastest call's seconds.
 
@@ -117,13 +126,17 @@ def measure_throughput_curve(
     work on a shared machine (the median moved by 2-3x between runs on a
     busy 2-core machine, the minimum by much less). Measuring stops once `FLAT_SIZES_TO_STOP` sizes in a
     row gain less than 5% over the best throughput so far: past the knee,
-    larger batches only add latency.
+    larger batches only add latency. With `seconds_total`, the first
+    `MIN_SIZES` sizes are always measured and a later one only if its
+    expected cost (`1 + MIN_CALLS` calls, the last size's time scaled by the
+    size) fits in what is left; extra calls stop once the budget is spent.
 
     Args:
       function: a signature of a loaded SavedModel (or any function of named tensors).
       make_inputs: batch size -> the function's keyword inputs for that many examples.
       batch_sizes: the sizes to measure, ascending.
       seconds_per_size: the time budget per size, beyond the minimum calls.
+      seconds_total: the time budget of the whole curve (None: no budget).
 
     Returns:
       Batch size -> seconds of the fastest call, for the sizes measured.
@@ -133,12 +146,23 @@ def measure_throughput_curve(
       {1: 0.0031, 2: 0.0036, 4: 0.0049}
     """
     curve, best, flat = {}, 0.0, 0
-    for size in batch_sizes:
+    began = time.perf_counter()
+    budget = float("inf") if seconds_total is None else seconds_total
+    for index, size in enumerate(batch_sizes):
+        if index >= MIN_SIZES:
+            last = max(curve)
+            expected = (1 + MIN_CALLS) * curve[last] * size / last
+            if time.perf_counter() - began + expected > budget:
+                break
         inputs = make_inputs(size)
         _wait(function(**inputs))
         calls = []
         start = time.perf_counter()
-        while len(calls) < MIN_CALLS or (time.perf_counter() - start < seconds_per_size and len(calls) < MAX_CALLS):
+        while len(calls) < MIN_CALLS or (
+            time.perf_counter() - start < seconds_per_size
+            and time.perf_counter() - began < budget
+            and len(calls) < MAX_CALLS
+        ):
             begin = time.perf_counter()
             _wait(function(**inputs))
             calls.append(time.perf_counter() - begin)
@@ -280,6 +304,7 @@ def measure_batching(
     device_type: str | None = None,
     batch_sizes: Sequence[int] | None = None,
     seconds_per_size: float = SECONDS_PER_SIZE,
+    seconds_total: float | None = None,
 ) -> BatchingParameters:
     """Measure a written SavedModel's throughput curve on this machine and choose its batching parameters.
 
@@ -289,6 +314,8 @@ def measure_batching(
       device_type: "CPU" or "GPU"; default: the device TensorFlow runs on here.
       batch_sizes: the sizes to measure; default `CURVE_BATCH_SIZES[device_type]`.
       seconds_per_size: the time budget per size (see `measure_throughput_curve`).
+      seconds_total: the curve's time budget; default `TIME_BUDGET_SECONDS[device_type]`
+        (loading the SavedModel comes on top).
 
     Returns:
       The `BatchingParameters`.
@@ -304,6 +331,7 @@ def measure_batching(
         synthetic_raw_inputs(spec),
         batch_sizes or CURVE_BATCH_SIZES[device_type],
         seconds_per_size=seconds_per_size,
+        seconds_total=TIME_BUDGET_SECONDS[device_type] if seconds_total is None else seconds_total,
     )
     return choose_batching_parameters(curve, device_type=device_type, num_cores=_num_cores())
 

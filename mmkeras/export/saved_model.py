@@ -83,7 +83,8 @@ def export_for_serving(
     (`max_image_pixels`, `max_audio_seconds`, `max_text_bytes`, recorded in
     `mmkeras_export.json`) with INVALID_ARGUMENT before decoding them. With
     `measure_batching`, the SavedModel's throughput is measured at growing
-    batch sizes (a few seconds) and `batching_parameters.txt` for TF Serving's
+    batch sizes (within `batching.TIME_BUDGET_SECONDS`, 1.5 s on CPU, plus
+    ~1 s to load it) and `batching_parameters.txt` for TF Serving's
     `--enable_batching` is chosen from it (see `mmkeras.export.batching`).
 
     Args:
@@ -547,7 +548,7 @@ def write_readme(model_dir: str | os.PathLike, name: str, spec: DatasetSpec) -> 
         f"| `{name_}` | {', '.join(_describe_input(k, v) for k, v in _signature_inputs(spec, name_).items())} |"
         for name_ in signatures.signature_names(spec)
     )
-    limits = "\n".join(f"| `{f.name}` | {f.modality} | `{f.limit[0]}` | {f.limit[1]:g} |" for f in spec.features)
+    limits = "\n".join(f"| `{f.name}` | {f.modality} | `{f.limit[0]}` | {f.limit[1]:.10g} |" for f in spec.features)
     batching_flags = ""
     if (model_dir / batching.BATCHING_FILE).is_file():
         batching_flags = (

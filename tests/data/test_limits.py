@@ -25,16 +25,18 @@ from mmkeras.data.pipeline import make_dataset
 from mmkeras.data.scan import BadInputError, scan_split
 from mmkeras.spec import spec_from_dict
 
-SPEC = spec_from_dict({
+SPEC_RAW = {
     "name": "limits",
     "label": {"column": "label", "class_names": ["a", "b"]},
     "features": [
         {"name": "caption", "modality": "text", "max_text_bytes": 100},
-        {"name": "picture", "modality": "image", "image_size": [8, 8], "channels": 3},
-        {"name": "sound", "modality": "audio", "sample_rate": 8000, "clip_seconds": 0.05},
+        # Limits set here, small enough to test at them (the defaults are a 12 Mpx photo and 30 s).
+        {"name": "picture", "modality": "image", "image_size": [8, 8], "channels": 3, "max_image_pixels": 4096},
+        {"name": "sound", "modality": "audio", "sample_rate": 8000, "clip_seconds": 0.05, "max_audio_seconds": 0.2},
     ],
     "splits": {"train": "manifest.csv"},
-})
+}
+SPEC = spec_from_dict(SPEC_RAW)
 MIB = 1024 * 1024
 
 
@@ -127,13 +129,80 @@ def test_jpeg_gif_and_bmp_headers_are_read_before_decoding(fmt):
     assert growth < 50 * MIB
 
 
-def test_the_image_limit_is_inclusive_and_defaults_to_64_times_the_feature():
+def test_the_image_limit_is_inclusive():
     picture = SPEC.feature("picture")
-    assert picture.limit == ("max_image_pixels", 64 * 8 * 8)
+    assert picture.limit == ("max_image_pixels", 64 * 64)
     at_limit = tf.io.encode_png(np.zeros((64, 64, 3), np.uint8))
     assert decoders.decode_image(picture, at_limit).shape == (8, 8, 3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="65 x 64"):
         decoders.decode_image(picture, tf.io.encode_png(np.zeros((65, 64, 3), np.uint8)))
+
+
+def gif_with_first_frame(height: int = 8, width: int = 8, extensions: bytes = b"") -> bytes:
+    """A real 8x8 GIF (canvas 8x8) with `extensions` before its first frame, whose descriptor declares height x width."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, format="GIF")
+    data = buffer.getvalue()
+    # Walk to the first image descriptor: the global colour table, then extension blocks (introducer,
+    # label, sub-blocks ended by an empty one).
+    offset = 13 + (3 * 2 ** ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while data[offset] == 0x21:
+        offset += 2
+        while data[offset]:
+            offset += data[offset] + 1
+        offset += 1
+    assert data[offset] == 0x2C
+    patched = bytearray(data[:offset] + extensions + data[offset:])
+    descriptor = offset + len(extensions)
+    patched[descriptor + 5:descriptor + 9] = struct.pack("<HH", width, height)
+    return bytes(patched)
+
+
+NETSCAPE_LOOP = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"  # application extension: loop forever
+
+
+def comment_extension(text: bytes, sub_block: int = 255) -> bytes:
+    """A GIF comment extension holding `text` in sub-blocks of at most `sub_block` bytes."""
+    blocks = b"".join(bytes([len(text[i:i + sub_block])]) + text[i:i + sub_block]
+                      for i in range(0, len(text), sub_block))
+    return b"\x21\xfe" + blocks + b"\x00"
+
+
+def test_a_gif_frame_declaring_more_than_its_canvas_is_refused_without_allocating():
+    extensions = NETSCAPE_LOOP + comment_extension(b"made in a test " * 40)  # two sub-blocks
+    bomb = gif_with_first_frame(30000, 20000, extensions)
+    assert struct.unpack("<HH", bomb[6:10]) == (8, 8)  # the canvas alone would pass
+    assert decoders.declared_gif_frame_size(bomb).numpy().tolist() == [30000, 20000]
+    assert decoders.declared_image_size(bomb).numpy().tolist() == [30000, 20000]
+    message, growth, seconds = refusal("picture", bomb)
+    assert "`picture`" in message and "30000 x 20000" in message and "max_image_pixels = 4096" in message
+    assert growth < 50 * MIB, f"peak RSS grew by {growth / MIB:.0f} MiB"
+    assert seconds < 1.0
+    # In a graph too (tf.data, serving), and a frame that fits its canvas still decodes.
+    good = gif_with_first_frame(8, 8, extensions)
+    serve = tf.function(lambda raw: decoders.decode_batch(SPEC, raw))
+    raw = {"caption": tf.constant(["a"]), "picture": tf.constant([good]), "sound": tf.constant([wav_header(0.01)])}
+    assert serve(raw)["picture"].shape == (1, 8, 8, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="30000 x 20000"):
+        serve({**raw, "picture": tf.constant([bomb])})
+
+
+def test_a_gif_whose_first_frame_is_past_the_walk_is_refused_and_a_truncated_one_is_corrupt():
+    padded = gif_with_first_frame(extensions=comment_extension(b"x" * decoders.MAX_GIF_BLOCKS, sub_block=1))
+    assert decoders.declared_gif_frame_size(padded).numpy().tolist() == list(decoders.GIF_UNREACHED_SIZE)
+    message, _, seconds = refusal("picture", padded)
+    assert "max_image_pixels" in message and seconds < 1.0
+    # Fewer extension blocks than the walk reads: found, and decoded.
+    within = gif_with_first_frame(extensions=comment_extension(b"x" * (decoders.MAX_GIF_BLOCKS // 2), sub_block=1))
+    assert decoders.decode_image(SPEC.feature("picture"), within).shape == (8, 8, 3)
+    # Cut inside the extensions: no frame size (the canvas is checked), and the decoder calls it corrupt.
+    truncated = padded[:200]
+    assert decoders.declared_gif_frame_size(truncated).numpy().tolist() == [0, 0]
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        decoders.decode_image(SPEC.feature("picture"), truncated)
+    assert "max_image_pixels" not in caught.value.message
 
 
 def test_a_wav_declaring_one_hour_is_refused_without_allocating():
@@ -150,7 +219,7 @@ def test_the_wav_data_chunk_is_found_after_other_chunks():
     extra = b"LIST" + struct.pack("<I", 10) + b"INFOabcdef"
     message, _, _ = refusal("sound", wav_header(3600, extra_chunk=extra))
     assert "3600.0 s" in message
-    # A real recording with the same chunk decodes: 0.1 s, within 4 x clip_seconds.
+    # A real recording with the same chunk decodes: 0.1 s, within max_audio_seconds.
     encoded = tf.audio.encode_wav(tf.fill([800, 1], 0.25), 8000).numpy()
     with_list = encoded[:36] + extra + encoded[36:]
     with_list = with_list[:4] + struct.pack("<I", len(with_list) - 8) + with_list[8:]
@@ -164,6 +233,10 @@ def test_a_text_over_max_text_bytes_is_refused_and_an_ignored_one_is_not():
     message, growth, _ = refusal("caption", b"y" * (10 * MIB))
     assert "`caption`" in message and f"{10 * MIB} bytes" in message and "max_text_bytes = 100" in message
     assert growth < 50 * MIB
+    # A limit past 2**31 (to turn the check off) compares in int64: no wrap-around refusing every text.
+    unbounded = spec_from_dict({**SPEC_RAW, "features": [{"name": "caption", "modality": "text",
+                                                          "max_text_bytes": 2**40}]}).feature("caption")
+    assert decoders.decode_text(unbounded, "a red ball").numpy() == b"a red ball"
     # A missing modality's value is never looked at, whatever it holds.
     ignored = decoders.decode_feature(caption, tf.constant("z" * 1000), tf.constant(False))
     assert ignored.numpy() == b""

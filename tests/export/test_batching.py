@@ -93,6 +93,27 @@ def test_the_curve_stops_once_throughput_is_flat(monkeypatch):
     assert batching.choose_batching_parameters(curve, device_type="CPU", num_cores=1).max_batch_size == 8
 
 
+def test_the_curve_keeps_to_its_time_budget(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+
+    def fake_signature(**inputs):
+        clock[0] += 0.02 + 0.004 * len(inputs["x"])  # throughput keeps rising by more than 5% per size
+        return {}
+
+    def measure(seconds_total):
+        clock[0] = 0.0
+        curve = batching.measure_throughput_curve(fake_signature, lambda size: {"x": [b""] * size},
+                                                  batching.CURVE_BATCH_SIZES["CPU"], seconds_total=seconds_total)
+        return list(curve), clock[0]
+
+    assert measure(None) == ([1, 2, 4, 8, 16, 32, 64], pytest.approx(1.968))
+    # 1 to 32 take 1.14 s; 64 would take 3 calls of 0.276 s, more than the 0.36 s left.
+    assert measure(1.5) == ([1, 2, 4, 8, 16, 32], pytest.approx(1.14))
+    # The first MIN_SIZES sizes are measured whatever the budget, with MIN_CALLS timed calls each.
+    assert measure(0.001)[0] == list(batching.CURVE_BATCH_SIZES["CPU"][:batching.MIN_SIZES])
+
+
 def test_every_export_writes_its_batching_parameters_next_to_models_config(exported):
     model_dir = exported.base_dir / "tiny_attention"
     text = (model_dir / batching.BATCHING_FILE).read_text()
@@ -104,12 +125,12 @@ def test_every_export_writes_its_batching_parameters_next_to_models_config(expor
     assert metadata["batching"]["max_batch_size"] == parsed.max_batch_size.value
     assert set(metadata["batching"]["examples_per_second"]) >= {"1", "2", "4"}
     assert [f["limits"] for f in metadata["features"]] == [
-        {"max_text_bytes": 65536}, {"max_image_pixels": 16384}, {"max_audio_seconds": 1.0}
+        {"max_text_bytes": 65536}, {"max_image_pixels": 4032 * 3024}, {"max_audio_seconds": 30.0}
     ]
     readme = (model_dir / "README.md").read_text()
     assert ("--enable_batching --batching_parameters_file=/models/tiny_attention/batching_parameters.txt"
             in readme)
-    assert "`max_image_pixels` | 16384" in readme
+    assert "`max_image_pixels` | 12192768" in readme
     json.dumps(metadata)  # JSON-ready
 
 

@@ -19,8 +19,8 @@ from mmkeras.serving.testing import decompression_bomb_png, hostile_inputs, wav_
 MIB = 1024 * 1024
 # kind -> words the refusal must hold besides the feature's name.
 EXPECTED = {
-    "bomb png": ("20000 x 20000", "max_image_pixels = 16384"),
-    "hour-long wav": ("3600.0 s", "8000 Hz", "max_audio_seconds = 1"),
+    "bomb png": ("20000 x 20000", "max_image_pixels = 12192768"),
+    "hour-long wav": ("3600.0 s", "8000 Hz", "max_audio_seconds = 30"),
     "10 MB text": ("10485760 bytes", "max_text_bytes = 65536"),
 }
 
