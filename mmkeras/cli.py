@@ -156,7 +156,7 @@ def _train(args) -> int:
     }
     spec = mmkeras.load_spec(args.spec)
     if args.config:
-        from mmkeras.train.config import load_run_config
+        from mmkeras.training.config import load_run_config
 
         config = load_run_config(args.config)
         overrides.update(model_config=config.model, training_config=config.training, runtime_config=config.runtime)
@@ -169,7 +169,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from mmkeras.evaluate.report import evaluate_run
+    from mmkeras.evaluation.report import evaluate_run
 
     report = evaluate_run(args.run, split=args.split)
     _print_report(report)
@@ -202,10 +202,10 @@ def _predict(args) -> int:
 
 def _demo(args) -> int:
     import mmkeras
-    from mmkeras.evaluate.report import evaluate_run
+    from mmkeras.evaluation.report import evaluate_run
     from mmkeras.export.saved_model import export_run
-    from mmkeras.train.config import load_run_config
-    from mmkeras.train.run_dir import RunPaths
+    from mmkeras.training.config import load_run_config
+    from mmkeras.training.run_dir import RunPaths
 
     paths = RunPaths(Path(args.output))
     if paths.final_model.is_file() and not paths.can_resume():

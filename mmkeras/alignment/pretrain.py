@@ -21,7 +21,7 @@ from mmkeras.alignment.dual_encoder import BRANCH_SUFFIX, DualEncoder, build_dua
 from mmkeras.models.classifier import build_classifier
 from mmkeras.models.common import leaf_layers
 from mmkeras.spec import DatasetSpec, FeatureSpec
-from mmkeras.train.class_weights import split_labels
+from mmkeras.training.class_weights import split_labels
 
 # TextVectorization's vocabulary starts with the padding and OOV tokens, which `vocabulary=` must not list.
 RESERVED_TOKENS = 2

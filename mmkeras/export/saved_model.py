@@ -205,7 +205,7 @@ def export_run(
       >>> export_run("runs/tiny")
       PosixPath('saved_models/tiny_concat/1')
     """
-    from mmkeras.train.run_dir import load_run
+    from mmkeras.training.run_dir import load_run
 
     model, spec = load_run(run_dir)
     if check_split is not None and check_split not in spec.splits:

@@ -98,7 +98,7 @@ def predict(model: keras.Model, spec: DatasetSpec, rows: Sequence[Mapping[str, A
 def predict_run(run_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], *,
                 base_dir: str | os.PathLike | None = None) -> list[dict]:
     """`predict` with the best model and spec of a training run folder."""
-    from mmkeras.train.run_dir import load_run
+    from mmkeras.training.run_dir import load_run
 
     model, spec = load_run(run_dir)
     return predict(model, spec, rows, base_dir=base_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from mmkeras.train.callbacks import ResumableEarlyStopping
+from mmkeras.training.callbacks import ResumableEarlyStopping
 
 
 def _model(seed: int) -> keras.Model:

@@ -101,7 +101,7 @@ class TrainingConfig:
         `epochs` after a one-epoch linear warm-up).
       balance: "none", "aux_heads" (a classifier per branch with its own
         loss) or "ogm_ge" (aux heads plus gradient modulation); see
-        `mmkeras.train.balance`.
+        `mmkeras.training.balance`.
       aux_weight: weight of the auxiliary heads' loss when balancing.
       ogm_alpha: OGM-GE modulation strength.
       seed: seed for weights, shuffling and dropout; None draws fresh ones.

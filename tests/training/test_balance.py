@@ -8,9 +8,9 @@ import tensorflow as tf
 
 import mmkeras
 from mmkeras.models.classifier import build_classifier
-from mmkeras.train.balance import BalancedTrainingView, ogm_coefficients
-from mmkeras.train.config import TrainingConfig
-from mmkeras.train.loop import cosine_schedule
+from mmkeras.training.balance import BalancedTrainingView, ogm_coefficients
+from mmkeras.training.config import TrainingConfig
+from mmkeras.training.loop import cosine_schedule
 
 SMALL = {"units": 8, "embed_dim": 8, "branch_options": {
     "text": {"token_dim": 4, "lstm_units": 4}, "image": {"stages": (4,), "convs_per_stage": 1},
@@ -51,7 +51,7 @@ def test_aux_losses_skip_examples_whose_modality_is_absent(tiny_spec):
 
 
 def test_aux_losses_use_the_compiled_loss_and_the_class_weights(tiny_spec):
-    from mmkeras.train.losses import make_loss
+    from mmkeras.training.losses import make_loss
 
     view = BalancedTrainingView(build_classifier(tiny_spec, aux_heads=True, seed=0, **SMALL))
     view.compile(optimizer="adam", loss=make_loss(TrainingConfig(loss="focal", focal_gamma=2.0)))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mmkeras.train.run_dir import RunPaths
+from mmkeras.training.run_dir import RunPaths
 
 
 @pytest.mark.slow

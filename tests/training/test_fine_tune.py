@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from mmkeras.branches import build_image_branch
 from mmkeras.models.classifier import build_classifier
-from mmkeras.train.config import load_run_config
-from mmkeras.train.fine_tune import (
+from mmkeras.training.config import load_run_config
+from mmkeras.training.fine_tune import (
     fine_tune,
     prepare_fine_tuning,
     pretrained_parts,

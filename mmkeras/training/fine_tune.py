@@ -4,7 +4,7 @@ With little labelled data, a pretrained encoder (a hub encoder, an ImageNet
 backbone) is best kept frozen while the freshly initialised head learns, so
 that its large early gradients do not wreck the pretrained features; then the
 top layers of the encoder are unfrozen and trained gently, at a lower learning
-rate. Each phase is one `mmkeras.train.loop.train` run in its own folder:
+rate. Each phase is one `mmkeras.training.loop.train` run in its own folder:
 
     <output_dir>/head/        phase 1: pretrained parts frozen (the builders' default)
     <output_dir>/fine_tune/   phase 2: phase 1's weights, top layers unfrozen, lower learning rate
@@ -28,8 +28,8 @@ import keras
 
 from mmkeras.models.common import leaf_layers
 from mmkeras.spec import DatasetSpec, load_spec
-from mmkeras.train.loop import TrainResult, train
-from mmkeras.train.run_dir import RunPaths
+from mmkeras.training.loop import TrainResult, train
+from mmkeras.training.run_dir import RunPaths
 
 HEAD_DIR = "head"
 FINE_TUNE_DIR = "fine_tune"

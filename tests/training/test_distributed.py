@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from mmkeras.train.run_dir import RunPaths, read_history
+from mmkeras.training.run_dir import RunPaths, read_history
 
 
 def _free_port() -> int:

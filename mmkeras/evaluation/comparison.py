@@ -64,7 +64,7 @@ def make_candidates(
     """
     from mmkeras.fusion import FUSIONS
     from mmkeras.registry import lookup
-    from mmkeras.train.config import BALANCES
+    from mmkeras.training.config import BALANCES
 
     for fusion in fusions or ():
         lookup(FUSIONS, fusion, "fusion")
@@ -126,7 +126,7 @@ def compare_fusions(
       'caption only'
     """
     import mmkeras
-    from mmkeras.train.class_weights import split_labels
+    from mmkeras.training.class_weights import split_labels
 
     spec = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
     mmkeras.prepare(spec)

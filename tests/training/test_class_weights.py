@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
-from mmkeras.train.class_weights import balanced_class_weights, split_labels
-from mmkeras.train.run_dir import RunPaths, read_history
+from mmkeras.training.class_weights import balanced_class_weights, split_labels
+from mmkeras.training.run_dir import RunPaths, read_history
 
 
 def test_balanced_weights_on_a_toy_label_list():

@@ -25,10 +25,10 @@ from mmkeras.data.pipeline import make_dataset
 from mmkeras.datasets import prepare
 from mmkeras.models.classifier import build_classifier
 from mmkeras.spec import DEFAULT_SPECS_DIR, DatasetSpec, load_spec
-from mmkeras.train.balance import BalancedTrainingView
-from mmkeras.train.callbacks import make_callbacks
-from mmkeras.train.class_weights import balanced_class_weights, split_labels
-from mmkeras.train.config import (
+from mmkeras.training.balance import BalancedTrainingView
+from mmkeras.training.callbacks import make_callbacks
+from mmkeras.training.class_weights import balanced_class_weights, split_labels
+from mmkeras.training.config import (
     ModelConfig,
     RunConfig,
     RuntimeConfig,
@@ -37,11 +37,11 @@ from mmkeras.train.config import (
     save_run_config,
     split_overrides,
 )
-from mmkeras.train.losses import make_loss
-from mmkeras.train.metrics import SparseMacroF1Score
-from mmkeras.train.run_dir import RunPaths, read_history, save_model
-from mmkeras.train.strategy import ResolvedRuntime, precision_policy, resolve_runtime
-from mmkeras.train.training_view import TrainingView
+from mmkeras.training.losses import make_loss
+from mmkeras.training.metrics import SparseMacroF1Score
+from mmkeras.training.run_dir import RunPaths, read_history, save_model
+from mmkeras.training.strategy import ResolvedRuntime, precision_policy, resolve_runtime
+from mmkeras.training.training_view import TrainingView
 
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
@@ -99,7 +99,7 @@ def train(
 ) -> TrainResult:
     """Train a multimodal classifier on a spec's train split, into a run folder.
 
-    Configs come in three parts (see `mmkeras.train.config`); the keyword
+    Configs come in three parts (see `mmkeras.training.config`); the keyword
     arguments override their fields, so `train("tiny", epochs=3,
     learning_rate=1e-4)` needs no config objects. The model is built and
     compiled inside the strategy's scope, the datasets yield the global batch,
@@ -107,7 +107,7 @@ def train(
     accuracy and macro-F1 tracked (and their `val_` twins when the spec has a
     "validation" split, which early stopping and the best model then watch).
 
-    The run folder (see `mmkeras.train.run_dir`) gets `config.yaml`,
+    The run folder (see `mmkeras.training.run_dir`) gets `config.yaml`,
     `best.keras`, `final.keras`, `history.csv`, `history.json`,
     `summary.json` and `tensorboard/`; while training, `backup/` holds the
     state that lets the same call resume a killed run, with the same total
@@ -127,7 +127,7 @@ def train(
       callbacks: extra Keras callbacks, run after the run's own.
       prepare_model: a function called with the built classifier inside the
         strategy scope, before compiling (e.g. to load weights or freeze
-        layers, see `mmkeras.train.fine_tune`). A resumed run's backup is
+        layers, see `mmkeras.training.fine_tune`). A resumed run's backup is
         restored after it.
       **overrides: any other field of the three configs, e.g.
         `learning_rate=1e-4`, `class_weight="balanced"`, `units=64`.

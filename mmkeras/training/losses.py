@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from mmkeras.train.config import TrainingConfig
+from mmkeras.training.config import TrainingConfig
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")

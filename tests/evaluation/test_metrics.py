@@ -1,7 +1,7 @@
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from mmkeras.evaluate.metrics import classification_report, confusion_matrix
+from mmkeras.evaluation.metrics import classification_report, confusion_matrix
 
 
 def test_metrics_match_scikit_learn():

@@ -1,6 +1,6 @@
 """A training process for the subprocess tests: multi-worker, logical CPUs, kill and resume.
 
-Run as `python tests/train/train_worker.py OUTPUT_DIR [options]`; prints one
+Run as `python tests/training/train_worker.py OUTPUT_DIR [options]`; prints one
 line `RESULT {json}` at the end. Things that must happen before TensorFlow
 starts (logical CPU devices, TF_CONFIG) happen here, in a fresh process.
 """
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
     import numpy as np
 
     from mmkeras.spec import load_spec
-    from mmkeras.train.loop import train
+    from mmkeras.training.loop import train
 
     class KillAt(keras.callbacks.Callback):
         """SIGKILL the process at a given batch: no cleanup, like a lost machine."""

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from mmkeras.train.config import TrainingConfig
-from mmkeras.train.losses import SparseCategoricalFocalCrossentropy, make_loss
-from mmkeras.train.metrics import SparseMacroF1Score
+from mmkeras.training.config import TrainingConfig
+from mmkeras.training.losses import SparseCategoricalFocalCrossentropy, make_loss
+from mmkeras.training.metrics import SparseMacroF1Score
 
 LABELS = np.array([0, 2])
 PROBABILITIES = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], dtype="float32")

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from mmkeras.train.config import STRATEGIES, RuntimeConfig
+from mmkeras.training.config import STRATEGIES, RuntimeConfig
 
 TF_CONFIG_EXAMPLE = (
     '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'

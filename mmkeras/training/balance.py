@@ -21,7 +21,7 @@ import tensorflow as tf
 from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution
 
 from mmkeras.models.classifier import AUX_PREFIX, PROBABILITIES
-from mmkeras.train.training_view import TrainingView
+from mmkeras.training.training_view import TrainingView
 
 BALANCES = ("none", "aux_heads", "ogm_ge")
 

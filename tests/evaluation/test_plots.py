@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from mmkeras.evaluate import plots
+from mmkeras.evaluation import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

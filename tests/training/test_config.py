@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from mmkeras.train.config import (
+from mmkeras.training.config import (
     ModelConfig,
     RunConfig,
     RuntimeConfig,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from mmkeras.data.pipeline import make_dataset
-from mmkeras.train.config import ModelConfig, load_run_config
-from mmkeras.train.loop import train
-from mmkeras.train.run_dir import RunPaths, load_run, load_run_spec
+from mmkeras.training.config import ModelConfig, load_run_config
+from mmkeras.training.loop import train
+from mmkeras.training.run_dir import RunPaths, load_run, load_run_spec
 
 SMALL_MODEL = {
     "units": 8,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import keras
 
-from mmkeras.train.run_dir import RunPaths, read_history, save_model
+from mmkeras.training.run_dir import RunPaths, read_history, save_model
 
 
 class EpochAwareBackupAndRestore(keras.callbacks.BackupAndRestore):

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from mmkeras.spec import DatasetSpec, load_spec
-from mmkeras.train.config import load_run_config
+from mmkeras.training.config import load_run_config
 
 CHECKPOINTS = ("best", "final")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mmkeras
-from mmkeras.evaluate.reliance import conditions, perturb
+from mmkeras.evaluation.reliance import conditions, perturb
 
 SMALL = {"units": 8, "embed_dim": 8, "branch_options": {
     "text": {"token_dim": 4, "lstm_units": 4}, "image": {"stages": (4,), "convs_per_stage": 1},

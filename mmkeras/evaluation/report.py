@@ -9,9 +9,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from mmkeras.evaluate import plots
-from mmkeras.evaluate.metrics import classification_report, confusion_matrix
-from mmkeras.evaluate.reliance import FULL, collect_predictions
+from mmkeras.evaluation import plots
+from mmkeras.evaluation.metrics import classification_report, confusion_matrix
+from mmkeras.evaluation.reliance import FULL, collect_predictions
 from mmkeras.models.saving import load_classifier
 from mmkeras.spec import DatasetSpec, load_spec
 
@@ -113,7 +113,7 @@ def _write(report: dict, collected: dict, spec: DatasetSpec, output_dir: Path, h
             output_dir / "modality_weights.png",
         )
     if isinstance(history, (str, os.PathLike)):
-        from mmkeras.train.run_dir import read_history  # resumed runs' repeated epochs counted once
+        from mmkeras.training.run_dir import read_history  # resumed runs' repeated epochs counted once
 
         history = read_history(history) or None
     if history:
@@ -147,7 +147,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", *, batch_size:
       >>> evaluate_run("runs/demo")["accuracy"]
       0.93
     """
-    from mmkeras.train.run_dir import load_run
+    from mmkeras.training.run_dir import load_run
 
     model, spec = load_run(run_dir)
     return evaluate(
