@@ -7,8 +7,7 @@ TensorFlow.
 from __future__ import annotations
 
 from mmkeras._lazy import lazy_attributes
-
-__version__ = "0.1.0"
+from mmkeras._version import __version__  # noqa: F401 - `mmkeras.__version__`
 
 # Public name -> module that defines it. Written out once; read-only.
 _EXPORTS = {
@@ -39,7 +38,7 @@ _EXPORTS = {
     "check_export": "mmkeras.export.check",
     "HubEncoder": "mmkeras.branches.hub",
     "fine_tune": "mmkeras.training.fine_tune",
-    "load_run": "mmkeras.training.run_dir",
+    "load_run": "mmkeras.runs.load",
     "load_classifier": "mmkeras.models.saving",
     "build_dual_encoder": "mmkeras.alignment.dual_encoder",
     "DualEncoder": "mmkeras.alignment.dual_encoder",

@@ -169,7 +169,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from mmkeras.evaluation.report import evaluate_run
+    from mmkeras.runs.evaluate import evaluate_run
 
     report = evaluate_run(args.run, split=args.split)
     _print_report(report)
@@ -177,7 +177,7 @@ def _evaluate(args) -> int:
 
 
 def _export(args) -> int:
-    from mmkeras.export.saved_model import export_run
+    from mmkeras.runs.export import export_run
 
     path = export_run(args.run, base_dir=args.base_dir, name=args.name, version=args.version)
     print(f"exported: {path}")
@@ -186,7 +186,7 @@ def _export(args) -> int:
 
 
 def _predict(args) -> int:
-    from mmkeras.models.predict import predict_run
+    from mmkeras.runs.predict import predict_run
 
     path = Path(args.input)
     if not path.is_file():
@@ -202,8 +202,8 @@ def _predict(args) -> int:
 
 def _demo(args) -> int:
     import mmkeras
-    from mmkeras.evaluation.report import evaluate_run
-    from mmkeras.export.saved_model import export_run
+    from mmkeras.runs.evaluate import evaluate_run
+    from mmkeras.runs.export import export_run
     from mmkeras.training.config import load_run_config
     from mmkeras.training.run_dir import RunPaths
 

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from mmkeras.datasets import prepare
+from mmkeras.evaluation.report import evaluate
+from mmkeras.fusion import FUSIONS
+from mmkeras.registry import lookup
 from mmkeras.spec import DatasetSpec, load_spec
+from mmkeras.training.class_weights import split_labels
+from mmkeras.training.config import BALANCES
+from mmkeras.training.loop import train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +69,6 @@ def make_candidates(
     Raises:
       ValueError: for an unknown fusion or balance, or a rate outside [0, 1).
     """
-    from mmkeras.fusion import FUSIONS
-    from mmkeras.registry import lookup
-    from mmkeras.training.config import BALANCES
-
     for fusion in fusions or ():
         lookup(FUSIONS, fusion, "fusion")
     for balance in balances:
@@ -125,11 +128,8 @@ def compare_fusions(
       >>> results["rows"][0]["model"]
       'caption only'
     """
-    import mmkeras
-    from mmkeras.training.class_weights import split_labels
-
     spec = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
-    mmkeras.prepare(spec)
+    prepare(spec)
     candidates = list(candidates or make_candidates(spec))
     num_train = len(split_labels(spec, "train"))
     temporary = None
@@ -141,13 +141,13 @@ def compare_fusions(
     for candidate, seed in tqdm(plan, desc=f"{spec.name} runs", disable=not progress):
         sub_spec = spec.with_features(candidate.features)
         started = time.perf_counter()
-        result = mmkeras.train(
+        result = train(
             sub_spec, fusion=candidate.fusion, epochs=epochs, batch_size=batch_size, seed=seed,
             output_dir=Path(output_dir) / _slug(candidate.name) / f"seed{seed}", verbose=0,
             **{**(train_options or {}), **candidate.options},
         )
         seconds = time.perf_counter() - started
-        report = mmkeras.evaluate(result.model, sub_spec, "test")
+        report = evaluate(result.model, sub_spec, "test")
         epochs_run = len(result.history.get("loss", [])) or epochs
         runs.append({
             "model": candidate.name, "seed": seed, "fusion": candidate.fusion, "features": list(candidate.features),

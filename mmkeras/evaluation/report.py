@@ -9,11 +9,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from mmkeras.data.pipeline import make_dataset
 from mmkeras.evaluation import plots
 from mmkeras.evaluation.metrics import classification_report, confusion_matrix
 from mmkeras.evaluation.reliance import FULL, collect_predictions
 from mmkeras.models.saving import load_classifier
 from mmkeras.spec import DatasetSpec, load_spec
+from mmkeras.training.run_dir import read_history
 
 
 def evaluate(
@@ -58,8 +60,6 @@ def evaluate(
       >>> report["reliance"]["sound"]["absent"]
       0.61
     """
-    from mmkeras.data.pipeline import make_dataset
-
     spec = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
     if not isinstance(model, keras.Model):
         model = load_classifier(model)
@@ -113,9 +113,7 @@ def _write(report: dict, collected: dict, spec: DatasetSpec, output_dir: Path, h
             output_dir / "modality_weights.png",
         )
     if isinstance(history, (str, os.PathLike)):
-        from mmkeras.training.run_dir import read_history  # resumed runs' repeated epochs counted once
-
-        history = read_history(history) or None
+        history = read_history(history) or None  # resumed runs' repeated epochs counted once
     if history:
         files["training_curves"] = plots.plot_training_curves(history, output_dir / "training_curves.png")
     files = {name: str(path) for name, path in files.items()}
@@ -123,34 +121,3 @@ def _write(report: dict, collected: dict, spec: DatasetSpec, output_dir: Path, h
     (output_dir / "report.json").write_text(json.dumps(report, indent=2))
     files["report"] = str(output_dir / "report.json")
     return files
-
-
-def evaluate_run(run_dir: str | os.PathLike, split: str = "test", *, batch_size: int = 64) -> dict:
-    """`evaluate` a training run's best model; writes into `<run_dir>/evaluation/`.
-
-    What `mmkeras evaluate` runs on a run folder: the model and spec come from
-    `load_run` and the training curves from the run's `history.csv`.
-
-    Args:
-      run_dir: a run folder written by `train`.
-      split: the split to evaluate.
-      batch_size: examples per batch.
-
-    Returns:
-      The `evaluate` report, its `files` under `<run_dir>/evaluation/`.
-
-    Raises:
-      FileNotFoundError: if the folder has no config or no trained model yet.
-      ValueError: if the split is empty or unknown.
-
-    Example:
-      >>> evaluate_run("runs/demo")["accuracy"]
-      0.93
-    """
-    from mmkeras.training.run_dir import load_run
-
-    model, spec = load_run(run_dir)
-    return evaluate(
-        model, spec, split, batch_size=batch_size, output_dir=Path(run_dir) / "evaluation",
-        history=Path(run_dir) / "history.csv",
-    )

@@ -21,8 +21,6 @@ _EXPORTS = {
     "RuntimeConfig": "mmkeras.training.config",
     "RunConfig": "mmkeras.training.config",
     "load_run_config": "mmkeras.training.config",
-    "load_run": "mmkeras.training.run_dir",
-    "load_run_spec": "mmkeras.training.run_dir",
     "save_run_config": "mmkeras.training.config",
     "make_strategy": "mmkeras.training.strategy",
     "resolve_runtime": "mmkeras.training.strategy",

@@ -5,6 +5,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from mmkeras.data.pipeline import read_split
+from mmkeras.data.scan import check_split
 from mmkeras.spec import DatasetSpec
 
 
@@ -60,9 +62,6 @@ def split_labels(spec: DatasetSpec, split: str = "train") -> np.ndarray:
       >>> np.bincount(split_labels(load_spec("tiny")), minlength=3)
       array([19, 23, 18])
     """
-    from mmkeras.data.pipeline import read_split
-    from mmkeras.data.scan import check_split
-
     checked = check_split(spec, split)
     if checked.rows is not None:
         return np.asarray([row.label for row in checked.rows], dtype=np.int64)

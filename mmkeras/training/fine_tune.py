@@ -26,6 +26,7 @@ from typing import Any
 
 import keras
 
+from mmkeras.checks import check_number, check_positive_int
 from mmkeras.models.common import leaf_layers
 from mmkeras.spec import DatasetSpec, load_spec
 from mmkeras.training.loop import TrainResult, train
@@ -106,13 +107,9 @@ def fine_tune(
       ('hub_encoder',)
     """
     for value, name in ((head_epochs, "head_epochs"), (fine_tune_epochs, "fine_tune_epochs")):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        check_positive_int(value, name)
     _check_unfreeze_top(unfreeze_top)
-    if isinstance(fine_tune_learning_rate, bool) or not isinstance(fine_tune_learning_rate, (int, float)) or (
-        fine_tune_learning_rate <= 0
-    ):
-        raise ValueError(f"`fine_tune_learning_rate` must be a positive number, got {fine_tune_learning_rate!r}.")
+    check_number(fine_tune_learning_rate, "fine_tune_learning_rate")
     if "epochs" in train_kwargs:
         raise ValueError("fine_tune takes `head_epochs` and `fine_tune_epochs` instead of `epochs`.")
     spec = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
@@ -243,7 +240,5 @@ def unfreeze_top_layers(model: keras.Model, unfreeze_top: int | None = None) -> 
 
 
 def _check_unfreeze_top(unfreeze_top) -> None:
-    if unfreeze_top is not None and (isinstance(unfreeze_top, bool) or not isinstance(unfreeze_top, int) or (
-        unfreeze_top < 0
-    )):
-        raise ValueError(f"`unfreeze_top` must be None (all) or a non-negative integer, got {unfreeze_top!r}.")
+    if unfreeze_top is not None:
+        check_positive_int(unfreeze_top, "unfreeze_top", allow_zero=True, hint=" or None (all)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from mmkeras.checks import check_number
 from mmkeras.training.config import TrainingConfig
 
 
@@ -63,10 +64,8 @@ class SparseCategoricalFocalCrossentropy(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma < 0:
-            raise ValueError(f"`gamma` must be a number >= 0 (0 gives plain crossentropy), got {gamma!r}.")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-            raise ValueError(f"`alpha` must be a number > 0, got {alpha!r}.")
+        check_number(gamma, "gamma", inclusive=True, hint=" (0 gives plain crossentropy)")
+        check_number(alpha, "alpha")
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}.")
         self.gamma = float(gamma)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from mmkeras.checks import check_int_at_least
+
 
 @keras.saving.register_keras_serializable(package="mmkeras")
 class SparseMacroF1Score(keras.metrics.Metric):
@@ -44,9 +46,7 @@ class SparseMacroF1Score(keras.metrics.Metric):
 
     def __init__(self, num_classes: int, name: str = "macro_f1", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
-        self.num_classes = num_classes
+        self.num_classes = num_classes = check_int_at_least(num_classes, "num_classes", 2)
         self.true_positives = self.add_variable((num_classes,), initializer="zeros", name="true_positives")
         self.false_positives = self.add_variable((num_classes,), initializer="zeros", name="false_positives")
         self.false_negatives = self.add_variable((num_classes,), initializer="zeros", name="false_negatives")

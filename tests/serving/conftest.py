@@ -25,7 +25,8 @@ def served(tiny_spec, tmp_path_factory):
 
     from mmkeras import build_classifier
     from mmkeras.export import export_for_serving
-    from mmkeras.serving import Client, LoopbackServer
+    from mmkeras.serving import Client
+    from mmkeras.serving._loopback import LoopbackServer
 
     keras.utils.set_random_seed(0)
     model = build_classifier(tiny_spec, fusion="gated", seed=0, **SMALL)

@@ -9,7 +9,8 @@ import pytest
 from mmkeras.data.pipeline import make_dataset
 from mmkeras.training.config import ModelConfig, load_run_config
 from mmkeras.training.loop import train
-from mmkeras.training.run_dir import RunPaths, load_run, load_run_spec
+from mmkeras.runs.load import load_run, load_run_spec
+from mmkeras.training.run_dir import RunPaths
 
 SMALL_MODEL = {
     "units": 8,

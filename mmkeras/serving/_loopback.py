@@ -11,6 +11,10 @@ typed or shaped inputs are INVALID_ARGUMENT / HTTP 400 naming the input), and
 errors inside the graph come back as their TF status; nothing a request holds
 stops the server. It is for tests and notebooks, not production: one model,
 one version, no batching.
+
+Test support, not public API: nothing in `mmkeras.serving.__all__` names it.
+It lives in the package (not in `tests/`) only because notebook 03 serves its
+export with it; like the client, it needs nothing from `mmkeras.export`.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from mmkeras.serving.protocol import DEFAULT_SIGNATURE, ServingError, from_tensor_proto, to_tensor_proto
+from mmkeras.wire import DEFAULT_SIGNATURE, ServingError, from_tensor_proto, resolve_version_dir, to_tensor_proto
 
 LOOPBACK = "127.0.0.1"
 # gRPC status name -> HTTP status of the REST answer, as TF Serving maps them.
@@ -58,8 +62,6 @@ class SavedModelBackend:
 
     def __init__(self, path: str | Path):
         import tensorflow as tf
-
-        from mmkeras.export.saved_model import resolve_version_dir
 
         self.path = resolve_version_dir(path)
         self.version = int(self.path.name) if self.path.name.isdigit() else 1

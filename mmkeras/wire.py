@@ -1,20 +1,27 @@
-"""TF Serving's wire formats: REST JSON bodies and gRPC `PredictRequest` protos.
+"""TF Serving's wire formats: REST JSON bodies, gRPC `PredictRequest` protos and the model folder layout.
 
 One module turns columns of request values into what TF Serving reads, and
 its answers back into numpy arrays, so that the client, the loopback test
 server, the warm-up file and the example request bodies written next to an
-export all agree on the format.
+export all agree on the format. It sits below both `mmkeras.export` (which
+writes what TF Serving reads) and `mmkeras.serving` (which talks to TF
+Serving), so neither needs the other.
 
 Columns are `{input_name: numpy array}` with one row per example. A string
 input's column is an object array whose items are `str` (text, sent as a JSON
 string) or `bytes` (file contents, sent as `{"b64": ...}` in JSON); gRPC sends
 both as `DT_STRING` bytes.
+
+A model folder (TF Serving's `base_path`) holds integer version folders;
+TF Serving serves the highest (`versions`, `resolve_version_dir`).
 """
 from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -219,3 +226,58 @@ def from_predict_response(response) -> dict[str, np.ndarray]:
       array(['blue'], dtype=object)
     """
     return {name: from_tensor_proto(proto) for name, proto in response.outputs.items()}
+
+
+def versions(model_dir: str | os.PathLike) -> list[int]:
+    """The integer version folders under a model folder, sorted (hidden and other folders ignored).
+
+    TF Serving serves the highest of these; exports use them to pick the next
+    free version and to find a model folder's latest version.
+
+    Args:
+      model_dir: a model folder, `base_dir/<name>`.
+
+    Returns:
+      The versions in ascending order; an empty list if `model_dir` is missing
+      or holds no version folders.
+
+    Example:
+      >>> versions("saved_models/tiny_concat")
+      [1, 2]
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def resolve_version_dir(path: str | os.PathLike) -> Path:
+    """Turn a version folder, or a model folder (its latest version), into the version folder.
+
+    Lets readers of an export (metadata, checks, clients, the loopback server)
+    accept either what `export_for_serving` returned or its parent, as TF
+    Serving does with its `base_path`.
+
+    Args:
+      path: a version folder (it holds `saved_model.pb`) or a model folder.
+
+    Returns:
+      `path` itself if it holds `saved_model.pb`, else its highest version folder.
+
+    Raises:
+      FileNotFoundError: if `path` holds neither a SavedModel nor version folders.
+
+    Example:
+      >>> resolve_version_dir("saved_models/tiny_concat")
+      PosixPath('saved_models/tiny_concat/2')
+    """
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    existing = versions(path)
+    if not existing:
+        raise FileNotFoundError(
+            f"{path} is neither a SavedModel folder (no saved_model.pb) nor a model folder with integer "
+            "version sub-folders. Pass what export_for_serving returned, or its parent."
+        )
+    return path / str(existing[-1])
