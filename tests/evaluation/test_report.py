@@ -10,15 +10,12 @@ import pytest
 import mmkeras
 from mmkeras.evaluation.reliance import conditions, perturb
 
-SMALL = {"units": 8, "embed_dim": 8, "branch_options": {
-    "text": {"token_dim": 4, "lstm_units": 4}, "image": {"stages": (4,), "convs_per_stage": 1},
-    "audio": {"conv_stages": (4,), "lstm_units": 4}}}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def attention_model(tiny_spec):
-    return mmkeras.build_classifier(tiny_spec, fusion="attention", seed=0, **SMALL)
+def attention_model(tiny_spec, tiny_model):
+    return mmkeras.build_classifier(tiny_spec, fusion="attention", seed=0, **tiny_model())
 
 
 def test_report_has_every_key_and_writes_non_empty_pngs(attention_model, tiny_spec, tmp_path):
@@ -38,9 +35,9 @@ def test_report_has_every_key_and_writes_non_empty_pngs(attention_model, tiny_sp
     assert saved["accuracy"] == report["accuracy"]
 
 
-def test_report_without_output_dir_writes_nothing_and_concat_has_no_weights(tiny_spec, tmp_path, monkeypatch):
+def test_report_without_output_dir_writes_nothing_and_concat_has_no_weights(tiny_spec, tmp_path, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
-    model = mmkeras.build_classifier(tiny_spec, fusion="concat", seed=0, **SMALL)
+    model = mmkeras.build_classifier(tiny_spec, fusion="concat", seed=0, **tiny_model())
     report = mmkeras.evaluate(model, tiny_spec, "validation")
     assert report["modality_weights"] is None and report["files"] == {}
     assert list(tmp_path.iterdir()) == []

@@ -12,8 +12,13 @@ import tensorflow as tf
 from export_helpers import build_small
 
 from mmkeras import FUSIONS
-from mmkeras.export import check_export, export_for_serving, read_metadata, resolve_version_dir
-from mmkeras.export import archive
+from mmkeras.export import (
+    archive,
+    check_export,
+    export_for_serving,
+    read_metadata,
+    resolve_version_dir,
+)
 from mmkeras.export import saved_model as saved_model_module
 from mmkeras.export import signatures as sig
 from mmkeras.export.requests import example_columns

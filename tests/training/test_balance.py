@@ -12,10 +12,6 @@ from mmkeras.training.balance import BalancedTrainingView, ogm_coefficients
 from mmkeras.training.config import TrainingConfig
 from mmkeras.training.loop import cosine_schedule
 
-SMALL = {"units": 8, "embed_dim": 8, "branch_options": {
-    "text": {"token_dim": 4, "lstm_units": 4}, "image": {"stages": (4,), "convs_per_stage": 1},
-    "audio": {"conv_stages": (4,), "lstm_units": 4}}}
-
 
 def test_ogm_coefficients_damp_only_the_dominant_modality():
     coefficients = ogm_coefficients(tf.constant([0.9, 0.3]), 0.5).numpy()
@@ -25,21 +21,21 @@ def test_ogm_coefficients_damp_only_the_dominant_modality():
     np.testing.assert_allclose(ogm_coefficients(tf.constant([0.5, 0.5]), 1.0).numpy(), [1.0, 1.0])
 
 
-def test_aux_heads_add_one_output_per_modality(tiny_spec):
-    model = build_classifier(tiny_spec, aux_heads=True, seed=0, **SMALL)
+def test_aux_heads_add_one_output_per_modality(tiny_spec, tiny_model):
+    model = build_classifier(tiny_spec, aux_heads=True, seed=0, **tiny_model())
     assert set(model.output) == {"probabilities", "aux_caption", "aux_picture", "aux_sound"}
     view = BalancedTrainingView(model)
     assert view.feature_names == ["caption", "picture", "sound"]
     with pytest.raises(ValueError, match="aux_heads=True"):
-        BalancedTrainingView(build_classifier(tiny_spec, seed=0, **SMALL))
+        BalancedTrainingView(build_classifier(tiny_spec, seed=0, **tiny_model()))
     with pytest.raises(ValueError, match="Unknown balance method"):
         BalancedTrainingView(model, method="gradnorm")
     with pytest.raises(ValueError, match="balance"):
         TrainingConfig(balance="gradnorm")
 
 
-def test_aux_losses_skip_examples_whose_modality_is_absent(tiny_spec):
-    view = BalancedTrainingView(build_classifier(tiny_spec, aux_heads=True, seed=0, **SMALL))
+def test_aux_losses_skip_examples_whose_modality_is_absent(tiny_spec, tiny_model):
+    view = BalancedTrainingView(build_classifier(tiny_spec, aux_heads=True, seed=0, **tiny_model()))
     labels = tf.constant([0, 1])
     heads = [tf.constant([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2]])] * 3
     x = {"caption_present": tf.constant([True, False]), "picture_present": tf.constant([False, False]),
@@ -50,10 +46,10 @@ def test_aux_losses_skip_examples_whose_modality_is_absent(tiny_spec):
     np.testing.assert_allclose(sound, -(np.log(0.5) + np.log(0.6)) / 2, rtol=1e-5)
 
 
-def test_aux_losses_use_the_compiled_loss_and_the_class_weights(tiny_spec):
+def test_aux_losses_use_the_compiled_loss_and_the_class_weights(tiny_spec, tiny_model):
     from mmkeras.training.losses import make_loss
 
-    view = BalancedTrainingView(build_classifier(tiny_spec, aux_heads=True, seed=0, **SMALL))
+    view = BalancedTrainingView(build_classifier(tiny_spec, aux_heads=True, seed=0, **tiny_model()))
     view.compile(optimizer="adam", loss=make_loss(TrainingConfig(loss="focal", focal_gamma=2.0)))
     labels = tf.constant([0, 1])
     heads = [tf.constant([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2]])] * 3
@@ -66,8 +62,8 @@ def test_aux_losses_use_the_compiled_loss_and_the_class_weights(tiny_spec):
     np.testing.assert_allclose(caption, (3 * focal(0.5) + focal(0.6)) / 2, rtol=1e-5)
 
 
-def test_ogm_ge_damps_the_dominant_branch_gradients(tiny_spec):
-    view = BalancedTrainingView(build_classifier(tiny_spec, aux_heads=True, seed=0, **SMALL), method="ogm_ge")
+def test_ogm_ge_damps_the_dominant_branch_gradients(tiny_spec, tiny_model):
+    view = BalancedTrainingView(build_classifier(tiny_spec, aux_heads=True, seed=0, **tiny_model()), method="ogm_ge")
     variables = view.trainable_variables
     gradients = [tf.ones_like(v) for v in variables]
     confident = tf.constant([[1.0, 0.0, 0.0]])
@@ -94,10 +90,10 @@ def test_cosine_schedule_warms_up_then_decays():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("balance", ["aux_heads", "ogm_ge"])
-def test_train_with_balance_saves_a_reloadable_classifier(tiny_spec, tmp_path, balance):
+def test_train_with_balance_saves_a_reloadable_classifier(tiny_spec, tmp_path, balance, tiny_model):
     result = mmkeras.train(tiny_spec, epochs=1, batch_size=16, output_dir=tmp_path / "run", verbose=0,
                            balance=balance, learning_rate_schedule="cosine", seed=0, **{
-                               k: v for k, v in SMALL.items()})
+                               k: v for k, v in tiny_model().items()})
     assert np.isfinite(result.history["loss"]).all()
     restored = keras.saving.load_model(result.final_model_path, safe_mode=True)
     assert "aux_sound" in restored.output

@@ -7,28 +7,20 @@ import numpy as np
 import pytest
 
 from mmkeras.data.pipeline import make_dataset
+from mmkeras.runs.load import load_run, load_run_spec
 from mmkeras.training.config import ModelConfig, load_run_config
 from mmkeras.training.loop import train
-from mmkeras.runs.load import load_run, load_run_spec
 from mmkeras.training.run_dir import RunPaths
 
-SMALL_MODEL = {
-    "units": 8,
-    "embed_dim": 8,
-    "branch_options": {
-        "text": {"lstm_units": 4, "token_dim": 4, "bidirectional": False},
-        "image": {"stages": [4], "convs_per_stage": 1, "augment": False},
-        "audio": {"encoder": "conv1d", "conv_stages": [4]},
-    },
-}
-
+# The tiny model (tests/conftest.py) with fixed images: these tests compare runs.
+NO_AUGMENT = {"image": {"augment": False}}
 
 @pytest.mark.slow
-def test_train_writes_every_artefact_of_the_run(tiny_spec, tmp_path):
+def test_train_writes_every_artefact_of_the_run(tiny_spec, tmp_path, tiny_model):
     run_dir = tmp_path / "run"
     result = train(
         tiny_spec, fusion="attention", epochs=1, batch_size=8, output_dir=run_dir, seed=0, verbose=0,
-        class_weight="balanced", loss="focal", **SMALL_MODEL,
+        class_weight="balanced", loss="focal", **tiny_model(branch_options=NO_AUGMENT),
     )
     paths = RunPaths(run_dir)
     assert result.run_dir == run_dir and result.final_model_path == paths.final_model
@@ -40,7 +32,7 @@ def test_train_writes_every_artefact_of_the_run(tiny_spec, tmp_path):
 
     config = load_run_config(paths.config)
     assert config.spec == "tiny" and config.features == ("caption", "picture", "sound")
-    assert config.model == ModelConfig(fusion="attention", **SMALL_MODEL)
+    assert config.model == ModelConfig(fusion="attention", **tiny_model(branch_options=NO_AUGMENT))
     assert (config.training.epochs, config.training.loss, config.training.class_weight) == (1, "focal", "balanced")
 
     assert result.history["epoch"] == [0]
@@ -66,7 +58,7 @@ def test_train_writes_every_artefact_of_the_run(tiny_spec, tmp_path):
     # The same command on a finished run does not silently train again.
     with pytest.raises(FileExistsError, match="already holds a finished run"):
         train(tiny_spec, fusion="attention", epochs=1, batch_size=8, output_dir=run_dir, seed=0, verbose=0,
-              **SMALL_MODEL)
+              **tiny_model(branch_options=NO_AUGMENT))
 
 
 def test_resuming_with_another_model_config_is_refused(tiny_spec, tmp_path):

@@ -8,7 +8,12 @@ import pytest
 import tensorflow as tf
 
 from mmkeras.training.config import RuntimeConfig
-from mmkeras.training.strategy import make_strategy, precision_policy, read_tf_config, resolve_runtime
+from mmkeras.training.strategy import (
+    make_strategy,
+    precision_policy,
+    read_tf_config,
+    resolve_runtime,
+)
 
 pytestmark = pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="checks the CPU defaults")
 
