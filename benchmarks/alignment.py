@@ -193,7 +193,7 @@ def finetune_figures(encoder, spec, options, train, train_labels, test, test_lab
     import tensorflow as tf
 
     from mmkeras.alignment.pretrain import build_classifier_from_encoder, encoder_vocabularies, label_fraction_indices
-    from mmkeras.evaluate.metrics import classification_report, confusion_matrix
+    from mmkeras.evaluation.metrics import classification_report, confusion_matrix
     from mmkeras.models.classifier import build_classifier
 
     chosen = label_fraction_indices(train_labels, LABEL_FRACTION, seed=seed)

@@ -2,7 +2,7 @@
 
 For a dataset spec it trains and evaluates each modality alone and every fusion
 in `mmkeras.FUSIONS` with and without modality dropout, over N seeds with the
-same budget (`mmkeras.evaluate.comparison.compare_fusions`), and compares them
+same budget (`mmkeras.evaluation.comparison.compare_fusions`), and compares them
 with scikit-learn logistic regression on simple features of the same split:
 raw pixels, MFCC statistics, TF-IDF of text; each alone, concatenated (early
 fusion) and with summed log-probabilities (late fusion).
@@ -114,7 +114,7 @@ def run(spec_name: str = "avmnist", *, seeds: int = 5, epochs: int = 12, batch_s
     of `balance_fusions` with `balance="none"` and `"ogm_ge"` as well.
     """
     import mmkeras
-    from mmkeras.evaluate.comparison import compare_fusions, make_candidates
+    from mmkeras.evaluation.comparison import compare_fusions, make_candidates
 
     if quick:
         seeds, epochs = QUICK["seeds"], QUICK["epochs"]

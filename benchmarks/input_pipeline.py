@@ -66,8 +66,8 @@ def run(spec_name: str = "avmnist", *, batch_size: int = 64, repeats: int = 3, q
     import tensorflow as tf
 
     import mmkeras
-    from mmkeras.evaluate.comparison import machine_description
-    from mmkeras.train.training_view import TrainingView
+    from mmkeras.evaluation.comparison import machine_description
+    from mmkeras.training.training_view import TrainingView
 
     spec = mmkeras.load_spec(spec_name)
     mmkeras.prepare(spec)

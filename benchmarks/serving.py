@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = run_serving_benchmark(
         args.spec,
         fusion=args.fusion,
-        output_dir=args.output_dir,
+        output_dir=args.output_dir or Path(__file__).resolve().parent / "results",
         fallback_spec=None if args.no_fallback else "tiny",
         latency_calls=args.latency_calls,
         throughput_calls=args.throughput_calls,

@@ -4,7 +4,7 @@ Run `python benchmarks/serving_load.py [--spec avmnist] [--seconds 90] [--max-re
 It exports an untrained classifier of the spec (the export measures its
 throughput curve and writes `batching_parameters.txt`), serves it with the
 loopback TF Serving stand-in in its own process (`python -m
-mmkeras.serving.testing`, 127.0.0.1 only), and then:
+mmkeras.serving._loopback`, 127.0.0.1 only), and then:
 
 1. sends each hostile input alone to the idle server, on both protocols, and
    records the client-side latency of the refusal and the growth of the
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmkeras import build_classifier
     from mmkeras.datasets import prepare
     from mmkeras.export import export_for_serving, read_metadata
-    from mmkeras.serving.testing import hostile_inputs
+    from mmkeras.serving._loopback import hostile_inputs
     from mmkeras.spec import load_spec
 
     spec, note = load_spec(args.spec), ""
@@ -145,13 +145,13 @@ class _Server:
 
     def __enter__(self):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mmkeras.serving.testing", str(self.path)],
+            [sys.executable, "-m", "mmkeras.serving._loopback", str(self.path)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         line = self.process.stdout.readline()
         if not line:
             self.process.kill()
-            raise RuntimeError("The loopback server did not start; run `python -m mmkeras.serving.testing <export>`.")
+            raise RuntimeError("The loopback server did not start; run `python -m mmkeras.serving._loopback <export>`.")
         info = json.loads(line)
         self.pid, self.model_name = info["pid"], info["model_name"]
         self.grpc_port, self.rest_port = info["grpc_port"], info["rest_port"]

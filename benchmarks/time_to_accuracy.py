@@ -28,15 +28,15 @@ import time
 
 PROCESS_START = time.perf_counter()  # before the heavy imports: they are part of a user's wait
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECOND_TARGET = 0.85

@@ -4,7 +4,7 @@ Run `python benchmarks/train_throughput.py [--spec tiny] [--steps 30]`. On a
 GPU it measures float32 and mixed_float16, each with and without
 `jit_compile`; without a GPU it says so and measures CPU float32 with and
 without `jit_compile`. Each setting trains the spec's classifier (built and
-compiled exactly as `mmkeras.train.train` does) for a warm-up epoch, then
+compiled exactly as `mmkeras.training.train` does) for a warm-up epoch, then
 times `--steps` steps. Keras falls back to no XLA for models with layers XLA
 cannot compile (text vectorisation), so each row says whether XLA was really
 used; the spec is also measured without its text features and with image
@@ -30,9 +30,9 @@ def measure(spec, *, mixed_precision: bool, jit_compile: bool, batch_size: int, 
     import keras
 
     from mmkeras.data.pipeline import make_dataset
-    from mmkeras.train.config import ModelConfig, RuntimeConfig, TrainingConfig
-    from mmkeras.train.loop import build_and_compile
-    from mmkeras.train.strategy import resolve_runtime
+    from mmkeras.training.config import ModelConfig, RuntimeConfig, TrainingConfig
+    from mmkeras.training.loop import build_and_compile
+    from mmkeras.training.strategy import resolve_runtime
 
     runtime = resolve_runtime(RuntimeConfig(mixed_precision=mixed_precision, jit_compile=jit_compile))
     _, trainer = build_and_compile(spec, ModelConfig(**model_options), TrainingConfig(seed=0), runtime)

@@ -7,8 +7,7 @@ TensorFlow.
 from __future__ import annotations
 
 from mmkeras._lazy import lazy_attributes
-
-__version__ = "0.1.0"
+from mmkeras._version import __version__  # noqa: F401 - `mmkeras.__version__`
 
 # Public name -> module that defines it. Written out once; read-only.
 _EXPORTS = {
@@ -31,15 +30,15 @@ _EXPORTS = {
     "scan_split": "mmkeras.data.scan",
     "ScanReport": "mmkeras.data.scan",
     "BadInputError": "mmkeras.data.scan",
-    "train": "mmkeras.train",
-    "TrainResult": "mmkeras.train",
-    "evaluate": "mmkeras.evaluate",
+    "train": "mmkeras.training.loop",
+    "TrainResult": "mmkeras.training.loop",
+    "evaluate": "mmkeras.evaluation.report",
     "predict": "mmkeras.models.predict",
     "export_for_serving": "mmkeras.export.saved_model",
     "check_export": "mmkeras.export.check",
     "HubEncoder": "mmkeras.branches.hub",
-    "fine_tune": "mmkeras.train.fine_tune",
-    "load_run": "mmkeras.train.run_dir",
+    "fine_tune": "mmkeras.training.fine_tune",
+    "load_run": "mmkeras.runs.load",
     "load_classifier": "mmkeras.models.saving",
     "build_dual_encoder": "mmkeras.alignment.dual_encoder",
     "DualEncoder": "mmkeras.alignment.dual_encoder",

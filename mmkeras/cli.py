@@ -157,7 +157,7 @@ def _train(args) -> int:
     }
     spec = mmkeras.load_spec(args.spec)
     if args.config:
-        from mmkeras.train.config import load_run_config
+        from mmkeras.training.config import load_run_config
 
         config = load_run_config(args.config)
         overrides.update(model_config=config.model, training_config=config.training, runtime_config=config.runtime)
@@ -170,7 +170,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from mmkeras.evaluate.report import evaluate_run
+    from mmkeras.runs.evaluate import evaluate_run
 
     report = evaluate_run(args.run, split=args.split)
     _print_report(report)
@@ -178,7 +178,7 @@ def _evaluate(args) -> int:
 
 
 def _export(args) -> int:
-    from mmkeras.export.saved_model import export_run
+    from mmkeras.runs.export import export_run
 
     path = export_run(args.run, base_dir=args.base_dir, name=args.name, version=args.version)
     print(f"exported: {path}")
@@ -187,7 +187,7 @@ def _export(args) -> int:
 
 
 def _predict(args) -> int:
-    from mmkeras.models.predict import predict_run
+    from mmkeras.runs.predict import predict_run
 
     path = Path(args.input)
     if not path.is_file():
@@ -203,10 +203,10 @@ def _predict(args) -> int:
 
 def _demo(args) -> int:
     import mmkeras
-    from mmkeras.evaluate.report import evaluate_run
-    from mmkeras.export.saved_model import export_run
-    from mmkeras.train.config import load_run_config
-    from mmkeras.train.run_dir import RunPaths
+    from mmkeras.runs.evaluate import evaluate_run
+    from mmkeras.runs.export import export_run
+    from mmkeras.training.config import load_run_config
+    from mmkeras.training.run_dir import RunPaths
 
     paths = RunPaths(Path(args.output))
     if paths.final_model.is_file() and not paths.can_resume():

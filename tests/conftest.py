@@ -1,6 +1,7 @@
 """Shared tiny fixtures. Tests use tiny shapes and the generated `tiny` dataset."""
 from __future__ import annotations
 
+import copy
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,3 +27,31 @@ def tiny_spec(_isolated_cache):
     spec = mmkeras.load_spec("tiny")
     mmkeras.prepare(spec)
     return spec
+
+
+# The tiny classifier the model, training, evaluation and serving tests build: 8-wide, one
+# 4-filter conv stage, 4-unit LSTMs. Written once; `tiny_model(...)` returns a fresh copy.
+TINY_MODEL = {
+    "units": 8,
+    "embed_dim": 8,
+    "branch_options": {
+        "text": {"token_dim": 4, "lstm_units": 4, "bidirectional": False},
+        "image": {"stages": [4], "convs_per_stage": 1},
+        "audio": {"encoder": "conv1d", "conv_stages": [4]},
+    },
+}
+
+
+def tiny_model_settings(**changes) -> dict:
+    """A fresh copy of `TINY_MODEL` with `changes`; `branch_options` are merged per modality."""
+    settings = copy.deepcopy(TINY_MODEL)
+    branch_changes = changes.pop("branch_options", {})
+    for modality, options in branch_changes.items():
+        settings["branch_options"].setdefault(modality, {}).update(options)
+    return {**settings, **changes}
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """`tiny_model_settings`: call it for the tiny classifier's `build_classifier` / `train` arguments."""
+    return tiny_model_settings

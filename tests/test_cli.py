@@ -98,7 +98,7 @@ def test_demo_trains_evaluates_and_exports_and_a_rerun_shows_the_finished_run(ti
 def test_train_with_a_run_config_keeps_its_features(tiny_spec, tmp_path):
     import yaml
 
-    from mmkeras.train.run_dir import load_run
+    from mmkeras.runs import load_run
 
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"features": ["picture"], "model": {"units": 8, "embed_dim": 8},

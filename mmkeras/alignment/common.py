@@ -12,12 +12,13 @@ global-batch mean.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
 import keras
 import tensorflow as tf
+
+from mmkeras.checks import check_number
 
 POSITIVES = ("pairs", "labels")
 # Keys of the dict form of `y_pred` (see `read_pair_inputs`).
@@ -162,11 +163,7 @@ def positive_mask(inputs: PairInputs, candidates: Candidates) -> tf.Tensor:
 
 def check_temperature(temperature: float, name: str = "temperature") -> float:
     """Validate a positive, finite temperature and return it as a float."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-        0 < float(temperature) < math.inf
-    ):
-        raise ValueError(f"`{name}` must be a positive number (CLIP starts at 0.07), got {temperature!r}.")
-    return float(temperature)
+    return check_number(temperature, name, finite=True, hint=" (CLIP starts at 0.07)")
 
 
 class AlignmentLoss(keras.losses.Loss):

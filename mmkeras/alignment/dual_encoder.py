@@ -22,7 +22,7 @@ from mmkeras.alignment.temperature import LearnableTemperature
 from mmkeras.branches.common import check_positive, make_input
 from mmkeras.models.classifier import build_branch
 from mmkeras.spec import MODALITY_OPTIONS, DatasetSpec, FeatureSpec, spec_from_dict
-from mmkeras.train.training_view import FirstReplicaBuild
+from mmkeras.training.training_view import FirstReplicaBuild
 
 TOWER_SUFFIX = "_tower"
 BRANCH_SUFFIX = "_branch"

@@ -2,10 +2,11 @@
 
 A tower is what a search service needs on its own: the text tower embeds
 queries online while the image tower embedded the gallery offline. Each
-export follows the classifier export's rules (`mmkeras.export.saved_model`,
-whose version helpers are reused here): a new integer version folder written
-into a hidden temporary folder and renamed into place, never overwriting an
-existing version, and raw inputs decoded in the graph by
+export is written through the export archive the classifier export uses
+(`mmkeras.export.archive`): a new integer version folder written into a
+hidden temporary folder and renamed into place, never overwriting an
+existing version, the same warm-up file, REST bodies, metadata file and
+`models.config`; and raw inputs are decoded in the graph by
 `mmkeras.data.decoders.decode_batch`, the training pipeline's own decoders.
 
 Layout for a tower exported as `<name>`:
@@ -35,9 +36,7 @@ Signatures (inputs named after the feature, outputs `{"embedding": (batch, embed
 from __future__ import annotations
 
 import datetime
-import json
 import os
-import re
 from pathlib import Path
 
 import keras
@@ -45,22 +44,21 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras.alignment.dual_encoder import DualEncoder
+from mmkeras.alignment.retrieval import embed
 from mmkeras.data.decoders import decode_batch
 from mmkeras.export import requests, warmup
-from mmkeras.export.check import ExportCheck, ExportSkewError
-from mmkeras.export.saved_model import (
+from mmkeras.export.archive import (
     EXTRA_DIR,
-    METADATA_FILE,
-    REST_INPUTS_FILE,
-    REST_INSTANCES_FILE,
+    serving_name,
+    write_metadata,
     write_model_config,
     write_new_version,
+    write_requests,
 )
-from mmkeras.serving.protocol import to_rest_body
+from mmkeras.export.check import ExportCheck, ExportSkewError
+from mmkeras.export.signatures import DECODED, DEFAULT
 from mmkeras.models.common import leaf_layers
 
-DEFAULT = "serving_default"
-DECODED = "serving_decoded"
 EMBEDDING = "embedding"
 # The largest |embedding difference| between the SavedModel and the Keras tower that an export may show.
 TOLERANCE = 1e-5
@@ -150,8 +148,8 @@ def default_tower_name(encoder: DualEncoder, feature_name: str) -> str:
       >>> default_tower_name(encoder, "caption")
       'tiny_picture_caption_caption_tower'
     """
-    stem = re.sub(r"_encoder$", "", encoder.name)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}_{feature_name}_tower").strip("_.-")
+    stem = encoder.name.removesuffix("_encoder")
+    return serving_name(f"{stem}_{feature_name}_tower")
 
 
 def write_tower_saved_model(encoder: DualEncoder, feature_name: str, path: str | os.PathLike) -> Path:
@@ -212,8 +210,6 @@ def check_tower_export(encoder: DualEncoder, feature_name: str, version_dir: str
       >>> check_tower_export(encoder, "caption", export_tower(encoder, "caption")).passed
       True
     """
-    from mmkeras.alignment.retrieval import embed
-
     spec = encoder.spec.with_features([feature_name])
     if values is None:
         values = list(requests.example_columns(spec, DEFAULT, batch_size=2)[feature_name])
@@ -233,22 +229,13 @@ def check_tower_export(encoder: DualEncoder, feature_name: str, version_dir: str
 def _write_requests(encoder: DualEncoder, feature_name: str, version_dir: Path, *, name: str) -> None:
     """The warm-up records and REST request bodies of a tower export, from synthetic example inputs."""
     spec = encoder.spec.with_features([feature_name])
-    extra = version_dir / EXTRA_DIR
     logs = [warmup.make_prediction_log(requests.example_columns(spec, DEFAULT, batch_size), name, DEFAULT)
             for batch_size in (1, 2)]
-    warmup.write_warmup_file(extra / warmup.WARMUP_FILE, logs)
-    columns = requests.example_columns(spec, DEFAULT, batch_size=2)
-    for file_name, rest_format in ((REST_INSTANCES_FILE, "instances"), (REST_INPUTS_FILE, "inputs")):
-        body = to_rest_body(columns, DEFAULT, rest_format)
-        (extra / file_name).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+    write_requests(version_dir / EXTRA_DIR, logs, requests.example_columns(spec, DEFAULT, batch_size=2), DEFAULT)
 
 
 def _write_metadata(encoder: DualEncoder, feature_name: str, version_dir: Path, *, name: str, version: int) -> Path:
-    import mmkeras
-
     feature = encoder.spec.feature(feature_name)
-    extra = version_dir / EXTRA_DIR
-    extra.mkdir(parents=True, exist_ok=True)
     metadata = {
         "name": name,
         "version": version,
@@ -263,11 +250,8 @@ def _write_metadata(encoder: DualEncoder, feature_name: str, version_dir: Path, 
         "signatures": {DEFAULT: {feature.name: "string (batch,)"},
                        DECODED: {feature.name: f"{feature.dtype} (batch, {', '.join(map(str, feature.shape))})"}},
         "outputs": {EMBEDDING: f"float32 (batch, {encoder.embed_dim}), L2-normalised"},
-        "versions": {"mmkeras": mmkeras.__version__, "tensorflow": tf.__version__, "keras": keras.__version__},
     }
-    path = extra / METADATA_FILE
-    path.write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
-    return path
+    return write_metadata(version_dir / EXTRA_DIR, metadata)
 
 
 def _jsonable(value):

@@ -17,11 +17,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mmkeras.alignment.dual_encoder import BRANCH_SUFFIX, DualEncoder, build_dual_encoder, resolve_features
+from mmkeras.alignment.dual_encoder import (
+    BRANCH_SUFFIX,
+    DualEncoder,
+    build_dual_encoder,
+    resolve_features,
+)
+from mmkeras.branches.text import make_vectorizer
+from mmkeras.data.pipeline import make_dataset, read_split
 from mmkeras.models.classifier import build_classifier
 from mmkeras.models.common import leaf_layers
 from mmkeras.spec import DatasetSpec, FeatureSpec
-from mmkeras.train.class_weights import split_labels
+from mmkeras.training.class_weights import split_labels
 
 # TextVectorization's vocabulary starts with the padding and OOV tokens, which `vocabulary=` must not list.
 RESERVED_TOKENS = 2
@@ -69,8 +76,6 @@ def pretrain_encoder(
     Example:
       >>> encoder, history = pretrain_encoder(load_spec("tiny"), ("image", "audio"), epochs=3, batch_size=16)
     """
-    from mmkeras.data.pipeline import make_dataset
-
     unknown = sorted(set(exclude_classes) - set(spec.label.class_names))
     if unknown:
         raise ValueError(
@@ -143,9 +148,6 @@ def vocabularies_without_classes(
       Text feature name -> token list (for `vocabularies=`), learned as
       `build_classifier` learns it (`make_vectorizer` on the texts).
     """
-    from mmkeras.branches.text import make_vectorizer
-    from mmkeras.data.pipeline import read_split
-
     excluded = {int(c) for c in class_ids}
     vocabularies = {}
     for name in feature_names:

@@ -16,7 +16,9 @@ import tensorflow as tf
 
 from mmkeras.alignment.dual_encoder import DualEncoder
 from mmkeras.alignment.metrics import DEFAULT_KS, cross_modal_retrieval
+from mmkeras.checks import check_positive_int
 from mmkeras.data.decoders import decode_batch
+from mmkeras.data.pipeline import make_dataset
 from mmkeras.spec import DatasetSpec
 
 
@@ -104,8 +106,7 @@ def retrieve_embeddings(query_embeddings: np.ndarray, gallery_embeddings: np.nda
       >>> retrieve_embeddings(np.eye(2), np.eye(2)[::-1], k=1).indices.tolist()
       [[1], [0]]
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"`k` must be a positive integer, got {k!r}.")
+    k = check_positive_int(k, "k")
     scores = np.asarray(query_embeddings, np.float32) @ np.asarray(gallery_embeddings, np.float32).T
     k = min(int(k), scores.shape[1])
     # A stable sort keeps equal scores in gallery order.
@@ -209,8 +210,6 @@ def evaluate_retrieval(
       >>> evaluate_retrieval(encoder, "test")["picture_to_caption"]["recall@5"]
       0.73...
     """
-    from mmkeras.data.pipeline import make_dataset
-
     spec = spec if spec is not None else encoder.spec
     dataset = make_dataset(spec.with_features(list(encoder.feature_names)), split, batch_size=batch_size)
     embeddings, labels, complete = embed_dataset(encoder, dataset)

@@ -5,6 +5,7 @@ import keras
 import tensorflow as tf
 
 from mmkeras.alignment.common import AlignmentLoss, check_positives, gather_candidates, positive_mask, read_pair_inputs
+from mmkeras.checks import check_number
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
@@ -68,9 +69,7 @@ class TripletLoss(AlignmentLoss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
-            raise ValueError(f"`margin` must be a number >= 0, got {margin!r}.")
-        self.margin = float(margin)
+        self.margin = check_number(margin, "margin", inclusive=True)
         self.positives = check_positives(positives)
         self.gather_across_replicas = bool(gather_across_replicas)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from mmkeras.checks import check_positive_int
 from mmkeras.spec import FeatureSpec
 
 # Batch-norm moving statistics follow the weights at this rate. Keras's 0.99
@@ -98,8 +99,7 @@ def check_positive(value: object, name: str) -> None:
       Traceback (most recent call last):
       ValueError: `embed_dim` must be a positive integer, got 0.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    check_positive_int(value, name)
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")

@@ -5,6 +5,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from mmkeras.checks import check_positive_int
+
 
 @keras.saving.register_keras_serializable(package="mmkeras")
 class SpecAugment(layers.Layer):
@@ -40,8 +42,7 @@ class SpecAugment(layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         for value, name in ((frequency_masks, "frequency_masks"), (time_masks, "time_masks")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
+            check_positive_int(value, name, allow_zero=True)
         for value, name in ((frequency_width, "frequency_width"), (time_width, "time_width")):
             if not 0.0 <= float(value) < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")

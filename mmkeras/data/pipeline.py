@@ -14,6 +14,7 @@ import os
 
 import tensorflow as tf
 
+from mmkeras.checks import check_positive_int
 from mmkeras.data import decoders
 from mmkeras.data.common import LOGGER, read_manifest_rows, read_tfrecord_files, tfrecord_files
 from mmkeras.data.manifest import read_manifest
@@ -132,8 +133,7 @@ def make_dataset(
       >>> features["picture"].shape, label.dtype
       (TensorShape([2, 16, 16, 3]), tf.int32)
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    batch_size = check_positive_int(batch_size, "batch_size")
     deterministic = not training if deterministic is None else deterministic
     drop_remainder = training if drop_remainder is None else drop_remainder
     prepare(spec)

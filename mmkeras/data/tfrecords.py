@@ -18,6 +18,7 @@ from pathlib import Path
 import tensorflow as tf
 from tqdm import tqdm
 
+from mmkeras.checks import check_positive_int
 from mmkeras.data.common import LABEL_KEY, LOGGER, ROW_KEY, file_features
 from mmkeras.data.manifest import ManifestRow
 from mmkeras.data.scan import check_split, save_clean_tfrecord_scan
@@ -54,8 +55,7 @@ def write_tfrecords(spec: DatasetSpec, split: str, out_dir: str | os.PathLike, *
       >>> write_tfrecords(spec, "train", spec.data_dir / "tfrecords", num_shards=2)
       [PosixPath('.../tfrecords/train-00000-of-00002.tfrecord'), PosixPath('.../train-00001-of-00002.tfrecord')]
     """
-    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards <= 0:
-        raise ValueError(f"`num_shards` must be a positive integer, got {num_shards!r}.")
+    num_shards = check_positive_int(num_shards, "num_shards")
     if spec.split(split).manifest is None:
         raise ValueError(
             f"Split {split!r} of spec {spec.name!r} already reads TFRecords ({spec.split(split).tfrecords}); "

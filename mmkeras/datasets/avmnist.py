@@ -61,7 +61,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mmkeras.checks import is_integer, is_number
 from mmkeras.datasets import _download
+from mmkeras.spec import cache_dir
 
 FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
 FSDD_URL = f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/{FSDD_COMMIT}.tar.gz"
@@ -126,10 +128,10 @@ def build(
     """
     from PIL import Image
 
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or not 1 <= num_examples <= MAX_EXAMPLES:
+    if not is_integer(num_examples) or not 1 <= num_examples <= MAX_EXAMPLES:
         raise ValueError(f"num_examples must be an int in [1, {MAX_EXAMPLES}], got {num_examples!r}.")
     for name, level in (("image_noise", image_noise), ("audio_noise", audio_noise)):
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 <= level <= 4:
+        if not is_number(level) or not 0 <= level <= 4:
             raise ValueError(f"{name} must be a number in [0, 4] (0 = clean), got {level!r}.")
     speakers_by_split = _speakers_by_split(test_speakers, validation_speakers)
     recordings_dir = find_fsdd(fsdd_dir, download=download)
@@ -191,8 +193,6 @@ def find_fsdd(fsdd_dir: str | os.PathLike | None = None, *, download: bool = Tru
       >>> find_fsdd("../shared/data/fsdd")  # doctest: +SKIP
       PosixPath('../shared/data/fsdd/recordings')
     """
-    from mmkeras.spec import cache_dir
-
     candidates = []
     if fsdd_dir is not None:
         candidates.append(Path(fsdd_dir).expanduser())

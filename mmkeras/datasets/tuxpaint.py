@@ -59,6 +59,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmkeras.checks import check_positive_int
+
 DEFAULT_STAMPS_DIR = "/usr/share/tuxpaint/stamps"
 ALTERNATE_SUFFIXES = ("_mirror", "_flip")
 AUDIO_EXTENSIONS = (".ogg", ".wav")
@@ -234,8 +236,7 @@ def recording_path(stamp: str | os.PathLike, language: str) -> Path | None:
 def _check_arguments(min_per_category, max_per_category, image_size, sample_rate, validation_fraction, test_fraction):
     for name, value in (("min_per_category", min_per_category), ("image_size", image_size),
                         ("sample_rate", sample_rate)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        check_positive_int(value, name)
     if max_per_category is not None and (not isinstance(max_per_category, int) or max_per_category < 3):
         raise ValueError(f"max_per_category must be None or an int >= 3 (one stamp per split), got {max_per_category!r}.")
     if not (0 < validation_fraction < 1 and 0 < test_fraction < 1 and validation_fraction + test_fraction < 1):

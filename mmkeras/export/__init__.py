@@ -13,8 +13,8 @@ from mmkeras._lazy import lazy_attributes
 # Public name -> module that defines it. Written out once; read-only.
 _EXPORTS = {
     "export_for_serving": "mmkeras.export.saved_model",
-    "resolve_version_dir": "mmkeras.export.saved_model",
-    "read_metadata": "mmkeras.export.saved_model",
+    "resolve_version_dir": "mmkeras.export.archive",
+    "read_metadata": "mmkeras.export.archive",
     "check_export": "mmkeras.export.check",
     "ExportCheck": "mmkeras.export.check",
     "ExportSkewError": "mmkeras.export.check",

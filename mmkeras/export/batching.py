@@ -47,7 +47,7 @@ import tensorflow as tf
 from mmkeras.export import signatures
 from mmkeras.export.requests import example_value
 from mmkeras.spec import DatasetSpec
-from mmkeras.train.strategy import visible_device_type
+from mmkeras.training.strategy import visible_device_type
 
 BATCHING_FILE = "batching_parameters.txt"
 # Batch sizes the curve is measured at, by device (allowed_batch_sizes are drawn from them).

@@ -23,15 +23,22 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.data.decoders import make_example_decoder
+from mmkeras.data.pipeline import read_split
+from mmkeras.datasets import prepare
 from mmkeras.export import signatures
-from mmkeras.export.saved_model import export_for_serving, resolve_version_dir
+from mmkeras.export.archive import resolve_version_dir
+from mmkeras.export.requests import example_columns
+from mmkeras.export.saved_model import export_for_serving
+from mmkeras.models.classifier import build_classifier
 from mmkeras.spec import DatasetSpec, load_spec
 
 # Targets of the project for the avmnist model on a 2-core CPU machine.
 TARGET_P50_MS = 5.0
 TARGET_RAW_OVER_DECODED = 1.5
 RAW_KINDS = {"text": "text", "image": "encoded image bytes", "audio": "WAV bytes"}
-DEFAULT_RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+# Relative to the working folder: the package never writes into its own source checkout.
+DEFAULT_RESULTS_DIR = Path("benchmarks") / "results"
 
 
 def benchmark_serving(
@@ -106,18 +113,12 @@ def benchmark_serving(
 
 def _examples(spec: DatasetSpec, split: str, count: int) -> tuple[dict, dict, str]:
     """`count` raw examples as (batch,) string tensors, their decoded tensors, and where they came from."""
-    from mmkeras.data.decoders import make_example_decoder
-
     try:
-        from mmkeras.data.pipeline import read_split
-
         records = list(read_split(spec, split).take(count).as_numpy_iterator())
         source = f"the first {len(records)} raw records of split {split!r}"
     except (OSError, ValueError) as error:
         records, source = [], f"synthetic examples (the {split!r} split could not be read: {error})"
     if not records:
-        from mmkeras.export.requests import example_columns
-
         columns = example_columns(spec, signatures.WITH_PRESENCE, batch_size=count)
         records = [({key: _as_bytes(value[i]) for key, value in columns.items()}, 0) for i in range(count)]
         source = source if "synthetic" in source else "synthetic examples (the split is empty)"
@@ -184,7 +185,8 @@ def run_serving_benchmark(
       spec_name: the bundled spec name or YAML path to measure.
       fusion: the classifier's fusion.
       output_dir: where `serving_<dataset>.json` and `.md` go (default:
-        `benchmarks/results` of the source checkout).
+        `benchmarks/results` under the working folder; `benchmarks/serving.py`
+        passes its own `results/`).
       fallback_spec: the spec to measure when `spec_name`'s data is not available.
       latency_calls: timed batch-1 calls per signature.
       throughput_calls: timed batch-64 calls per signature.
@@ -198,9 +200,6 @@ def run_serving_benchmark(
       2.1
     """
     import keras
-
-    from mmkeras import build_classifier
-    from mmkeras.datasets import prepare
 
     spec, note = load_spec(spec_name), ""
     try:

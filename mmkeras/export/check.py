@@ -19,8 +19,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.checks import check_positive_int
+from mmkeras.data.pipeline import make_dataset, read_split
 from mmkeras.export import signatures
-from mmkeras.export.saved_model import EXTRA_DIR, KERAS_MODEL_FILE, resolve_version_dir
+from mmkeras.export.archive import EXTRA_DIR, KERAS_MODEL_FILE, resolve_version_dir
 from mmkeras.models.saving import load_classifier
 from mmkeras.spec import DatasetSpec, load_spec
 
@@ -125,12 +127,9 @@ def check_export(
       >>> print(check_export("saved_models/tiny_concat/1", "tiny"))
       check_export saved_models/tiny_concat/1 (24 examples of split 'test'): max |diff| 0 <= 1e-05
     """
-    from mmkeras.data.pipeline import make_dataset, read_split
-
     if not isinstance(spec, DatasetSpec):
         spec = load_spec(spec)
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"`n` must be a positive integer, got {n!r}.")
+    n = check_positive_int(n, "n")
     checked_signatures = _signatures_to_check(spec, signature_names)
     version_dir = resolve_version_dir(path)
     loaded = tf.saved_model.load(str(version_dir))

@@ -30,10 +30,6 @@ import datetime
 import json
 import os
 import re
-import shutil
-import tempfile
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -41,21 +37,27 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras.export import batching, requests, signatures, warmup
+from mmkeras.export.archive import (
+    DOCKER_MODELS_DIR,
+    EXTRA_DIR,
+    KERAS_MODEL_FILE,
+    MODEL_CONFIG_FILE,
+    REST_INSTANCES_FILE,
+    serving_name,
+    versions,
+    write_metadata,
+    write_model_config,
+    write_new_version,
+    write_requests,
+    write_text_atomically,
+)
+from mmkeras.export.check import check_export
 from mmkeras.models.common import leaf_layers
-from mmkeras.serving.protocol import to_rest_body
 from mmkeras.spec import DatasetSpec, load_spec
+from mmkeras.wire import resolve_version_dir
 
-EXTRA_DIR = "assets.extra"
 SKEW_CHECK_FILE = "skew_check.json"
-KERAS_MODEL_FILE = "model.keras"
-METADATA_FILE = "mmkeras_export.json"
-REST_INSTANCES_FILE = "request_instances.json"
-REST_INPUTS_FILE = "request_inputs.json"
 CLI_INPUTS_FILE = "saved_model_cli_inputs.npz"
-MODEL_CONFIG_FILE = "models.config"
-# Where the docker image of TF Serving expects models: /models/<name>.
-DOCKER_MODELS_DIR = "/models"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def export_for_serving(
@@ -132,8 +134,6 @@ def export_for_serving(
         parameters = batching.measure_batching(staging, spec) if measure_batching else None
         write_extras(model, spec, staging, name=name, version=version, batching_parameters=parameters)
         if check_split is not None:
-            from mmkeras.export.check import check_export
-
             check = check_export(staging, spec, check_split, check_examples, model=model)
             (staging / EXTRA_DIR / SKEW_CHECK_FILE).write_text(json.dumps({
                 "split": check.split, "num_examples": int(check.num_examples), "max_abs_diff": float(check.max_abs_diff),
@@ -148,91 +148,6 @@ def export_for_serving(
     return version_dir
 
 
-def write_new_version(
-    base_dir: str | os.PathLike, name: str, version: int | None, write: Callable[[Path, int], None]
-) -> Path:
-    """Write a new, never-overwritten version folder `base_dir/<name>/<version>` atomically.
-
-    `write(staging, version)` fills a temporary folder beside the versions; it
-    is renamed into place only when `write` returns, so TF Serving (which
-    watches the folder) never sees half a model, and a failed write leaves nothing.
-
-    Args:
-      base_dir: the folder holding exported models.
-      name: the model's serving name (letters, digits, '_', '-', '.').
-      version: a positive integer, or None for one more than the highest existing.
-      write: fills the staging folder.
-
-    Returns:
-      The new version folder.
-
-    Raises:
-      ValueError: for a bad name or version.
-      FileExistsError: if the version exists (also if it appeared while writing).
-    """
-    if not NAME_PATTERN.match(name):
-        raise ValueError(
-            f"Model name {name!r} is not a valid folder/serving name; use letters, digits, '_', '-' and '.'."
-        )
-    model_dir = Path(base_dir) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    if version is None:
-        version = next_version(model_dir)
-    elif isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version <= 0:
-        raise ValueError(f"`version` must be a positive integer or None (next free version), got {version!r}.")
-    version = int(version)
-    _refuse_existing(model_dir, version)
-    staging = Path(tempfile.mkdtemp(prefix=f".writing-{version}-", dir=model_dir))
-    try:
-        write(staging, version)
-        _refuse_existing(model_dir, version)
-        os.rename(staging, model_dir / str(version))
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return model_dir / str(version)
-
-
-def export_run(
-    run_dir: str | os.PathLike,
-    base_dir: str | os.PathLike = "saved_models",
-    name: str | None = None,
-    version: int | None = None,
-    *,
-    check_split: str | None = "test",
-    check_examples: int = 64,
-) -> Path:
-    """Export a training run's best model (what `mmkeras export` runs), skew check included.
-
-    Args:
-      run_dir: a run folder written by `mmkeras.train`.
-      base_dir, name, version: as for `export_for_serving`.
-      check_split: the split `check_export` compares on before the version is
-        published (None: no check; a split the spec lacks is skipped).
-      check_examples: how many examples the check compares.
-
-    Returns:
-      The new version folder.
-
-    Raises:
-      ExportSkewError: if the check fails (nothing is written).
-
-    Example:
-      >>> export_run("runs/tiny")
-      PosixPath('saved_models/tiny_concat/1')
-    """
-    from mmkeras.train.run_dir import load_run
-
-    model, spec = load_run(run_dir)
-    if check_split is not None and check_split not in spec.splits:
-        warnings.warn(f"Spec {spec.name!r} has no {check_split!r} split, so the export is published without a "
-                      f"skew check; pass check_split= one of {sorted(spec.splits)}.", stacklevel=2)
-        check_split = None
-    return export_for_serving(
-        model, spec, base_dir, name, version, check_split=check_split, check_examples=check_examples
-    )
-
-
 def default_model_name(model: keras.Model, spec: DatasetSpec) -> str:
     """The default serving name: the model's name without "_classifier", prefixed with the spec's name.
 
@@ -241,89 +156,8 @@ def default_model_name(model: keras.Model, spec: DatasetSpec) -> str:
       'tiny_gated'
     """
     stem = re.sub(r"_classifier$", "", model.name)
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.-") or "model"
+    stem = serving_name(stem)
     return stem if stem.startswith(spec.name) else f"{spec.name}_{stem}"
-
-
-def versions(model_dir: str | os.PathLike) -> list[int]:
-    """The integer version folders under a model folder, sorted (hidden and other folders ignored).
-
-    TF Serving serves the highest of these; exports use them to pick the next
-    free version and to find a model folder's latest version.
-
-    Args:
-      model_dir: a model folder, `base_dir/<name>`.
-
-    Returns:
-      The versions in ascending order; an empty list if `model_dir` is missing
-      or holds no version folders.
-
-    Example:
-      >>> versions("saved_models/tiny_concat")
-      [1, 2]
-    """
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def next_version(model_dir: str | os.PathLike) -> int:
-    """One more than the highest existing version under `model_dir`, or 1.
-
-    The version an export writes when it is given `version=None`.
-
-    Args:
-      model_dir: a model folder, `base_dir/<name>` (it need not exist).
-
-    Returns:
-      The next free version number.
-
-    Example:
-      >>> next_version("saved_models/tiny_concat")
-      3
-    """
-    existing = versions(model_dir)
-    return existing[-1] + 1 if existing else 1
-
-
-def resolve_version_dir(path: str | os.PathLike) -> Path:
-    """Turn a version folder, or a model folder (its latest version), into the version folder.
-
-    Lets readers of an export (metadata, checks, clients) accept either what
-    `export_for_serving` returned or its parent.
-
-    Args:
-      path: a version folder (it holds `saved_model.pb`) or a model folder.
-
-    Returns:
-      `path` itself if it holds `saved_model.pb`, else its highest version folder.
-
-    Raises:
-      FileNotFoundError: if `path` holds neither a SavedModel nor version folders.
-
-    Example:
-      >>> resolve_version_dir("saved_models/tiny_concat")
-      PosixPath('saved_models/tiny_concat/2')
-    """
-    path = Path(path)
-    if (path / "saved_model.pb").is_file():
-        return path
-    existing = versions(path)
-    if not existing:
-        raise FileNotFoundError(
-            f"{path} is neither a SavedModel folder (no saved_model.pb) nor a model folder with integer "
-            "version sub-folders. Pass what export_for_serving returned, or its parent."
-        )
-    return path / str(existing[-1])
-
-
-def _refuse_existing(model_dir: Path, version: int) -> None:
-    if (model_dir / str(version)).exists():
-        raise FileExistsError(
-            f"{model_dir / str(version)} already exists and exported versions are never overwritten. Pass "
-            f"version=None to write the next free version ({next_version(model_dir)}), or another name or base_dir."
-        )
 
 
 def write_saved_model(model: keras.Model, spec: DatasetSpec, path: str | os.PathLike) -> Path:
@@ -391,11 +225,8 @@ def write_extras(
     """
     extra = Path(version_dir) / EXTRA_DIR
     extra.mkdir(parents=True, exist_ok=True)
-    warmup.write_warmup_file(extra / warmup.WARMUP_FILE, warmup.make_warmup_logs(spec, name))
     columns = requests.example_columns(spec, signatures.DEFAULT, batch_size=2)
-    for file_name, rest_format in ((REST_INSTANCES_FILE, "instances"), (REST_INPUTS_FILE, "inputs")):
-        body = to_rest_body(columns, signatures.DEFAULT, rest_format)
-        (extra / file_name).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+    write_requests(extra, warmup.make_warmup_logs(spec, name), columns, signatures.DEFAULT)
     # Object arrays of bytes: numpy's fixed-width bytes would drop trailing NULs of WAV data.
     np.savez(extra / CLI_INPUTS_FILE, **{
         key: np.array([v.encode("utf-8") if isinstance(v, str) else v for v in values], object)
@@ -419,13 +250,8 @@ def write_extras(
         },
         "saved_model_cli": cli_run_command(spec, "."),
         "batching": batching_parameters.to_dict() if batching_parameters else None,
-        "versions": {
-            "mmkeras": _mmkeras_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-        },
     }
-    (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
+    write_metadata(extra, metadata)
     if batching_parameters is not None:
         batching.write_batching_parameters(
             extra / batching.BATCHING_FILE, batching_parameters, title=f"{name} version {version}"
@@ -447,35 +273,6 @@ def _describe_input(name: str, tensor_spec: tf.TensorSpec) -> str:
     return f"`{name}` {tensor_spec.dtype.name} ({dims})"
 
 
-def _mmkeras_version() -> str:
-    import mmkeras
-
-    return mmkeras.__version__
-
-
-def read_metadata(path: str | os.PathLike) -> dict:
-    """Read `assets.extra/mmkeras_export.json` of a version folder (or a model folder's latest version).
-
-    The metadata `write_extras` records: name, version, spec, features, class
-    names, signatures' inputs, the `saved_model_cli` command and library versions.
-
-    Args:
-      path: a version folder, or a model folder (its latest version is read).
-
-    Returns:
-      The metadata as a dict.
-
-    Raises:
-      FileNotFoundError: if `path` is not an export, or the version has no metadata file.
-
-    Example:
-      >>> read_metadata("saved_models/tiny_concat")["class_names"]
-      ['red', 'green', 'blue']
-    """
-    version_dir = resolve_version_dir(path)
-    return json.loads((version_dir / EXTRA_DIR / METADATA_FILE).read_text(encoding="utf-8"))
-
-
 def cli_run_command(spec: DatasetSpec, version_dir: str | os.PathLike) -> str:
     """The `saved_model_cli run` command that runs `serving_default` on the example inputs.
 
@@ -489,32 +286,6 @@ def cli_run_command(spec: DatasetSpec, version_dir: str | os.PathLike) -> str:
         f"saved_model_cli run --dir {version_dir} --tag_set serve --signature_def {signatures.DEFAULT} "
         f"--inputs '{inputs}'"
     )
-
-
-def model_config_text(name: str) -> str:
-    """TF Serving's `model_config_list` for one model, with the docker image's path `/models/<name>`."""
-    return (
-        "model_config_list {\n"
-        "  config {\n"
-        f'    name: "{name}"\n'
-        f'    base_path: "{DOCKER_MODELS_DIR}/{name}"\n'
-        '    model_platform: "tensorflow"\n'
-        "  }\n"
-        "}\n"
-    )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    staging = path.with_name(f".{path.name}.writing")
-    staging.write_text(text, encoding="utf-8")
-    os.replace(staging, path)
-
-
-def write_model_config(model_dir: str | os.PathLike, name: str) -> Path:
-    """Write `model_dir/models.config` (see `model_config_text`) and return its path."""
-    path = Path(model_dir) / MODEL_CONFIG_FILE
-    _write_atomically(path, model_config_text(name))
-    return path
 
 
 def write_model_batching_parameters(model_dir: str | os.PathLike) -> Path | None:
@@ -536,8 +307,7 @@ def write_model_batching_parameters(model_dir: str | os.PathLike) -> Path | None
     if not source.is_file():
         path.unlink(missing_ok=True)
         return None
-    _write_atomically(path, source.read_text(encoding="utf-8"))
-    return path
+    return write_text_atomically(path, source.read_text(encoding="utf-8"))
 
 
 def write_readme(model_dir: str | os.PathLike, name: str, spec: DatasetSpec) -> Path:
@@ -597,9 +367,7 @@ INVALID_ARGUMENT naming the feature, the declared size and the option, before it
     saved_model_cli show --dir {latest} --all
     cd {latest} && {cli_run_command(spec, ".")}
 """
-    path = model_dir / "README.md"
-    _write_atomically(path, text)
-    return path
+    return write_text_atomically(model_dir / "README.md", text)
 
 
 def _batching_note(model_dir: Path) -> str:

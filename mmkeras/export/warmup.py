@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras.export import requests, signatures
-from mmkeras.serving.protocol import to_predict_request
 from mmkeras.spec import DatasetSpec
+from mmkeras.wire import to_predict_request
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 # TF Serving replays at most this many warm-up records.

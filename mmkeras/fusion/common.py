@@ -23,6 +23,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from mmkeras.checks import check_positive_int
+
 
 def all_present(embeddings: list) -> keras.KerasTensor:
     """A (batch, M) tensor of ones: the default presence when none is given."""
@@ -53,9 +55,7 @@ def masked_softmax(scores, presence):
 
 def check_units(units: int, name: str = "units") -> int:
     """Validate a positive integer layer width and return it."""
-    if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {units!r}.")
-    return units
+    return check_positive_int(units, name)
 
 
 def check_rate(rate: float, name: str = "dropout_rate") -> float:

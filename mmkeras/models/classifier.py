@@ -10,8 +10,13 @@ from keras import layers
 
 from mmkeras.branches import BRANCHES
 from mmkeras.branches.common import make_input, make_presence_input
+from mmkeras.data.pipeline import text_corpus
 from mmkeras.fusion import FUSIONS
-from mmkeras.models.presence import MissingModalityEmbedding, ModalityDropout, PresenceFlags
+from mmkeras.models.presence import (
+    MissingModalityEmbedding,
+    ModalityDropout,
+    PresenceFlags,
+)
 from mmkeras.registry import lookup
 from mmkeras.spec import DatasetSpec, FeatureSpec
 
@@ -158,7 +163,5 @@ def build_branch(
         if vocabularies is not None and feature.name in vocabularies:
             options["vocabulary"] = vocabularies[feature.name]
         else:
-            from mmkeras.data.pipeline import text_corpus
-
             options["corpus"] = text_corpus(spec, feature.name, split="train")
     return builder(feature, **options)

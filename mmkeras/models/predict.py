@@ -9,6 +9,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from mmkeras.data.decoders import decode_batch
 from mmkeras.models.classifier import MODALITY_WEIGHTS, PROBABILITIES
 from mmkeras.spec import DatasetSpec
 
@@ -74,8 +75,6 @@ def predict(model: keras.Model, spec: DatasetSpec, rows: Sequence[Mapping[str, A
       >>> predict(model, spec, [{"caption": "a red ball", "picture": "ball.png"}])[0]["class_name"]
       'red'
     """
-    from mmkeras.data.decoders import decode_batch
-
     if not rows:
         return []
     inputs = decode_batch(spec, raw_batch(spec, rows, base_dir=base_dir))
@@ -93,12 +92,3 @@ def predict(model: keras.Model, spec: DatasetSpec, rows: Sequence[Mapping[str, A
             result[MODALITY_WEIGHTS] = dict(zip(spec.feature_names, map(float, outputs[MODALITY_WEIGHTS][i])))
         results.append(result)
     return results
-
-
-def predict_run(run_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], *,
-                base_dir: str | os.PathLike | None = None) -> list[dict]:
-    """`predict` with the best model and spec of a training run folder."""
-    from mmkeras.train.run_dir import load_run
-
-    model, spec = load_run(run_dir)
-    return predict(model, spec, rows, base_dir=base_dir)

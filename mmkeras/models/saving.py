@@ -7,13 +7,32 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from types import MappingProxyType
+
 import keras
+
+from mmkeras.branches.common import SequencePooling
+from mmkeras.branches.hub import HubEncoder
+from mmkeras.branches.imagenet import ImagenetPreprocessing
+from mmkeras.branches.log_mel import LogMelSpectrogram
+from mmkeras.branches.spec_augment import SpecAugment
+from mmkeras.fusion import FUSIONS
+from mmkeras.models.presence import MissingModalityEmbedding, ModalityDropout, PresenceFlags
 
 # Layers whose weights come with a TF SavedModel graph, which Keras' safe mode refuses
 # (see `mmkeras.branches.hub.HubEncoder.from_config`).
 SAVED_MODEL_LAYERS = ("HubEncoder",)
 # Layers that carry Python code: never loaded, even from a model that needs unsafe mode.
 CODE_LAYERS = ("Lambda",)
+# Every mmkeras layer a saved classifier can hold, by the name Keras records for it. Passed to
+# `load_model` explicitly, so loading never depends on which modules happen to be imported.
+CUSTOM_OBJECTS = MappingProxyType({
+    keras.saving.get_registered_name(layer): layer
+    for layer in (
+        SequencePooling, HubEncoder, ImagenetPreprocessing, LogMelSpectrogram, SpecAugment,
+        *FUSIONS.values(), PresenceFlags, ModalityDropout, MissingModalityEmbedding,
+    )
+})
 
 
 def load_classifier(path: str | os.PathLike) -> keras.Model:
@@ -43,8 +62,6 @@ def load_classifier(path: str | os.PathLike) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is not a file: expected a .keras model written by mmkeras.")
-    import mmkeras.models.classifier  # noqa: F401 - registers every layer a saved classifier refers to
-
     classes = set(_class_names(_read_config(path)))
     needs_graph = bool(classes & set(SAVED_MODEL_LAYERS))
     if needs_graph and classes & set(CODE_LAYERS):
@@ -53,7 +70,7 @@ def load_classifier(path: str | os.PathLike) -> keras.Model:
             "mmkeras never writes such a model, so it is not loaded. Load it yourself with "
             "keras.saving.load_model(path, safe_mode=False) only if you trust the file."
         )
-    return keras.saving.load_model(path, safe_mode=not needs_graph)
+    return keras.saving.load_model(path, custom_objects=dict(CUSTOM_OBJECTS), safe_mode=not needs_graph)
 
 
 def _read_config(path: Path) -> dict:

@@ -1,9 +1,10 @@
-"""Talking to TF Serving: `Client` (REST and gRPC) and a loopback stand-in server for tests and notebooks.
+"""Talking to TF Serving: `Client` (REST and gRPC).
 
-Modules: `client` (`Client`), `protocol` (REST JSON and gRPC proto formats,
-`ServingError`) and `testing` (`LoopbackServer`: gRPC PredictionService and
-REST on 127.0.0.1 backed by `tf.saved_model.load`). Names are imported on
-first use.
+Modules: `client` (`Client`). The wire formats and `ServingError` live in
+`mmkeras.wire`, below both this package and `mmkeras.export`. `_loopback`
+(`LoopbackServer`: gRPC PredictionService and REST on 127.0.0.1 backed by
+`tf.saved_model.load`) is test support for the tests and notebooks, not public
+API. Names are imported on first use.
 """
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ from mmkeras._lazy import lazy_attributes
 # Public name -> module that defines it. Written out once; read-only.
 _EXPORTS = {
     "Client": "mmkeras.serving.client",
-    "ServingError": "mmkeras.serving.protocol",
-    "LoopbackServer": "mmkeras.serving.testing",
+    "ServingError": "mmkeras.wire",
 }
 
 # The same names as `_EXPORTS`, sorted.
 __all__ = [
     "Client",
-    "LoopbackServer",
     "ServingError",
 ]
 

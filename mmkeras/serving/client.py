@@ -12,7 +12,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from mmkeras.serving.protocol import (
+from mmkeras.spec import load_spec
+from mmkeras.wire import (
     DEFAULT_SIGNATURE,
     REST_FORMATS,
     ServingError,
@@ -89,8 +90,6 @@ class Client:
         if rest_port is None and grpc_port is None:
             raise ValueError("Client needs a rest_port (TF Serving: 8501) or a grpc_port (TF Serving: 8500).")
         if spec is not None and not hasattr(spec, "features"):
-            from mmkeras.spec import load_spec
-
             spec = load_spec(spec)
         self.host = host
         self.rest_port = rest_port

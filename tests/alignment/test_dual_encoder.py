@@ -5,7 +5,13 @@ import keras
 import numpy as np
 import pytest
 
-from mmkeras.alignment import ContrastiveLoss, DualEncoder, TripletLoss, build_dual_encoder, tower
+from mmkeras.alignment import (
+    ContrastiveLoss,
+    DualEncoder,
+    TripletLoss,
+    build_dual_encoder,
+    tower,
+)
 from mmkeras.alignment.dual_encoder import resolve_features
 from mmkeras.spec import load_spec
 

@@ -19,7 +19,11 @@ from mmkeras.alignment import (
     zero_shot_classify,
 )
 from mmkeras.alignment.export import check_tower_export
-from mmkeras.alignment.pretrain import exclude_class_ids, label_fraction_indices, vocabularies_without_classes
+from mmkeras.alignment.pretrain import (
+    exclude_class_ids,
+    label_fraction_indices,
+    vocabularies_without_classes,
+)
 from mmkeras.data.pipeline import make_dataset, read_split
 from mmkeras.export.check import ExportSkewError
 

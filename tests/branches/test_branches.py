@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmkeras.branches import BRANCHES, build_audio_branch, build_image_branch, build_text_branch
+from mmkeras.branches import (
+    BRANCHES,
+    build_audio_branch,
+    build_image_branch,
+    build_text_branch,
+)
 from mmkeras.branches.common import SequencePooling
 from mmkeras.branches.log_mel import LogMelSpectrogram
 from mmkeras.spec import load_spec

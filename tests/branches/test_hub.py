@@ -398,10 +398,8 @@ def _feature(modality):
 @pytest.mark.slow
 def test_a_training_run_with_a_hub_encoder_loads_evaluates_and_exports(encoders, tiny_spec, tmp_path):
     import mmkeras
-    from mmkeras.evaluate.report import evaluate_run
-    from mmkeras.export.saved_model import export_run
     from mmkeras.models.saving import load_classifier
-    from mmkeras.train.run_dir import load_run
+    from mmkeras.runs import evaluate_run, export_run, load_run
 
     spec = tiny_spec.with_features(["picture"])
     result = mmkeras.train(spec, epochs=1, batch_size=8, units=8, embed_dim=8, seed=0, verbose=0,

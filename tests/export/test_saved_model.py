@@ -12,7 +12,13 @@ import tensorflow as tf
 from export_helpers import build_small
 
 from mmkeras import FUSIONS
-from mmkeras.export import check_export, export_for_serving, read_metadata, resolve_version_dir
+from mmkeras.export import (
+    archive,
+    check_export,
+    export_for_serving,
+    read_metadata,
+    resolve_version_dir,
+)
 from mmkeras.export import saved_model as saved_model_module
 from mmkeras.export import signatures as sig
 from mmkeras.export.requests import example_columns
@@ -137,7 +143,7 @@ def test_warmup_file_holds_prediction_logs_that_the_model_answers(exported):
 
 
 def test_example_rest_bodies_are_answered_by_the_signature(exported):
-    from mmkeras.serving.testing import SavedModelBackend, rest_predict
+    from mmkeras.serving._loopback import SavedModelBackend, rest_predict
 
     backend = SavedModelBackend(exported.path)
     expected = _call(exported.loaded, sig.DEFAULT, example_columns(exported.spec, sig.DEFAULT))["probabilities"]
@@ -156,7 +162,7 @@ def test_versions_count_up_and_are_never_overwritten(exported, tmp_path):
     shutil.copytree(exported.base_dir / "tiny_attention", model_dir)
     second = export_for_serving(exported.model, exported.spec, tmp_path)
     assert second == model_dir / "2"
-    assert saved_model_module.versions(model_dir) == [1, 2]
+    assert archive.versions(model_dir) == [1, 2]
     assert resolve_version_dir(model_dir) == second
     assert read_metadata(model_dir)["version"] == 2
     before = (model_dir / "1" / "saved_model.pb").read_bytes()
@@ -186,7 +192,7 @@ def test_a_model_that_does_not_fit_the_spec_is_refused(exported, tmp_path):
     other = exported.spec.replace(label=LabelSpec("label", ("a", "b", "c", "d")))
     with pytest.raises(ValueError, match="predicts 3 classes"):
         export_for_serving(exported.model, other, tmp_path)
-    assert saved_model_module.versions(tmp_path / "tiny_attention") == []
+    assert archive.versions(tmp_path / "tiny_attention") == []
     assert not list((tmp_path / "tiny_attention").iterdir())
 
 

@@ -7,13 +7,9 @@ import pytest
 import mmkeras
 from mmkeras.data.manifest import read_manifest
 
-SMALL = {"units": 8, "embed_dim": 8, "branch_options": {
-    "text": {"token_dim": 4, "lstm_units": 4}, "image": {"stages": (4,), "convs_per_stage": 1},
-    "audio": {"conv_stages": (4,), "lstm_units": 4}}}
 
-
-def test_predict_on_raw_rows_equals_model_on_pipeline(tiny_spec):
-    model = mmkeras.build_classifier(tiny_spec, fusion="attention", seed=0, **SMALL)
+def test_predict_on_raw_rows_equals_model_on_pipeline(tiny_spec, tiny_model):
+    model = mmkeras.build_classifier(tiny_spec, fusion="attention", seed=0, **tiny_model())
     manifest = read_manifest(tiny_spec, "test")
     rows = [{f.name: r.values[f.name] for f in tiny_spec.features} for r in manifest.rows[:4]]
     results = mmkeras.predict(model, tiny_spec, rows, base_dir=manifest.path.parent)
@@ -25,8 +21,8 @@ def test_predict_on_raw_rows_equals_model_on_pipeline(tiny_spec):
     assert set(results[0]["modality_weights"]) == {"caption", "picture", "sound"}
 
 
-def test_predict_reports_missing_files_and_unknown_features(tiny_spec, tmp_path):
-    model = mmkeras.build_classifier(tiny_spec, seed=0, **SMALL)
+def test_predict_reports_missing_files_and_unknown_features(tiny_spec, tmp_path, tiny_model):
+    model = mmkeras.build_classifier(tiny_spec, seed=0, **tiny_model())
     with pytest.raises(FileNotFoundError, match="Row 0, feature 'picture'"):
         mmkeras.predict(model, tiny_spec, [{"picture": "nope.png"}], base_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown features \\['video'\\]"):

@@ -4,7 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmkeras.models.presence import MissingModalityEmbedding, ModalityDropout, PresenceFlags
+from mmkeras.models.presence import (
+    MissingModalityEmbedding,
+    ModalityDropout,
+    PresenceFlags,
+)
 
 
 def test_presence_flags_treat_none_as_present():

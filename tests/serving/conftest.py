@@ -5,30 +5,21 @@ from types import SimpleNamespace
 
 import pytest
 
-# A copy of tests/export/export_helpers.py's SMALL (test folders do not import each other).
-SMALL = {
-    "units": 8,
-    "embed_dim": 8,
-    "vocabularies": {"caption": ["red", "green", "blue", "ball", "box"]},
-    "branch_options": {
-        "text": {"token_dim": 4, "lstm_units": 4, "bidirectional": False},
-        "image": {"stages": (4,), "convs_per_stage": 1},
-        "audio": {"encoder": "conv1d", "conv_stages": (4,)},
-    },
-}
+VOCABULARIES = {"caption": ["red", "green", "blue", "ball", "box"]}
 
 
 @pytest.fixture(scope="session")
-def served(tiny_spec, tmp_path_factory):
+def served(tiny_spec, tmp_path_factory, tiny_model):
     """An untrained gated classifier, exported and served: model, spec, path, server, and a client factory."""
     import keras
 
     from mmkeras import build_classifier
     from mmkeras.export import export_for_serving
-    from mmkeras.serving import Client, LoopbackServer
+    from mmkeras.serving import Client
+    from mmkeras.serving._loopback import LoopbackServer
 
     keras.utils.set_random_seed(0)
-    model = build_classifier(tiny_spec, fusion="gated", seed=0, **SMALL)
+    model = build_classifier(tiny_spec, fusion="gated", seed=0, **tiny_model(vocabularies=VOCABULARIES))
     path = export_for_serving(model, tiny_spec, tmp_path_factory.mktemp("saved_models"))
     with LoopbackServer(path) as server:
 

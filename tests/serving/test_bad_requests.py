@@ -76,7 +76,7 @@ def test_rows_of_different_lengths_or_shapes_are_refused(served, protocol):
 
 def test_the_savedmodel_itself_names_the_bad_input(served):
     """Without a server: the decoders' asserts and TF's argument binding name the input too."""
-    from mmkeras.serving.testing import SavedModelBackend
+    from mmkeras.serving._loopback import SavedModelBackend
 
     backend = SavedModelBackend(served.path)
     serve = backend.signatures[sig.DEFAULT]

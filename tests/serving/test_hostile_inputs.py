@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from mmkeras.serving import ServingError
-from mmkeras.serving.testing import decompression_bomb_png, hostile_inputs, wav_header_only
+from mmkeras.serving._loopback import decompression_bomb_png, hostile_inputs, wav_header_only
 
 MIB = 1024 * 1024
 # kind -> words the refusal must hold besides the feature's name.

@@ -1,0 +1,17 @@
+"""Evaluation: metrics, modality reliance and plots. `mmkeras.evaluate(model, spec)` is `report.evaluate`.
+
+Names are imported on first use.
+"""
+from __future__ import annotations
+
+from mmkeras._lazy import lazy_attributes
+
+# Public name -> module that defines it. Written out once; read-only.
+_EXPORTS = {
+    "evaluate": "mmkeras.evaluation.report",
+}
+
+__all__ = ["evaluate"]
+
+
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

@@ -1,0 +1,236 @@
+"""The callbacks of a training run: backup, best model, early stopping and logs.
+
+`make_callbacks` lists them in the order they must run at each epoch end:
+replica statistics first, then logs, the best-model save and the backup, so a run killed at any
+moment resumes from a state whose history and best model are already written.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+
+from mmkeras.training.run_dir import RunPaths, read_history, save_model
+
+
+class EpochAwareBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose step-wise backups record the right epoch after a resume.
+
+    Keras' callback learns the current epoch only when an epoch ends, so in a
+    resumed run a backup taken every `save_freq` steps before the first epoch
+    end records epoch 0, and a second kill would restart training from the
+    beginning. Tracking the epoch when it begins fixes that. Step-wise
+    backups are also taken at every epoch end, where Keras takes them only
+    every `save_freq` steps.
+
+    Args:
+      backup_dir: the folder of the backup (used by nothing else).
+      save_freq: "epoch", or back up every this many training steps too.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.save_freq != "epoch":
+            self._save_model()
+            self._batches_seen_since_last_saving = 0
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Save a model to one `.keras` file whenever the monitored value improves.
+
+    Unlike `keras.callbacks.ModelCheckpoint`, the saved model may differ from
+    the one being fitted: training fits a view of the classifier with only its
+    probabilities output, and this saves the full classifier (with every
+    output) that shares its weights.
+
+    Args:
+      model: the model to save.
+      filepath: the `.keras` file, overwritten at each improvement.
+      monitor: the log key to watch, e.g. "val_loss".
+      mode: "min" or "max": which direction is better.
+      initial_best: the best value so far (a resumed run's), or None.
+
+    Raises:
+      ValueError: for a mode other than "min" or "max".
+
+    Example:
+      >>> BestModelCheckpoint(classifier, "run/best.keras", monitor="val_loss")
+    """
+
+    def __init__(self, model: keras.Model, filepath, monitor: str = "val_loss", mode: str = "min",
+                 initial_best: float | None = None):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"`mode` must be 'min' or 'max', got {mode!r}.")
+        self.model_to_save = model
+        self.filepath = str(filepath)
+        self.monitor = monitor
+        self.mode = mode
+        self.best = initial_best
+        self.best_epoch: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or math.isnan(float(value)):
+            return
+        value = float(value)
+        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best, self.best_epoch = value, epoch
+            save_model(self.model_to_save, self.filepath)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` that goes on counting from the epochs a resumed run already logged.
+
+    Keras' callback starts from scratch at each `fit`, so a run killed after
+    three epochs without improvement would wait `patience` more epochs after
+    a resume, and could restore the weights of an epoch that was not the
+    best. This one starts from the monitored values already in the run's
+    history (best value, epochs since it), and when the best epoch came
+    before the resume and nothing improves after it, restores the weights
+    from the best-model file instead of from memory.
+
+    Args:
+      previous: the monitored value of each epoch already trained, in order.
+      best_model_path: the `.keras` file holding the best epoch's classifier.
+      classifier: the model saved there (its weights are the ones restored).
+      **kwargs: `keras.callbacks.EarlyStopping` arguments; `mode` must be
+        "min" or "auto" with a loss (what training monitors).
+
+    Example:
+      >>> ResumableEarlyStopping([0.9, 0.7], "run/best.keras", classifier, monitor="val_loss", patience=5)
+    """
+
+    def __init__(self, previous: Sequence[float], best_model_path, classifier: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.previous = [float(value) for value in previous]
+        self.best_model_path = Path(best_model_path)
+        self.classifier = classifier
+        self.best_is_on_disk = False
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        finite = [(value, epoch) for epoch, value in enumerate(self.previous) if not math.isnan(value)]
+        if finite:
+            self.best, self.best_epoch = min(finite)
+            self.wait = len(self.previous) - 1 - self.best_epoch
+            self.best_is_on_disk = self.best_model_path.is_file()
+
+    def on_epoch_end(self, epoch, logs=None):
+        best_before = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.best != best_before:
+            self.best_is_on_disk = False
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_is_on_disk:
+            self.best_weights = None  # Keras would restore the first epoch after the resume
+            super().on_train_end(logs)
+            self.classifier.load_weights(self.best_model_path)
+            return
+        super().on_train_end(logs)
+
+
+class AverageReplicaStatistics(keras.callbacks.Callback):
+    """Average the non-trainable float weights across replicas at each epoch end.
+
+    Under a distribution strategy the gradients are summed across replicas,
+    so trainable weights stay equal everywhere, but batch-norm moving means
+    and variances are updated from each replica's own examples and drift
+    apart. Averaging them once per epoch gives every replica (and every
+    worker's saved model) statistics of all the data.
+
+    Args:
+      strategy: the `tf.distribute.Strategy` the model was built under.
+    """
+
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy = strategy
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        variables = [v for v in self.model.non_trainable_variables if "float" in str(v.dtype)]
+        if not variables:
+            return
+        per_replica = self.strategy.run(lambda: [tf.identity(v.value) for v in variables])
+        means = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+        for variable, mean in zip(variables, means):
+            variable.assign(mean)
+
+
+def make_callbacks(
+    paths: RunPaths,
+    model: keras.Model,
+    *,
+    monitor: str,
+    early_stopping_patience: int | None,
+    backup_every_steps: int | None = None,
+    initial_epoch: int = 0,
+    strategy=None,
+    extra: Sequence[keras.callbacks.Callback] = (),
+) -> list[keras.callbacks.Callback]:
+    """Return the run's callbacks, writing into `paths`.
+
+    - `AverageReplicaStatistics` when `strategy` has several replicas;
+    - `CSVLogger` to `history.csv`, appending across resumes;
+    - `TensorBoard` to `tensorboard/` (when the `tensorboard` package is installed);
+    - `BestModelCheckpoint` of the full `model` to `best.keras` on `monitor`,
+      starting from the best value already in `history.csv` when resuming;
+    - `ResumableEarlyStopping` on `monitor`, restoring the best weights
+      and counting patience across resumes (unless `early_stopping_patience`
+      is None);
+    - `EpochAwareBackupAndRestore` in `backup/`, at each epoch end and every
+      `backup_every_steps` steps, so the same call resumes a killed run (it
+      is left in place when `fit` ends; the caller removes it);
+    - then `extra`.
+
+    Args:
+      paths: the run folder's paths.
+      model: the full classifier to save as the best model.
+      monitor: the log key to watch ("val_loss", or "loss" without validation).
+      early_stopping_patience: epochs without improvement before stopping, or None.
+      backup_every_steps: also back up every this many steps, or None.
+      initial_epoch: the epoch a resumed run goes on from (0 for a new run):
+        the history's first `initial_epoch` rows seed the best value and
+        early stopping's patience.
+      strategy: the distribution strategy, or None.
+      extra: more callbacks, run last.
+
+    Returns:
+      The callbacks, in order.
+    """
+    # Epochs past `initial_epoch` were logged but not backed up: they are trained again.
+    previous = read_history(paths.history_csv).get(monitor, [])[:initial_epoch]
+    callbacks = []
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        callbacks.append(AverageReplicaStatistics(strategy))
+    callbacks.append(keras.callbacks.CSVLogger(str(paths.history_csv), append=True))
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths.tensorboard), write_graph=False))
+    else:
+        warnings.warn("TensorBoard is not installed, so no TensorBoard logs are written: `pip install tensorboard`.")
+    callbacks.append(
+        BestModelCheckpoint(
+            model, paths.best_model, monitor=monitor,
+            initial_best=min((value for value in previous if not math.isnan(value)), default=None),
+        )
+    )
+    if early_stopping_patience is not None:
+        callbacks.append(ResumableEarlyStopping(
+            previous, paths.best_model, model, monitor=monitor, patience=early_stopping_patience,
+            restore_best_weights=True,
+        ))
+    # The backup outlives `fit`: `train` removes it only once the final model is saved.
+    callbacks.append(
+        EpochAwareBackupAndRestore(str(paths.backup), save_freq=backup_every_steps or "epoch", delete_checkpoint=False)
+    )
+    return callbacks + list(extra)

@@ -1,0 +1,60 @@
+"""evaluate(): report keys, modality reliance and non-empty PNG plots on `tiny`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mmkeras
+from mmkeras.evaluation.reliance import conditions, perturb
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def attention_model(tiny_spec, tiny_model):
+    return mmkeras.build_classifier(tiny_spec, fusion="attention", seed=0, **tiny_model())
+
+
+def test_report_has_every_key_and_writes_non_empty_pngs(attention_model, tiny_spec, tmp_path):
+    report = mmkeras.evaluate(attention_model, tiny_spec, "test", output_dir=tmp_path,
+                              history={"loss": [1.0, 0.5], "val_loss": [1.2, 0.8]})
+    for key in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "reliance", "modality_weights", "num_examples"):
+        assert key in report
+    assert report["num_examples"] == 24
+    assert np.array(report["confusion_matrix"]).sum() == 24
+    assert set(report["reliance"]) == {"caption", "picture", "sound"}
+    assert set(report["reliance"]["sound"]) == {"absent", "shuffled", "absent_drop", "shuffled_drop"}
+    np.testing.assert_allclose(sum(report["modality_weights"].values()), 1.0, rtol=1e-5)
+    for name in ("confusion_matrix", "reliance", "modality_weights", "training_curves"):
+        data = Path(report["files"][name]).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 2000, name
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["accuracy"] == report["accuracy"]
+
+
+def test_report_without_output_dir_writes_nothing_and_concat_has_no_weights(tiny_spec, tmp_path, monkeypatch, tiny_model):
+    monkeypatch.chdir(tmp_path)
+    model = mmkeras.build_classifier(tiny_spec, fusion="concat", seed=0, **tiny_model())
+    report = mmkeras.evaluate(model, tiny_spec, "validation")
+    assert report["modality_weights"] is None and report["files"] == {}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_perturb_marks_absent_or_shuffles_one_modality_only():
+    batch = {"a": np.arange(6), "a_present": np.ones(6, bool), "b": np.arange(6) * 10, "b_present": np.ones(6, bool)}
+    rng = np.random.default_rng(0)
+    absent = perturb(batch, "a", "absent", rng)
+    assert not absent["a_present"].any() and absent["b_present"].all()
+    np.testing.assert_array_equal(absent["a"], batch["a"])
+    shuffled = perturb(batch, "b", "shuffled", rng)
+    assert sorted(shuffled["b"]) == sorted(batch["b"]) and not np.array_equal(shuffled["b"], batch["b"])
+    np.testing.assert_array_equal(shuffled["a"], batch["a"])
+    assert batch["a_present"].all()  # the input batch is untouched
+
+
+def test_conditions_cover_each_modality_twice(tiny_spec):
+    names = [name for name, _, _ in conditions(tiny_spec)]
+    assert names[0] == "full" and len(names) == 1 + 2 * len(tiny_spec.features)

@@ -1,0 +1,73 @@
+"""Early stopping that survives a resume: patience and best weights carry over from the run's history."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from mmkeras.training.callbacks import ResumableEarlyStopping
+
+
+def _model(seed: int) -> keras.Model:
+    inputs = keras.Input((3,))
+    return keras.Model(inputs, keras.layers.Dense(2, kernel_initializer=keras.initializers.RandomNormal(seed=seed))(inputs))
+
+
+def _run(callback, model, values, first_epoch):
+    """Drive the callback as `fit` would over epochs `first_epoch, ...` with these monitored values."""
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, value in enumerate(values, start=first_epoch):
+        callback.on_epoch_end(epoch, {"val_loss": value})
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return epoch
+
+
+def test_patience_counts_the_epochs_trained_before_the_resume(tmp_path):
+    model = _model(0)
+    model.stop_training = False
+    # Best at epoch 1, then two epochs without improvement: one more stops a patience-3 run.
+    callback = ResumableEarlyStopping([1.0, 0.5, 0.6, 0.7], tmp_path / "best.keras", model,
+                                      monitor="val_loss", patience=3)
+    stopped_at = _run(callback, model, [0.8, 0.9, 0.95], first_epoch=4)
+    assert stopped_at == 4
+    assert callback.best == 0.5 and callback.best_epoch == 1
+
+
+def test_the_best_epoch_before_the_resume_is_restored_from_the_best_model_file(tmp_path):
+    best = _model(1)
+    best.save(tmp_path / "best.keras")
+    model = _model(2)
+    model.stop_training = False
+    callback = ResumableEarlyStopping([0.9, 0.4], tmp_path / "best.keras", model, monitor="val_loss",
+                                      patience=2, restore_best_weights=True)
+    _run(callback, model, [0.6, 0.7], first_epoch=2)
+    for restored, expected in zip(model.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(restored, expected)
+
+
+def test_an_improvement_after_the_resume_is_restored_from_memory(tmp_path):
+    _model(1).save(tmp_path / "best.keras")
+    model = _model(2)
+    model.stop_training = False
+    callback = ResumableEarlyStopping([0.9, 0.4], tmp_path / "best.keras", model, monitor="val_loss",
+                                      patience=5, restore_best_weights=True)
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_epoch_end(2, {"val_loss": 0.3})
+    improved = [w.copy() for w in model.get_weights()]
+    model.set_weights([w + 1.0 for w in improved])
+    callback.on_epoch_end(3, {"val_loss": 0.5})
+    callback.on_train_end()
+    assert callback.best == 0.3
+    for restored, expected in zip(model.get_weights(), improved):
+        np.testing.assert_array_equal(restored, expected)
+
+
+def test_a_new_run_behaves_like_keras_early_stopping(tmp_path):
+    model = _model(0)
+    model.stop_training = False
+    callback = ResumableEarlyStopping([], tmp_path / "best.keras", model, monitor="val_loss", patience=2)
+    stopped_at = _run(callback, model, [1.0, 0.8, 0.9, 0.85, 0.7], first_epoch=0)
+    assert stopped_at == 3

@@ -1,0 +1,35 @@
+import keras
+import numpy as np
+import pytest
+
+from mmkeras.training.schedules import WarmupCosineDecay
+
+
+@pytest.mark.parametrize("warmup_steps", [0, 10])
+def test_warmup_cosine_matches_keras_cosine_decay_at_every_step(warmup_steps):
+    ours = WarmupCosineDecay(1e-3, decay_steps=30, warmup_steps=warmup_steps)
+    initial = 0.0 if warmup_steps else 1e-3
+    keras_schedule = keras.optimizers.schedules.CosineDecay(
+        initial, 30, warmup_target=1e-3 if warmup_steps else None, warmup_steps=warmup_steps
+    )
+    steps = range(50)
+    np.testing.assert_allclose([float(ours(s)) for s in steps], [float(keras_schedule(s)) for s in steps],
+                               atol=1e-9)
+
+
+def test_warmup_cosine_survives_serialization():
+    schedule = WarmupCosineDecay(2e-3, decay_steps=7, warmup_steps=3)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert isinstance(restored, WarmupCosineDecay)
+    assert [float(restored(s)) for s in range(12)] == [float(schedule(s)) for s in range(12)]
+
+
+@pytest.mark.parametrize("arguments", [
+    {"learning_rate": 0.0, "decay_steps": 5},
+    {"learning_rate": 1e-3, "decay_steps": 0},
+    {"learning_rate": 1e-3, "decay_steps": 5, "warmup_steps": -1},
+    {"learning_rate": 1e-3, "decay_steps": 5.5},
+])
+def test_warmup_cosine_refuses_bad_arguments(arguments):
+    with pytest.raises(ValueError, match="must be"):
+        WarmupCosineDecay(**arguments)
