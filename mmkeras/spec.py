@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from mmkeras.checks import is_integer, is_number
+
 # Options each modality understands, with their defaults. Shapes are written
 # here (and overridden per feature in the YAML) and nowhere else.
 # The `max_*` options bound what a decoder accepts (see `mmkeras.data.decoders`):
@@ -430,7 +432,7 @@ def default_limit(modality: str, options: Mapping[str, Any]) -> int | float:
 
 
 def _is_positive_integer(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value > 0
+    return is_integer(value) and value > 0
 
 
 def _check_options(modality: str, options: dict, prefix: str, fail) -> None:
@@ -448,13 +450,14 @@ def _check_options(modality: str, options: dict, prefix: str, fail) -> None:
             continue
         if not _is_positive_integer(options[key]):
             raise fail(f"{prefix}.{key}", f"got {options[key]!r}, expected a positive integer.")
+        options[key] = int(options[key])
     if modality == "audio" and not isinstance(options["resample"], bool):
         raise fail(f"{prefix}.resample", f"got {options['resample']!r}, expected true or false.")
     for key in POSITIVE_NUMBERS.get(modality, ()):
         value = options[key]
         if key == limit and not limit_given:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if not is_number(value) or value <= 0:
             raise fail(f"{prefix}.{key}", f"got {value!r}, expected a positive number.")
     if limit_given:
         _check_limit(modality, options, prefix, fail)

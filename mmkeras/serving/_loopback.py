@@ -45,6 +45,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from mmkeras.checks import is_number
 from mmkeras.wire import DEFAULT_SIGNATURE, ServingError, from_tensor_proto, resolve_version_dir, to_tensor_proto
 
 LOOPBACK = "127.0.0.1"
@@ -224,7 +225,7 @@ def _json_to_array(name: str, value: Any, dtype) -> np.ndarray:
             fail(item)
         if dtype == tf.bool:
             return item if isinstance(item, bool) else fail(item)
-        if isinstance(item, bool) or not isinstance(item, (int, float)):
+        if not is_number(item):
             fail(item)
         return item
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from mmkeras.checks import is_integer, is_number
+
 OPTIMIZERS = ("adamw", "adam", "sgd")
 LOSSES = ("crossentropy", "focal")
 CLASS_WEIGHTS = (None, "balanced")
@@ -343,14 +345,16 @@ def _fail(config: Any, name: str, expected: str) -> ValueError:
 
 
 def _check_positive_int(config: Any, name: str, *, allow_zero: bool = False) -> None:
+    # `mmkeras.checks` decides what an integer is; the message keeps the config's "Class.field" form.
     value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+    if not is_integer(value) or value < (0 if allow_zero else 1):
         raise _fail(config, name, "a non-negative integer" if allow_zero else "a positive integer")
+    object.__setattr__(config, name, int(value))  # numpy integers stored as plain ints, for YAML
 
 
 def _check_number(config: Any, name: str, *, minimum: float, inclusive: bool = True) -> None:
     value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise _fail(config, name, "a number")
     if value < minimum or (not inclusive and value == minimum):
         raise _fail(config, name, f"{'>=' if inclusive else '>'} {minimum}")
@@ -358,7 +362,7 @@ def _check_number(config: Any, name: str, *, minimum: float, inclusive: bool = T
 
 def _check_rate(config: Any, name: str) -> None:
     value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    if not is_number(value) or not 0.0 <= value < 1.0:
         raise _fail(config, name, "a number in [0, 1)")
 
 

@@ -6,6 +6,8 @@ import math
 import keras
 from keras import ops
 
+from mmkeras.checks import check_int_at_least, check_number
+
 
 @keras.saving.register_keras_serializable(package="mmkeras")
 class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -35,14 +37,9 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, learning_rate: float, decay_steps: int, warmup_steps: int = 0):
-        if not learning_rate > 0:
-            raise ValueError(f"`learning_rate` must be positive, got {learning_rate!r}.")
-        for name, value, minimum in (("decay_steps", decay_steps, 1), ("warmup_steps", warmup_steps, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"`{name}` must be a whole number of at least {minimum}, got {value!r}.")
-        self.learning_rate = float(learning_rate)
-        self.decay_steps = decay_steps
-        self.warmup_steps = warmup_steps
+        self.learning_rate = check_number(learning_rate, "learning_rate")
+        self.decay_steps = check_int_at_least(decay_steps, "decay_steps", 1)
+        self.warmup_steps = check_int_at_least(warmup_steps, "warmup_steps", 0)
 
     def __call__(self, step):
         step = ops.cast(step, "float32")

@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from mmkeras.checks import is_integer
 from mmkeras.training.config import STRATEGIES, RuntimeConfig
 
 TF_CONFIG_EXAMPLE = (
@@ -211,7 +212,7 @@ def read_tf_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             f"TF_CONFIG needs a 'task' whose 'type' is one of the cluster's jobs {sorted(cluster)}, got {text!r}. {hint}"
         )
     index = task.get("index", 0)
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
+    if not is_integer(index) or not 0 <= index < len(cluster[task["type"]]):
         raise ValueError(
             f"TF_CONFIG task index must be 0..{len(cluster[task['type']]) - 1} for job {task['type']!r}, "
             f"got {index!r}. {hint}"
