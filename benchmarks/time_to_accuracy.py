@@ -463,7 +463,7 @@ def target_lines(models: dict) -> list[str]:
             lines.append(f"- {text}: not measured (not reached)")
             return
         met = value >= limit if higher_is_better else value <= limit
-        lines.append(f"- {text}: {value:.2f} (target {'>=' if higher_is_better else '<='} {limit}): "
+        lines.append(f"- {text}: {value:.2f} (target {'>=' if higher_is_better else '<='} {limit:.2f}): "
                      f"{'met' if met else 'NOT met'}")
 
     if plain is not None:
