@@ -4,11 +4,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only: evaluation runs on servers and in CI without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+# Figures are made without pyplot: they only go to files (servers and CI have no display), and
+# importing this module leaves the caller's backend alone, so a notebook still shows its own plots.
+from matplotlib.figure import Figure
 
 
 def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path) -> Path:
@@ -26,7 +26,8 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path) -> 
       `path`.
     """
     names = sorted(name for name in history if not name.startswith("val_") and name not in ("epoch", "learning_rate"))
-    figure, axes = plt.subplots(1, max(len(names), 1), figsize=(4 * max(len(names), 1), 3), squeeze=False)
+    figure = Figure(figsize=(4 * max(len(names), 1), 3))
+    axes = figure.subplots(1, max(len(names), 1), squeeze=False)
     for axis, name in zip(axes[0], names):
         axis.plot(np.arange(1, len(history[name]) + 1), history[name], label="train")
         validation = np.asarray(history.get(f"val_{name}", []), dtype=float)
@@ -53,7 +54,8 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
       `path`.
     """
     size = max(4, 0.5 * len(class_names) + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
+    figure = Figure(figsize=(size, size))
+    axis = figure.subplots()
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ticks = np.arange(len(class_names))
@@ -80,7 +82,8 @@ def plot_reliance(reliance: Mapping[str, Mapping[str, float]], full_accuracy: fl
     """
     names = list(reliance)
     positions = np.arange(len(names))
-    figure, axis = plt.subplots(figsize=(max(4, 1.5 * len(names) + 2), 3.5))
+    figure = Figure(figsize=(max(4, 1.5 * len(names) + 2), 3.5))
+    axis = figure.subplots()
     axis.bar(positions - 0.2, [reliance[n]["absent"] for n in names], 0.4, label="absent")
     axis.bar(positions + 0.2, [reliance[n]["shuffled"] for n in names], 0.4, label="shuffled")
     axis.axhline(full_accuracy, color="black", linestyle="--", label="all inputs")
@@ -108,7 +111,8 @@ def plot_modality_weights(weights: np.ndarray, labels: np.ndarray, feature_names
         weights[labels == k].mean(axis=0) if (labels == k).any() else np.zeros(weights.shape[1])
         for k in range(len(class_names))
     ])
-    figure, axis = plt.subplots(figsize=(max(4, 0.5 * len(class_names) + 2), 3.5))
+    figure = Figure(figsize=(max(4, 0.5 * len(class_names) + 2), 3.5))
+    axis = figure.subplots()
     bottom = np.zeros(len(class_names))
     for m, name in enumerate(feature_names):
         axis.bar(np.arange(len(class_names)), means[:, m], bottom=bottom, label=name)
@@ -124,5 +128,4 @@ def _save(figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path

@@ -12,10 +12,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def curves(monkeypatch):
-    """`plot_training_curves`, returning the figure it would save, kept open to look at."""
+    """`plot_training_curves`, returning the figure it would save (a plain `Figure`, not held by pyplot)."""
     monkeypatch.setattr(plots, "_save", lambda figure, path: figure)
-    yield lambda history: plots.plot_training_curves(history, "unused.png")
-    plots.plt.close("all")
+    return lambda history: plots.plot_training_curves(history, "unused.png")
 
 
 @pytest.mark.parametrize("history", [
@@ -41,3 +40,13 @@ def test_training_curves_with_validation_show_both_and_a_legend(curves):
 def test_training_curves_png_is_written(tmp_path):
     path = plots.plot_training_curves({"loss": [1.0, 0.5]}, tmp_path / "curves.png")
     assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_importing_the_plots_leaves_the_callers_backend_alone():
+    # Notebooks show their own pyplot figures inline after calling mmkeras.evaluate.
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import mmkeras.evaluation.plots; "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()")
+    subprocess.run([sys.executable, "-c", code], check=True)
