@@ -25,6 +25,7 @@ BENCHMARKS = {
     "alignment": "alignment.py",
     "train": "train_throughput.py",
     "tta": "time_to_accuracy.py",
+    "step": "optimizer_step.py",
 }
 
 

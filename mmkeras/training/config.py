@@ -166,6 +166,11 @@ class RuntimeConfig:
         False. Models with layers XLA cannot compile (text vectorisation,
         image augmentation) run without it.
       steps_per_execution: training steps per compiled call.
+      fused_optimizer: apply Adam and AdamW with one fused TensorFlow op per
+        variable (`mmkeras.training.optimizers`; the same updates, a smaller
+        graph: on avmnist the first epoch traces faster and every step is
+        shorter, see benchmarks/results/optimizer_step_avmnist.md). Ignored
+        under a multi-replica strategy, where Keras' own update runs.
       backup_every_steps: also back up the training state every this many
         steps, so a run killed mid-epoch loses at most that many steps of
         learning; None backs up at the end of each epoch only.
@@ -180,6 +185,7 @@ class RuntimeConfig:
     mixed_precision: bool | None = None
     jit_compile: bool | None = None
     steps_per_execution: int = 1
+    fused_optimizer: bool = True
     backup_every_steps: int | None = None
     verbose: str | int = "auto"
 
@@ -189,6 +195,7 @@ class RuntimeConfig:
             if getattr(self, name) is not None:
                 _check_bool(self, name)
         _check_positive_int(self, "steps_per_execution")
+        _check_bool(self, "fused_optimizer")
         if self.backup_every_steps is not None:
             _check_positive_int(self, "backup_every_steps")
         _check_choice(self, "verbose", VERBOSITIES)

@@ -39,6 +39,7 @@ class ResolvedRuntime:
         on GPU, `mixed_bfloat16` on CPU (see `precision_policy`).
       jit_compile: whether to ask Keras for XLA compilation.
       steps_per_execution: training steps per compiled call.
+      fused_optimizer: whether Adam and AdamW apply one fused op per variable.
       is_chief: whether this worker writes the run's artefacts (always true
         outside multi-worker training).
       task_name: this worker's task in the cluster, e.g. "worker-1" ("" outside one).
@@ -51,6 +52,7 @@ class ResolvedRuntime:
     mixed_precision: bool
     jit_compile: bool
     steps_per_execution: int
+    fused_optimizer: bool = True
     is_chief: bool = True
     task_name: str = ""
 
@@ -101,6 +103,7 @@ def resolve_runtime(config: RuntimeConfig | None = None) -> ResolvedRuntime:
         mixed_precision=on_gpu if config.mixed_precision is None else config.mixed_precision,
         jit_compile=default_jit if config.jit_compile is None else config.jit_compile,
         steps_per_execution=config.steps_per_execution,
+        fused_optimizer=config.fused_optimizer,
         is_chief=bool(strategy.extended.should_checkpoint),
         task_name=_task_name(strategy),
     )
