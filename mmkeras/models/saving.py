@@ -14,6 +14,7 @@ import keras
 from mmkeras.branches.common import SequencePooling
 from mmkeras.branches.hub import HubEncoder
 from mmkeras.branches.imagenet import ImagenetPreprocessing
+from mmkeras.branches.kerashub import KerasHubEncoder
 from mmkeras.branches.log_mel import LogMelSpectrogram
 from mmkeras.branches.spec_augment import SpecAugment
 from mmkeras.fusion import FUSIONS
@@ -29,7 +30,7 @@ CODE_LAYERS = ("Lambda",)
 CUSTOM_OBJECTS = MappingProxyType({
     keras.saving.get_registered_name(layer): layer
     for layer in (
-        SequencePooling, HubEncoder, ImagenetPreprocessing, LogMelSpectrogram, SpecAugment,
+        SequencePooling, HubEncoder, KerasHubEncoder, ImagenetPreprocessing, LogMelSpectrogram, SpecAugment,
         *FUSIONS.values(), PresenceFlags, ModalityDropout, MissingModalityEmbedding,
     )
 })
