@@ -112,7 +112,9 @@ def build_image_branch(
         x = layers.RandomTranslation(0.08, 0.08, fill_mode="constant", name="augment_translation")(x)
         x = layers.RandomZoom(0.08, fill_mode="constant", name="augment_zoom")(x)
     if is_keras_hub_encoder(encoder):  # the preset's image converter resizes and rescales 0..255 pixels
-        hub_encoder = make_keras_hub_encoder(encoder, modality="image", trainable=trainable, encoder_options=encoder_options)
+        hub_encoder = make_keras_hub_encoder(
+            encoder, modality="image", trainable=trainable, encoder_options=encoder_options
+        )
         return finish_hub_branch(feature, inputs, hub_encoder(x), embed_dim=embed_dim, dropout_rate=dropout_rate)
     if encoder is not None:
         hub_encoder = make_hub_encoder(encoder, trainable=trainable, encoder_options=encoder_options)

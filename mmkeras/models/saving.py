@@ -20,9 +20,9 @@ from mmkeras.branches.spec_augment import SpecAugment
 from mmkeras.fusion import FUSIONS
 from mmkeras.models.presence import MissingModalityEmbedding, ModalityDropout, PresenceFlags
 
-# Layers whose weights come with a TF SavedModel graph, which Keras' safe mode refuses
-# (see `mmkeras.branches.hub.HubEncoder.from_config`).
-SAVED_MODEL_LAYERS = ("HubEncoder",)
+# Layers whose weights come with a TF SavedModel graph or a KerasHub preset's files, which Keras'
+# safe mode refuses (see `HubEncoder.from_config`, `KerasHubEncoder.from_config`).
+SAVED_MODEL_LAYERS = ("HubEncoder", "KerasHubEncoder")
 # Layers that carry Python code: never loaded, even from a model that needs unsafe mode.
 CODE_LAYERS = ("Lambda",)
 # Every mmkeras layer a saved classifier can hold, by the name Keras records for it. Passed to

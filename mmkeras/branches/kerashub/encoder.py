@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import keras
 from keras import layers, ops
+from keras.src.saving import (
+    serialization_lib,  # Keras has no public accessor for the safe-mode scope
+)
 
-from mmkeras.branches.kerashub.presets import import_keras_hub, resolve_preset, stored_preset
+from mmkeras.branches.kerashub.presets import (
+    import_keras_hub,
+    resolve_preset,
+    stored_preset,
+)
 
 EMBEDDING = "embedding"
 
@@ -45,8 +52,11 @@ class KerasHubEncoder(layers.Layer):
 
     A `.keras` file stores the preset, not the backbone: loading reloads the
     preset (the folder must still exist, or the name be cached) and then the
-    saved (possibly fine-tuned) weights. The exported serving SavedModel holds
-    the graph, weights and vocabulary and needs neither.
+    saved (possibly fine-tuned) weights. Keras safe mode refuses to read a
+    tokenizer's vocabulary file from outside the archive, so such files load
+    with `keras.saving.load_model(path, safe_mode=False)` (as
+    `mmkeras.models.saving.load_classifier` does). The exported serving
+    SavedModel holds the graph, weights and vocabulary and needs neither.
 
     Args:
       preset: a preset folder, a built-in preset name or a `kaggle://` / `hf://`
@@ -184,6 +194,19 @@ class KerasHubEncoder(layers.Layer):
             "modality": self.modality,
             "sequence_length": self.sequence_length,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        if serialization_lib.in_safe_mode():
+            raise ValueError(
+                f"This model holds a KerasHubEncoder that reloads the KerasHub preset {config.get('preset')!r}, "
+                "whose tokenizer vocabulary and weights are files outside the .keras archive, which Keras safe mode "
+                "refuses. If you trust this model file and the preset, load it with "
+                "keras.saving.load_model(path, safe_mode=False) (mmkeras.models.saving.load_classifier does). To "
+                "serve it without the preset, use the self-contained SavedModel written by "
+                "mmkeras.export.export_for_serving."
+            )
+        return cls(**config)
 
 
 def _one_step(pooled):
