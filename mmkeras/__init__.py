@@ -37,6 +37,7 @@ _EXPORTS = {
     "export_for_serving": "mmkeras.export.saved_model",
     "check_export": "mmkeras.export.check",
     "HubEncoder": "mmkeras.branches.hub",
+    "KerasHubEncoder": "mmkeras.branches.kerashub",
     "fine_tune": "mmkeras.training.fine_tune",
     "load_run": "mmkeras.runs.load",
     "load_classifier": "mmkeras.models.saving",
@@ -48,6 +49,7 @@ _EXPORTS = {
     "evaluate_retrieval": "mmkeras.alignment.retrieval",
     "zero_shot_classify": "mmkeras.alignment.zero_shot",
     "class_embeddings": "mmkeras.alignment.zero_shot",
+    "build_zero_shot_classifier": "mmkeras.alignment.zero_shot_classifier",
     "export_tower": "mmkeras.alignment.export",
 }
 

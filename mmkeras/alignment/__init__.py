@@ -3,7 +3,9 @@
 Modules: `dual_encoder` (`build_dual_encoder`, `DualEncoder`), `temperature`
 (`LearnableTemperature`), `contrastive` (`ContrastiveLoss`), `triplet`
 (`TripletLoss`), `metrics` (Recall@K, mean and median rank), `retrieval`
-(`retrieve`, `embed`, `evaluate_retrieval`), `zero_shot`, `pretrain`
+(`retrieve`, `embed`, `evaluate_retrieval`), `zero_shot`, `zero_shot_classifier`
+(`build_zero_shot_classifier`: raw images to probabilities from text prompts,
+with `zero_shot_head`), `pretrain`
 (pre-training, then a classifier started from the towers) and `export`
 (each tower as its own SavedModel). Names are imported on first use.
 """
@@ -31,6 +33,8 @@ _EXPORTS = {
     "class_embeddings": "mmkeras.alignment.zero_shot",
     "zero_shot_classify": "mmkeras.alignment.zero_shot",
     "ZeroShotResult": "mmkeras.alignment.zero_shot",
+    "build_zero_shot_classifier": "mmkeras.alignment.zero_shot_classifier",
+    "ZeroShotHead": "mmkeras.alignment.zero_shot_head",
     "pretrain_encoder": "mmkeras.alignment.pretrain",
     "build_classifier_from_encoder": "mmkeras.alignment.pretrain",
     "transfer_tower_weights": "mmkeras.alignment.pretrain",
@@ -46,9 +50,11 @@ __all__ = [
     "LearnableTemperature",
     "RetrievalResult",
     "TripletLoss",
+    "ZeroShotHead",
     "ZeroShotResult",
     "build_classifier_from_encoder",
     "build_dual_encoder",
+    "build_zero_shot_classifier",
     "chance_retrieval",
     "class_embeddings",
     "cross_modal_retrieval",

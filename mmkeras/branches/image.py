@@ -11,6 +11,7 @@ from keras import layers
 from mmkeras.branches.common import BATCH_NORM_MOMENTUM, check_positive, finish_branch, make_input
 from mmkeras.branches.hub import HubEncoder, finish_hub_branch, is_hub_encoder, make_hub_encoder
 from mmkeras.branches.imagenet import ImagenetPreprocessing
+from mmkeras.branches.kerashub import is_keras_hub_encoder, make_keras_hub_encoder
 from mmkeras.registry import lookup
 from mmkeras.spec import FeatureSpec
 
@@ -68,7 +69,9 @@ def build_image_branch(
       embed_dim: width of the branch outputs.
       dropout_rate: dropout after each stage and on the pooled features.
       encoder: "hub:<handle-or-path>" of a pretrained image encoder instead of
-        the stages (images -> embedding), or None.
+        the stages (images -> embedding), "keras_hub:<preset-or-folder>" of a
+        KerasHub preset (its backbone or vision tower, fed through its image
+        converter; see `mmkeras.branches.kerashub.KerasHubEncoder`), or None.
       encoder_options: other `HubEncoder` arguments (`signature`, `output_key`,
         `sequence_key`, `batched`).
 
@@ -90,9 +93,11 @@ def build_image_branch(
     if feature.modality != "image":
         raise ValueError(f"build_image_branch needs an image feature, got {feature.name!r} ({feature.modality}).")
     check_positive(embed_dim, "embed_dim")
-    if (encoder is not None or encoder_options is not None) and (not is_hub_encoder(encoder) or backbone is not None):
+    pretrained = is_hub_encoder(encoder) or is_keras_hub_encoder(encoder)
+    if (encoder is not None or encoder_options is not None) and (not pretrained or backbone is not None):
         raise ValueError(
-            f"Image feature {feature.name!r}: `encoder` must be 'hub:<handle-or-path>' and comes without "
+            f"Image feature {feature.name!r}: `encoder` must be 'hub:<handle-or-path>' or "
+            "'keras_hub:<preset-or-folder>' and comes without "
             f"`backbone` (encoder_options only go with it); got encoder={encoder!r}, backbone={backbone!r}."
         )
     if backbone is None and encoder is None and (weights is not None or trainable is not None):
@@ -106,6 +111,11 @@ def build_image_branch(
     if augment:
         x = layers.RandomTranslation(0.08, 0.08, fill_mode="constant", name="augment_translation")(x)
         x = layers.RandomZoom(0.08, fill_mode="constant", name="augment_zoom")(x)
+    if is_keras_hub_encoder(encoder):  # the preset's image converter resizes and rescales 0..255 pixels
+        hub_encoder = make_keras_hub_encoder(
+            encoder, modality="image", trainable=trainable, encoder_options=encoder_options
+        )
+        return finish_hub_branch(feature, inputs, hub_encoder(x), embed_dim=embed_dim, dropout_rate=dropout_rate)
     if encoder is not None:
         hub_encoder = make_hub_encoder(encoder, trainable=trainable, encoder_options=encoder_options)
         encoded = hub_encoder(_hub_pixels(feature, x, hub_encoder))

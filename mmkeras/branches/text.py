@@ -9,6 +9,7 @@ from keras import layers, ops
 
 from mmkeras.branches.common import check_positive, finish_branch, make_input
 from mmkeras.branches.hub import finish_hub_branch, is_hub_encoder, make_hub_encoder
+from mmkeras.branches.kerashub import is_keras_hub_encoder, make_keras_hub_encoder
 from mmkeras.spec import FeatureSpec
 
 
@@ -82,14 +83,16 @@ def build_text_branch(
       lstm_units: LSTM units (per direction).
       bidirectional: read the text both ways.
       dropout_rate: dropout on token embeddings and on the pooled features.
-      encoder: None (the LSTM branch) or "hub:<handle-or-path>" of a pretrained
-        text encoder (strings -> embedding, optionally a per-token sequence).
+      encoder: None (the LSTM branch), "hub:<handle-or-path>" of a pretrained
+        text encoder (strings -> embedding, optionally a per-token sequence),
+        or "keras_hub:<preset-or-folder>" of a KerasHub preset (its backbone
+        and tokenizer; see `mmkeras.branches.kerashub.KerasHubEncoder`).
       preprocessor: "hub:<handle-or-path>" of the encoder's preprocessing model
         (BERT-style encoders that take token ids), or None.
       trainable: whether the pretrained encoder's weights train; default False.
         Only with `encoder`.
       encoder_options: other `HubEncoder` arguments (`signature`, `output_key`,
-        `sequence_key`, `batched`).
+        `sequence_key`, `batched`), or for a KerasHub preset `sequence_length`.
 
     Returns:
       A `keras.Model` taking `(batch,)` strings named `feature.name` and returning
@@ -111,11 +114,18 @@ def build_text_branch(
     for value, name in ((embed_dim, "embed_dim"), (token_dim, "token_dim"), (lstm_units, "lstm_units")):
         check_positive(value, name)
     inputs = make_input(feature)
+    if is_keras_hub_encoder(encoder) and preprocessor is None:
+        hub_encoder = make_keras_hub_encoder(
+            encoder, modality="text", trainable=trainable, encoder_options=encoder_options
+        )
+        return finish_hub_branch(feature, inputs, hub_encoder(inputs), embed_dim=embed_dim, dropout_rate=dropout_rate)
     if encoder is not None or preprocessor is not None or trainable is not None or encoder_options is not None:
         if not is_hub_encoder(encoder):
             raise ValueError(
-                f"Text feature {feature.name!r}: `encoder` must be None or 'hub:<handle-or-path>', got {encoder!r} "
-                "(preprocessor, trainable and encoder_options only go with a hub encoder)."
+                f"Text feature {feature.name!r}: `encoder` must be None, 'hub:<handle-or-path>' or "
+                f"'keras_hub:<preset-or-folder>', got encoder={encoder!r}, preprocessor={preprocessor!r} "
+                "(preprocessor only goes with a hub encoder: a KerasHub preset carries its tokenizer; trainable "
+                "and encoder_options go with either)."
             )
         hub_encoder = make_hub_encoder(
             encoder, preprocessor=preprocessor, trainable=trainable, encoder_options=encoder_options

@@ -14,14 +14,15 @@ import keras
 from mmkeras.branches.common import SequencePooling
 from mmkeras.branches.hub import HubEncoder
 from mmkeras.branches.imagenet import ImagenetPreprocessing
+from mmkeras.branches.kerashub import KerasHubEncoder
 from mmkeras.branches.log_mel import LogMelSpectrogram
 from mmkeras.branches.spec_augment import SpecAugment
 from mmkeras.fusion import FUSIONS
 from mmkeras.models.presence import MissingModalityEmbedding, ModalityDropout, PresenceFlags
 
-# Layers whose weights come with a TF SavedModel graph, which Keras' safe mode refuses
-# (see `mmkeras.branches.hub.HubEncoder.from_config`).
-SAVED_MODEL_LAYERS = ("HubEncoder",)
+# Layers whose weights come with a TF SavedModel graph or a KerasHub preset's files, which Keras'
+# safe mode refuses (see `HubEncoder.from_config`, `KerasHubEncoder.from_config`).
+SAVED_MODEL_LAYERS = ("HubEncoder", "KerasHubEncoder")
 # Layers that carry Python code: never loaded, even from a model that needs unsafe mode.
 CODE_LAYERS = ("Lambda",)
 # Every mmkeras layer a saved classifier can hold, by the name Keras records for it. Passed to
@@ -29,7 +30,7 @@ CODE_LAYERS = ("Lambda",)
 CUSTOM_OBJECTS = MappingProxyType({
     keras.saving.get_registered_name(layer): layer
     for layer in (
-        SequencePooling, HubEncoder, ImagenetPreprocessing, LogMelSpectrogram, SpecAugment,
+        SequencePooling, HubEncoder, KerasHubEncoder, ImagenetPreprocessing, LogMelSpectrogram, SpecAugment,
         *FUSIONS.values(), PresenceFlags, ModalityDropout, MissingModalityEmbedding,
     )
 })

@@ -1,0 +1,69 @@
+"""Tiny KerasHub presets with random weights, saved to local folders as a downloaded preset would be.
+
+Shared by the KerasHub branch tests and the zero-shot tests: a 2-layer BERT
+with a 50-word vocabulary, a 2-layer ViT on 16x16 images and a tiny CLIP
+(both towers, its BPE tokenizer and image converter). Building all three
+takes a few seconds; nothing touches the network.
+"""
+from __future__ import annotations
+
+import keras_hub
+
+WORDS = ("red", "green", "blue", "ball", "box", "toy", "small", "big", "a", "the", "photo", "of", "cat", "dog", "bird")
+
+BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS] + [f"w{i}" for i in range(30)]
+
+HIDDEN = 16
+
+
+def save_bert(folder) -> str:
+    """A BertBackbone (2 layers, hidden 16) and BertTokenizer saved to `folder`."""
+    keras_hub.models.BertBackbone(
+        vocabulary_size=len(BERT_VOCAB), num_layers=2, num_heads=2, hidden_dim=HIDDEN, intermediate_dim=32,
+        max_sequence_length=32,
+    ).save_to_preset(str(folder))
+    keras_hub.models.BertTokenizer(vocabulary=BERT_VOCAB).save_to_preset(str(folder))
+    return str(folder)
+
+
+def save_vit(folder) -> str:
+    """A ViTBackbone (2 layers, hidden 16, 16x16 images in 4x4 patches) and its image converter saved to `folder`."""
+    keras_hub.models.ViTBackbone(
+        image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=HIDDEN, mlp_dim=32,
+    ).save_to_preset(str(folder))
+    keras_hub.layers.ViTImageConverter(image_size=(16, 16), scale=1 / 255.0).save_to_preset(str(folder))
+    return str(folder)
+
+
+def clip_tokenizer() -> keras_hub.models.CLIPTokenizer:
+    """A CLIP BPE tokenizer whose vocabulary holds `WORDS` whole (with CLIP's end-of-word marker)."""
+    letters = sorted({letter for word in WORDS for letter in word})
+    vocabulary = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for token in [*letters, *(f"{letter}</w>" for letter in letters), *(f"{word}</w>" for word in WORDS)]:
+        vocabulary.setdefault(token, len(vocabulary))
+    merges = []
+    for word in WORDS:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merges.append(f"{pieces[0]} {pieces[1]}")
+            vocabulary.setdefault(pieces[0] + pieces[1], len(vocabulary))
+            pieces = [pieces[0] + pieces[1], *pieces[2:]]
+    return keras_hub.models.CLIPTokenizer(vocabulary=vocabulary, merges=list(dict.fromkeys(merges)))
+
+
+def save_clip(folder) -> str:
+    """A tiny CLIPBackbone (both towers: 2 layers, hidden 16, projection 8), tokenizer and image converter."""
+    tokenizer = clip_tokenizer()
+    keras_hub.models.CLIPBackbone(
+        vision_encoder=keras_hub.models.CLIPVisionEncoder(
+            patch_size=4, hidden_dim=HIDDEN, num_layers=2, num_heads=2, intermediate_dim=32, image_shape=(16, 16, 3)
+        ),
+        text_encoder=keras_hub.models.CLIPTextEncoder(
+            vocabulary_size=tokenizer.vocabulary_size(), embedding_dim=HIDDEN, hidden_dim=HIDDEN, num_layers=2,
+            num_heads=2, intermediate_dim=32, max_sequence_length=12,
+        ),
+        projection_dim=8,
+    ).save_to_preset(str(folder))
+    tokenizer.save_to_preset(str(folder))
+    keras_hub.layers.CLIPImageConverter(image_size=(16, 16), scale=1 / 255.0).save_to_preset(str(folder))
+    return str(folder)
