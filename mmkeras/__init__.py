@@ -49,6 +49,8 @@ _EXPORTS = {
     "zero_shot_classify": "mmkeras.alignment.zero_shot",
     "class_embeddings": "mmkeras.alignment.zero_shot",
     "export_tower": "mmkeras.alignment.export",
+    "tune": "mmkeras.tuning.search",
+    "TuneResult": "mmkeras.tuning.search",
 }
 
 __all__ = sorted(_EXPORTS)
