@@ -1,0 +1,88 @@
+"""`mmkeras.tune` on `tiny`: a 2-trial search killed in its second trial and resumed, then `train --config best_config.yaml`."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import keras
+import pytest
+
+pytest.importorskip("keras_tuner")
+
+import mmkeras  # noqa: E402
+from mmkeras.cli import main  # noqa: E402
+from mmkeras.training.config import load_run_config  # noqa: E402
+
+# Two fusions and a learning-rate range on the tiny classifier: small enough for 1-epoch trials.
+SPACE = {"include_defaults": False, "fusion": ["concat", "late"], "learning_rate": {"min": 1e-3, "max": 1e-2,
+                                                                                    "sampling": "log"}}
+
+
+class _KilledInSecondTrial(keras.callbacks.Callback):
+    """Stops the process's search the way Ctrl-C or a kill would: in the middle of the second trial's first epoch."""
+
+    trials_started = 0
+
+    def on_train_begin(self, logs=None):
+        type(self).trials_started += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if type(self).trials_started == 2:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_search_resumes_after_a_kill_and_its_best_config_trains(tiny_spec, tiny_model, tmp_path, capsys):
+    output = tmp_path / "search"
+    options = dict(search_space=SPACE, algorithm="random", max_trials=2, epochs=1, output_dir=output, batch_size=32,
+                   **tiny_model())
+    with pytest.raises(KeyboardInterrupt):
+        mmkeras.tune(tiny_spec, callbacks=[_KilledInSecondTrial()], **options)
+    first_model = output / "trials" / "trial-0" / "final.keras"
+    finished_at = first_model.stat().st_mtime_ns
+    assert "trial 1/2 [0]: val_accuracy" in capsys.readouterr().out  # the progress line
+    with open(output / "trials.csv", newline="") as stream:
+        assert [row["trial"] for row in csv.DictReader(stream)] == ["0"]  # written after each trial
+
+    result = mmkeras.tune(tiny_spec, **options)  # the same call again: only the killed trial runs
+    assert result.trials_run == 1
+    assert first_model.stat().st_mtime_ns == finished_at
+    assert "trial 2/2 [1]: val_accuracy" in capsys.readouterr().out
+    with open(result.trials_csv_path, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["trial"] for row in rows] == ["0", "1"]
+    assert list(rows[0]) == ["trial", "status", "fusion", "learning_rate", "val_accuracy", "epochs", "seconds",
+                             "run_dir"]
+    for row in rows:
+        assert row["status"] == "COMPLETED" and row["fusion"] in ("concat", "late") and row["epochs"] == "1"
+        assert 1e-3 <= float(row["learning_rate"]) <= 1e-2
+        assert 0.0 <= float(row["val_accuracy"]) <= 1.0 and float(row["seconds"]) > 0
+    best_row = next(row for row in rows if row["trial"] == result.best_trial)
+    assert float(best_row["val_accuracy"]) == max(float(row["val_accuracy"]) for row in rows)
+    assert result.best_value == pytest.approx(float(best_row["val_accuracy"]))
+    assert result.plot_path.read_bytes()[:4] == b"\x89PNG"
+
+    best = load_run_config(result.best_config_path)
+    assert best.model.fusion == best_row["fusion"]
+    assert best.training.learning_rate == pytest.approx(float(best_row["learning_rate"]))
+    assert best.training.epochs == 1 and best.model.units == tiny_model()["units"]
+    run = tmp_path / "retrained"
+    assert main(["train", "tiny", "--config", str(result.best_config_path), "--output", str(run)]) == 0
+    retrained = load_run_config(run / "config.yaml")
+    assert retrained.model == best.model and retrained.training == best.training
+
+
+def test_search_needs_a_validation_split(tiny_spec, tmp_path):
+    no_validation = dataclasses.replace(
+        tiny_spec, splits={name: split for name, split in tiny_spec.splits.items() if name != "validation"})
+    with pytest.raises(ValueError, match=r"Spec 'tiny' .*has no 'validation' split.*Add one under `splits:`"):
+        mmkeras.tune(no_validation, algorithm="random", max_trials=1, epochs=1, output_dir=tmp_path / "search")
+    assert not (tmp_path / "search").exists()  # nothing started
+
+
+def test_a_folder_holding_another_search_is_not_mixed_in(tiny_spec, tmp_path):
+    output = tmp_path / "search"
+    output.mkdir()
+    (output / "search.json").write_text('{"spec": "tiny", "algorithm": "bayesian"}')
+    with pytest.raises(ValueError, match="holds a search with other settings"):
+        mmkeras.tune(tiny_spec, search_space=SPACE, algorithm="random", max_trials=1, epochs=1, output_dir=output)
