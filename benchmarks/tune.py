@@ -97,13 +97,13 @@ def write_results(results: dict, directory: Path = RESULTS) -> Path:
     lines = [
         f"# Tuning benchmark: `{results['dataset']}`", "",
         f"Command: `{results['command']}`  ",
-        f"Budget: {budget['algorithm']} search, {budget['max_trials']} trials of at most {budget['epochs_per_trial']} "
-        f"epochs (default search space, batch {budget['batch_size']}); the best config and the defaults are then "
-        f"trained from scratch for {budget['retrain_epochs']} epochs over {budget['seeds']} seeds and scored on the "
-        f"test split.  ",
-        f"Search {search['minutes']:.1f} minutes; {results['wall_minutes']:.1f} minutes in all. Machine: "
-        f"{results['machine']}; load average {results['load_average']['start']} at the start, "
-        f"{results['load_average']['end']} at the end (shared machine).  ",
+        (f"Budget: {budget['algorithm']} search, {budget['max_trials']} trials of at most "
+         f"{budget['epochs_per_trial']} epochs (default search space, batch {budget['batch_size']}); the best config "
+         f"and the defaults are then trained from scratch for {budget['retrain_epochs']} epochs over "
+         f"{budget['seeds']} seeds and scored on the test split.  "),
+        (f"Search {search['minutes']:.1f} minutes; {results['wall_minutes']:.1f} minutes in all. Machine: "
+         f"{results['machine']}; load average {results['load_average']['start']} at the start, "
+         f"{results['load_average']['end']} at the end (shared machine).  "),
         f"Measured {results['measured']}.", "",
         "| model | test accuracy (mean ± std over seeds) | per seed | train s per run |",
         "|---|---|---|---|",

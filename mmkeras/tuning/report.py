@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 # Figures are made without pyplot: they only go to files, and the caller's backend is left alone.
 from matplotlib.figure import Figure
+from scipy import stats
 
 # Columns every row of trials.csv has besides the hyperparameters and the objective.
 TRIAL_COLUMNS = ("trial", "status")

@@ -25,7 +25,6 @@ import functools
 import json
 import math
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -198,7 +197,9 @@ def search_spec(spec: DatasetSpec) -> DatasetSpec:
     """Return the spec a search trains its trials on, with the validation split its objective is measured on.
 
     The one place a search gets its validation data: the trials are `train`
-    runs, which validate on the spec's "validation" split.
+    runs, which validate on the spec's "validation" split. A spec without one
+    is refused here; once training can carve a validation split from the
+    train split (issue 18), this function returns the spec with that split.
 
     Raises:
       ValueError: if the spec has no "validation" split, naming the spec and how to add one.

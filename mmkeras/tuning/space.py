@@ -161,7 +161,8 @@ def make_search_space(spec: DatasetSpec, search_space: Mapping[str, Any] | None 
     given = dict(search_space or {})
     include_defaults = given.pop(INCLUDE_DEFAULTS_KEY, True)
     if not isinstance(include_defaults, bool):
-        raise ValueError(f"search space: {INCLUDE_DEFAULTS_KEY} must be true or false, got {include_defaults!r}.")
+        raise ValueError(  # noqa: TRY004 - bad config values are ValueErrors everywhere in mmkeras
+            f"search space: {INCLUDE_DEFAULTS_KEY} must be true or false, got {include_defaults!r}.")
     modalities = {feature.name: feature.modality for feature in spec.features}
     present = set(modalities.values()) | set(modalities)
     entries = {

@@ -3,31 +3,36 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
+import re
+import sys
 
 import keras
 import pytest
 
-pytest.importorskip("keras_tuner")
+import mmkeras
+from mmkeras.cli import main
+from mmkeras.spec import DEFAULT_SPECS_DIR
+from mmkeras.training.config import load_run_config
 
-import mmkeras  # noqa: E402
-from mmkeras.cli import main  # noqa: E402
-from mmkeras.training.config import load_run_config  # noqa: E402
-
-# Two fusions and a learning-rate range on the tiny classifier: small enough for 1-epoch trials.
+# Two fusions and a learning-rate range on the tiny classifier without aux heads: small 1-epoch trials.
 SPACE = {"include_defaults": False, "fusion": ["concat", "late"], "learning_rate": {"min": 1e-3, "max": 1e-2,
-                                                                                    "sampling": "log"}}
+                                                                                    "sampling": "log"},
+         "balance": "none"}
 
 
 class _KilledInSecondTrial(keras.callbacks.Callback):
     """Stops the process's search the way Ctrl-C or a kill would: in the middle of the second trial's first epoch."""
 
-    trials_started = 0
+    def __init__(self):
+        super().__init__()
+        self.trials_started = 0
 
     def on_train_begin(self, logs=None):
-        type(self).trials_started += 1
+        self.trials_started += 1
 
     def on_train_batch_end(self, batch, logs=None):
-        if type(self).trials_started == 2:
+        if self.trials_started == 2:
             raise KeyboardInterrupt
 
 
@@ -51,8 +56,8 @@ def test_search_resumes_after_a_kill_and_its_best_config_trains(tiny_spec, tiny_
     with open(result.trials_csv_path, newline="") as stream:
         rows = list(csv.DictReader(stream))
     assert [row["trial"] for row in rows] == ["0", "1"]
-    assert list(rows[0]) == ["trial", "status", "fusion", "learning_rate", "val_accuracy", "epochs", "seconds",
-                             "run_dir"]
+    assert list(rows[0]) == ["trial", "status", "fusion", "learning_rate", "balance", "val_accuracy", "epochs",
+                             "seconds", "run_dir"]
     for row in rows:
         assert row["status"] == "COMPLETED" and row["fusion"] in ("concat", "late") and row["epochs"] == "1"
         assert 1e-3 <= float(row["learning_rate"]) <= 1e-2
@@ -65,7 +70,7 @@ def test_search_resumes_after_a_kill_and_its_best_config_trains(tiny_spec, tiny_
     best = load_run_config(result.best_config_path)
     assert best.model.fusion == best_row["fusion"]
     assert best.training.learning_rate == pytest.approx(float(best_row["learning_rate"]))
-    assert best.training.epochs == 1 and best.model.units == tiny_model()["units"]
+    assert best.training.epochs == 1 and best.training.balance == "none" and best.model.units == tiny_model()["units"]
     run = tmp_path / "retrained"
     assert main(["train", "tiny", "--config", str(result.best_config_path), "--output", str(run)]) == 0
     retrained = load_run_config(run / "config.yaml")
@@ -78,6 +83,25 @@ def test_search_needs_a_validation_split(tiny_spec, tmp_path):
     with pytest.raises(ValueError, match=r"Spec 'tiny' .*has no 'validation' split.*Add one under `splits:`"):
         mmkeras.tune(no_validation, algorithm="random", max_trials=1, epochs=1, output_dir=tmp_path / "search")
     assert not (tmp_path / "search").exists()  # nothing started
+
+
+def test_cli_tune_errors_are_one_line(tmp_path, capsys):
+    spec_path = tmp_path / "no_validation.yaml"
+    spec_path.write_text((DEFAULT_SPECS_DIR / "tiny.yaml").read_text().replace(
+        "  validation: {manifest: manifest.csv, select: validation}\n", ""))
+    assert main(["tune", str(spec_path), "--output", str(tmp_path / "a")]) == 2
+    assert "mmkeras tune: error: Spec 'tiny'" in capsys.readouterr().err
+    config = tmp_path / "run.yaml"
+    config.write_text("training: {batch_size: 16}\nsearch:\n  fusion: [concat, average]\n")
+    assert main(["tune", "tiny", "--config", str(config), "--output", str(tmp_path / "b")]) == 2
+    assert "Unknown fusion 'average'" in capsys.readouterr().err
+
+
+def test_missing_kerastuner_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "keras_tuner", None)  # what an environment without it imports
+    monkeypatch.delitem(sys.modules, "mmkeras.tuning._kerastuner", raising=False)
+    with pytest.raises(ImportError, match=re.escape('pip install "mmkeras[tune]"')):
+        importlib.import_module("mmkeras.tuning._kerastuner")
 
 
 def test_a_folder_holding_another_search_is_not_mixed_in(tiny_spec, tmp_path):

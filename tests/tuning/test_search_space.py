@@ -5,12 +5,14 @@ import dataclasses
 
 import pytest
 
-pytest.importorskip("keras_tuner")
-
-from mmkeras.spec import load_spec  # noqa: E402
-from mmkeras.training.config import load_run_config  # noqa: E402
-from mmkeras.tuning.report import influence  # noqa: E402
-from mmkeras.tuning.space import DEFAULT_SEARCH_SPACE, load_search_space, make_search_space  # noqa: E402
+from mmkeras.spec import load_spec
+from mmkeras.training.config import load_run_config
+from mmkeras.tuning.report import influence
+from mmkeras.tuning.space import (
+    DEFAULT_SEARCH_SPACE,
+    load_search_space,
+    make_search_space,
+)
 
 
 @pytest.fixture(scope="module")
