@@ -51,7 +51,8 @@ def influence(rows: Sequence[Mapping[str, Any]], names: Sequence[str], objective
     A choice scores its correlation ratio (the share of the objective's
     variance explained by the group means); a numeric range scores its
     squared Spearman rank correlation. With few trials both are rough: they
-    rank what to look at first, they prove nothing. Hyperparameters that took
+    rank what to look at first, they prove nothing (and Hyperband's trials
+    differ in epochs too, which these scores do not separate). Hyperparameters that took
     one value only, or with fewer than 3 finished trials, are left out.
 
     Args:
