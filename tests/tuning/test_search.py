@@ -1,4 +1,4 @@
-"""`mmkeras.tune` on `tiny`: a 2-trial search killed in its second trial and resumed, then `train --config best_config.yaml`."""
+"""`mmkeras.tune` on `tiny`: a 2-trial search killed in its second trial, resumed by `mmkeras tune`, then `train --config best_config.yaml`."""
 from __future__ import annotations
 
 import csv
@@ -9,6 +9,7 @@ import sys
 
 import keras
 import pytest
+import yaml
 
 import mmkeras
 from mmkeras.cli import main
@@ -40,9 +41,12 @@ class _KilledInSecondTrial(keras.callbacks.Callback):
 
 @pytest.mark.slow
 def test_search_resumes_after_a_kill_and_its_best_config_trains(tiny_spec, tiny_model, tmp_path, capsys):
+    # One run config for the library and the CLI: the tiny classifier, and the space in its search: section.
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text(yaml.safe_dump({"model": tiny_model(), "training": {"batch_size": 32}, "search": SPACE},
+                                         sort_keys=False))
     output = tmp_path / "search"
-    options = dict(search_space=SPACE, algorithm="random", max_trials=2, epochs=1, output_dir=output, batch_size=32,
-                   **tiny_model())
+    options = {"search_space": run_config, "algorithm": "random", "max_trials": 2, "epochs": 1, "output_dir": output}
     with pytest.raises(KeyboardInterrupt):
         mmkeras.tune(tiny_spec, callbacks=[_KilledInSecondTrial()], **options)
     assert (output / "trials" / "trial-1" / "config.yaml").is_file()  # the second trial had started
@@ -52,10 +56,14 @@ def test_search_resumes_after_a_kill_and_its_best_config_trains(tiny_spec, tiny_
     with open(output / "trials.csv", newline="") as stream:
         assert [row["trial"] for row in csv.DictReader(stream)] == ["0"]  # written after each trial
 
-    result = mmkeras.tune(tiny_spec, **options)  # the same call again: only the killed trial runs
-    assert result.trials_run == 1
+    # The same search from the command line: only the killed trial runs.
+    assert main(["tune", "tiny", "--config", str(run_config), "--algorithm", "random", "--max-trials", "2",
+                 "--epochs", "1", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "trial 2/2 [1]: val_accuracy" in printed and "trial 1/2" not in printed and "best config:" in printed
     assert first_model.stat().st_mtime_ns == finished_at
-    assert "trial 2/2 [1]: val_accuracy" in capsys.readouterr().out
+    result = mmkeras.tune(tiny_spec, **options)  # a finished search: nothing left to run
+    assert result.trials_run == 0
     with open(result.trials_csv_path, newline="") as stream:
         rows = list(csv.DictReader(stream))
     assert [row["trial"] for row in rows] == ["0", "1"]
