@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _import_tensorflow_quietly()
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError) as error:  # ImportError: an extra
         print(f"mmkeras {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - TF errors for bad data arrive as OpError

@@ -108,11 +108,15 @@ def test_cli_tune_errors_are_one_line(tmp_path, capsys):
     assert "Unknown fusion 'average'" in capsys.readouterr().err
 
 
-def test_missing_kerastuner_names_the_extra(monkeypatch):
+def test_missing_kerastuner_names_the_extra(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "keras_tuner", None)  # what an environment without it imports
-    monkeypatch.delitem(sys.modules, "mmkeras.tuning._kerastuner", raising=False)
+    for module in ("mmkeras.tuning._kerastuner", "mmkeras.tuning.space", "mmkeras.tuning.search"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(ImportError, match=re.escape('pip install "mmkeras[tune]"')):
         importlib.import_module("mmkeras.tuning._kerastuner")
+    assert main(["tune", "tiny"]) == 2
+    assert 'mmkeras tune: error: mmkeras.tune and `mmkeras tune` search with KerasTuner, which is not installed: ' \
+           'pip install "mmkeras[tune]"' in capsys.readouterr().err
 
 
 def test_a_folder_holding_another_search_is_not_mixed_in(tiny_spec, tmp_path):
