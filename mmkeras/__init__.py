@@ -51,6 +51,8 @@ _EXPORTS = {
     "class_embeddings": "mmkeras.alignment.zero_shot",
     "build_zero_shot_classifier": "mmkeras.alignment.zero_shot_classifier",
     "export_tower": "mmkeras.alignment.export",
+    "tune": "mmkeras.tuning.search",
+    "TuneResult": "mmkeras.tuning.search",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""The `mmkeras` command: train | evaluate | export | predict | demo | bench.
+"""The `mmkeras` command: train | tune | evaluate | export | predict | demo | bench.
 
 Each sub-command parses its arguments, calls one library function and
 returns an exit code: 0 on success, 2 with a one-line error on bad arguments
@@ -26,6 +26,7 @@ BENCHMARKS = {
     "train": "train_throughput.py",
     "tta": "time_to_accuracy.py",
     "step": "optimizer_step.py",
+    "tune": "tune.py",
 }
 
 
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _import_tensorflow_quietly()
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError) as error:  # ImportError: an extra
         print(f"mmkeras {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - TF errors for bad data arrive as OpError
@@ -104,6 +105,19 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="a run config YAML ({model: ..., training: ..., runtime: ...})")
     train.add_argument("--strategy", choices=("auto", "default", "mirrored", "multi_worker"))
     train.set_defaults(handler=_train)
+
+    tune = commands.add_parser("tune", help="search fusions, branches and training options with KerasTuner")
+    tune.add_argument("spec", help="a spec name (tiny, avmnist, tuxpaint) or a YAML path; needs a validation split")
+    tune.add_argument("--max-trials", type=int, default=10, help="number of trials, earlier runs' included")
+    tune.add_argument("--epochs", type=int, default=5, help="epochs per trial (Hyperband: the most a trial gets)")
+    tune.add_argument("--algorithm", choices=("hyperband", "bayesian", "random"), default="hyperband")
+    tune.add_argument("--objective", default="val_accuracy", help="a history metric, e.g. val_accuracy or val_loss")
+    tune.add_argument("--output", help="search folder (default tuning/SPEC-ALGORITHM); rerunning resumes it")
+    tune.add_argument(
+        "--config", help="a run config YAML: its search: section narrows or extends the default space, "
+                         "its model/training/runtime sections fix the trials' other options",
+    )
+    tune.set_defaults(handler=_tune)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run: report.json and plots")
     evaluate.add_argument("run", help="a run folder written by `mmkeras train`")
@@ -167,6 +181,21 @@ def _train(args) -> int:
     result = mmkeras.train(spec, output_dir=args.output, **overrides)
     print(f"run folder: {result.run_dir}")
     print(f"best model: {result.best_model_path}")
+    return 0
+
+
+def _tune(args) -> int:
+    import mmkeras
+
+    result = mmkeras.tune(
+        args.spec, search_space=args.config, algorithm=args.algorithm, max_trials=args.max_trials,
+        epochs=args.epochs, objective=args.objective, output_dir=args.output,
+    )
+    print(f"best trial:  {result.best_trial} ({result.objective} {result.best_value:.4f}), run folder "
+          f"{result.best_run_dir}")
+    print(f"best config: {result.best_config_path}  (mmkeras train {args.spec} --config {result.best_config_path})")
+    print(f"trials:      {result.trials_csv_path}")
+    print(f"plot:        {result.plot_path}")
     return 0
 
 

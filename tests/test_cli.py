@@ -24,7 +24,7 @@ def test_help_does_not_import_tensorflow():
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "export", "predict", "demo", "bench"])
+@pytest.mark.parametrize("command", ["train", "tune", "evaluate", "export", "predict", "demo", "bench"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

@@ -29,6 +29,7 @@ LAYERS = (
     ("models",),                                  # where branches and fusion meet
     ("training",),                                # configs, strategy, loop, run folder layout
     ("evaluation",),                              # metrics, reliance, plots, reports
+    ("tuning",),                                  # KerasTuner searches whose trials are train runs
     ("export", "serving"),                        # SavedModels for TF Serving; the client
     ("alignment",),                               # dual encoders, built from all of the above
     ("runs",),                                    # run-folder adapters

@@ -26,8 +26,9 @@ LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 VERBOSITIES = ("auto", 0, 1, 2)
 # Top-level keys of a run config file; `spec` is the dataset spec's path or name,
-# `features` the names of the features the model reads (a subset for unimodal baselines).
-RUN_CONFIG_KEYS = ("spec", "features", "model", "training", "runtime")
+# `features` the names of the features the model reads (a subset for unimodal baselines),
+# `search` the search space `mmkeras tune` reads (`mmkeras.tuning.space`); training ignores it.
+RUN_CONFIG_KEYS = ("spec", "features", "model", "training", "runtime", "search")
 
 
 @dataclasses.dataclass(frozen=True)
