@@ -47,6 +47,9 @@ _EXPORTS = {
     "retrieve": "mmkeras.alignment.retrieval",
     "evaluate_retrieval": "mmkeras.alignment.retrieval",
     "zero_shot_classify": "mmkeras.alignment.zero_shot",
+    "exemplar_prototypes": "mmkeras.alignment.zero_shot",
+    "calibrate_zero_shot": "mmkeras.alignment.zero_shot",
+    "hub_occurrence": "mmkeras.alignment.hubness",
     "class_embeddings": "mmkeras.alignment.zero_shot",
     "export_tower": "mmkeras.alignment.export",
 }

@@ -3,7 +3,8 @@
 Modules: `dual_encoder` (`build_dual_encoder`, `DualEncoder`), `temperature`
 (`LearnableTemperature`), `contrastive` (`ContrastiveLoss`), `triplet`
 (`TripletLoss`), `metrics` (Recall@K, mean and median rank), `retrieval`
-(`retrieve`, `embed`, `evaluate_retrieval`), `zero_shot`, `pretrain`
+(`retrieve`, `embed`, `evaluate_retrieval`), `hubness` (`hub_occurrence`,
+CSLS and inverted-softmax `rescore`), `zero_shot`, `pretrain`
 (pre-training, then a classifier started from the towers) and `export`
 (each tower as its own SavedModel). Names are imported on first use.
 """
@@ -31,6 +32,11 @@ _EXPORTS = {
     "class_embeddings": "mmkeras.alignment.zero_shot",
     "zero_shot_classify": "mmkeras.alignment.zero_shot",
     "ZeroShotResult": "mmkeras.alignment.zero_shot",
+    "exemplar_prototypes": "mmkeras.alignment.zero_shot",
+    "calibrate_zero_shot": "mmkeras.alignment.zero_shot",
+    "classify_scores": "mmkeras.alignment.zero_shot",
+    "hub_occurrence": "mmkeras.alignment.hubness",
+    "rescore": "mmkeras.alignment.hubness",
     "pretrain_encoder": "mmkeras.alignment.pretrain",
     "build_classifier_from_encoder": "mmkeras.alignment.pretrain",
     "transfer_tower_weights": "mmkeras.alignment.pretrain",
@@ -49,15 +55,20 @@ __all__ = [
     "ZeroShotResult",
     "build_classifier_from_encoder",
     "build_dual_encoder",
+    "calibrate_zero_shot",
     "chance_retrieval",
     "class_embeddings",
+    "classify_scores",
     "cross_modal_retrieval",
     "embed",
     "encoder_vocabularies",
     "evaluate_retrieval",
+    "exemplar_prototypes",
     "export_tower",
     "export_towers",
+    "hub_occurrence",
     "pretrain_encoder",
+    "rescore",
     "retrieval_metrics",
     "retrieval_ranks",
     "retrieve",

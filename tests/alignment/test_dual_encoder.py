@@ -143,7 +143,8 @@ def test_joint_objective_trains_the_heads_with_the_towers_and_reloads(spec, tmp_
     encoder.save(tmp_path / "joint.keras")
     restored = keras.saving.load_model(tmp_path / "joint.keras")
     assert restored.classification_weight == 1.0 and restored.num_classes == spec.num_classes
-    expected, actual = encoder.class_logits(encoder(batch)), restored.class_logits(restored(batch))
+    expected = encoder.class_logits(encoder(batch, training=False))
+    actual = restored.class_logits(restored(batch, training=False))
     for name in expected:
         np.testing.assert_allclose(np.array(actual[name]), np.array(expected[name]), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="classification_weight"):
