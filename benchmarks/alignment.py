@@ -520,8 +520,8 @@ def format_markdown(figures: dict) -> str:
             for head, values in entry.items():
                 lines.append(f"| {variant} | {head} | {_pm(values['all_test'])} | {_pm(values['seen_classes'])} |")
         lines.append("")
-        lines.append("Held-out classes are never predicted correctly by a head (it never saw them), so 'all test' is "
-                     "at most the seen share (0.8 on avmnist).")
+        lines.append("A head never saw the held-out classes, so it cannot name them: 'all test' is at most the seen "
+                     "classes' share of the test split.")
     tune = [(variant, values["finetuning"]) for variant, values in summary.items() if "finetuning" in values]
     if tune:
         lines += ["", f"## Fine-tuning with {LABEL_FRACTION:.0%} of the train labels", "",
