@@ -127,7 +127,12 @@ def retrieval_figures(encoder, spec, levels, holdout, scoring="cosine") -> dict:
 def zero_shot_figures(encoder, spec, setting, train, train_labels, test_set, validation_set, seed) -> dict:
     """Zero-shot on held-out-class test images: K-exemplar prototypes (random draws), generalised and calibrated."""
     from mmkeras.alignment.retrieval import embed
-    from mmkeras.alignment.zero_shot import UNKNOWN, calibrate_zero_shot, classify_scores, exemplar_prototypes
+    from mmkeras.alignment.zero_shot import (
+        UNKNOWN,
+        calibrate_zero_shot,
+        classify_scores,
+        exemplar_prototypes,
+    )
 
     image_name, prompt_name = (f.name for f in _features(spec, setting["modalities"]))
     holdout_ids = [spec.label.class_names.index(c) for c in setting["holdout"]]
@@ -211,7 +216,11 @@ def finetune_figures(encoder, spec, options, train, train_labels, test, test_lab
     import keras
     import tensorflow as tf
 
-    from mmkeras.alignment.pretrain import build_classifier_from_encoder, encoder_vocabularies, label_fraction_indices
+    from mmkeras.alignment.pretrain import (
+        build_classifier_from_encoder,
+        encoder_vocabularies,
+        label_fraction_indices,
+    )
     from mmkeras.evaluation.metrics import classification_report, confusion_matrix
     from mmkeras.models.classifier import build_classifier
 
@@ -453,8 +462,8 @@ def format_markdown(figures: dict) -> str:
             "most retrieved gallery items ('hub q.'). Chance: the expectation for a random ranking."
         ),
         "",
-        "| examples | level | direction | variant | scoring | R@1 | R@5 | R@10 | mean rank | median rank | N_k skew "
-        "| hub q. |",
+        ("| examples | level | direction | variant | scoring | R@1 | R@5 | R@10 | mean rank | median rank | N_k skew "
+        "| hub q. |"),
         "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     any_variant = next(iter(summary.values()))
@@ -491,9 +500,9 @@ def format_markdown(figures: dict) -> str:
             "a threshold accepting 95% of seen validation images; the share of test images called unknown."
         ),
         "",
-        "| variant | prompts per class | unseen among unseen | unseen among all | seen among all "
+        ("| variant | prompts per class | unseen among unseen | unseen among all | seen among all "
         "| calibrated unseen among all | calibrated seen among all | unseen called unknown "
-        "| seen called unknown |",
+        "| seen called unknown |"),
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for variant, values in summary.items():

@@ -36,16 +36,19 @@ HUB_FRACTION = 0.01
 
 
 def _cosine(scores, reference_scores, neighbours, temperature):
+    """The cosines as they are."""
     return scores
 
 
 def _csls(scores, reference_scores, neighbours, temperature):
+    """2 cos(x, y) - r(x) - r(y): each side's mean cosine to its nearest neighbours subtracted."""
     query_radius = _mean_top(scores, neighbours, axis=1)
     gallery_radius = _mean_top(reference_scores, neighbours, axis=0)
     return 2.0 * scores - query_radius[:, None] - gallery_radius[None, :]
 
 
 def _inverted_softmax(scores, reference_scores, neighbours, temperature):
+    """log P(x | y): each gallery item's scores normalised by a softmax over the reference queries."""
     scaled = reference_scores / temperature
     peak = scaled.max(axis=0)
     log_partition = peak + np.log(np.exp(scaled - peak[None, :]).sum(axis=0))
@@ -54,12 +57,6 @@ def _inverted_softmax(scores, reference_scores, neighbours, temperature):
 
 # Scoring name -> function(scores, reference_scores, neighbours, temperature). Read-only.
 SCORINGS = {"cosine": _cosine, "csls": _csls, "inverted_softmax": _inverted_softmax}
-
-
-def check_scoring(scoring: str) -> str:
-    """Validate a scoring name (one of `SCORINGS`) and return it."""
-    lookup(SCORINGS, scoring, "scoring")
-    return scoring
 
 
 def rescore(
@@ -95,8 +92,8 @@ def rescore(
     Example:
       >>> hub = np.array([[1.0, 1.0]]) / np.sqrt(2)
       >>> rescore(np.eye(2), np.vstack([np.eye(2), hub]), "csls", neighbours=1).round(2)
-      array([[ 0.  , -1.  , -0.29],
-             [-1.  ,  0.  , -0.29]])
+      array([[ 0.  , -2.  , -0.29],
+             [-2.  ,  0.  , -0.29]])
     """
     function = lookup(SCORINGS, scoring, "scoring")
     neighbours = check_positive_int(neighbours, "neighbours")
@@ -151,7 +148,7 @@ def hub_occurrence(scores: np.ndarray, k: int = DEFAULT_NEIGHBOURS, *, hub_fract
         raise ValueError(f"`hub_fraction` is a share of the gallery in (0, 1], got {hub_fraction}.")
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     counts = np.bincount(top.ravel(), minlength=scores.shape[1]).astype(np.float64)
-    num_hubs = max(1, int(round(hub_fraction * len(counts))))
+    num_hubs = max(1, round(hub_fraction * len(counts)))
     hubs = np.argsort(-counts, kind="stable")[:num_hubs]
     spread = counts.std()
     expected = counts.mean()

@@ -4,7 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmkeras.alignment.zero_shot import UNKNOWN, calibrate_zero_shot, classify_scores, exemplar_prototypes
+from mmkeras.alignment.zero_shot import (
+    UNKNOWN,
+    calibrate_zero_shot,
+    classify_scores,
+    exemplar_prototypes,
+)
 
 
 def test_exemplar_prototypes_average_k_exemplars_per_class_into_unit_vectors():
