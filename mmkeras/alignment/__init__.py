@@ -3,7 +3,8 @@
 Modules: `dual_encoder` (`build_dual_encoder`, `DualEncoder`), `temperature`
 (`LearnableTemperature`), `contrastive` (`ContrastiveLoss`), `triplet`
 (`TripletLoss`), `metrics` (Recall@K, mean and median rank), `retrieval`
-(`retrieve`, `embed`, `evaluate_retrieval`), `zero_shot`, `zero_shot_classifier`
+(`retrieve`, `embed`, `evaluate_retrieval`), `hubness` (`hub_occurrence`,
+CSLS and inverted-softmax `rescore`), `zero_shot`, `zero_shot_classifier`
 (`build_zero_shot_classifier`: raw images to probabilities from text prompts,
 with `zero_shot_head`), `pretrain`
 (pre-training, then a classifier started from the towers) and `export`
@@ -35,6 +36,11 @@ _EXPORTS = {
     "ZeroShotResult": "mmkeras.alignment.zero_shot",
     "build_zero_shot_classifier": "mmkeras.alignment.zero_shot_classifier",
     "ZeroShotHead": "mmkeras.alignment.zero_shot_head",
+    "exemplar_prototypes": "mmkeras.alignment.zero_shot",
+    "calibrate_zero_shot": "mmkeras.alignment.zero_shot",
+    "classify_scores": "mmkeras.alignment.zero_shot",
+    "hub_occurrence": "mmkeras.alignment.hubness",
+    "rescore": "mmkeras.alignment.hubness",
     "pretrain_encoder": "mmkeras.alignment.pretrain",
     "build_classifier_from_encoder": "mmkeras.alignment.pretrain",
     "transfer_tower_weights": "mmkeras.alignment.pretrain",
@@ -55,15 +61,20 @@ __all__ = [
     "build_classifier_from_encoder",
     "build_dual_encoder",
     "build_zero_shot_classifier",
+    "calibrate_zero_shot",
     "chance_retrieval",
     "class_embeddings",
+    "classify_scores",
     "cross_modal_retrieval",
     "embed",
     "encoder_vocabularies",
     "evaluate_retrieval",
+    "exemplar_prototypes",
     "export_tower",
     "export_towers",
+    "hub_occurrence",
     "pretrain_encoder",
+    "rescore",
     "retrieval_metrics",
     "retrieval_ranks",
     "retrieve",

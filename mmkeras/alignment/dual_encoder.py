@@ -20,11 +20,13 @@ from mmkeras.alignment.common import EMBEDDINGS, LOG_TEMPERATURE, VALID, check_t
 from mmkeras.alignment.contrastive import ContrastiveLoss
 from mmkeras.alignment.temperature import LearnableTemperature
 from mmkeras.branches.common import check_positive, make_input
+from mmkeras.checks import check_number, check_positive_int
 from mmkeras.models.classifier import build_branch
 from mmkeras.spec import MODALITY_OPTIONS, DatasetSpec, FeatureSpec, spec_from_dict
 from mmkeras.training.training_view import FirstReplicaBuild
 
 TOWER_SUFFIX = "_tower"
+HEAD_SUFFIX = "_class_head"
 BRANCH_SUFFIX = "_branch"
 # Branch-builder arguments that are data, not architecture: never stored in the config.
 DATA_OPTIONS = ("vocabulary", "corpus")
@@ -41,6 +43,7 @@ def build_dual_encoder(
     branch_options: Mapping[str, Mapping[str, Any]] | None = None,
     initial_temperature: float = 0.07,
     learn_temperature: bool = True,
+    classification_weight: float = 0.0,
     name: str | None = None,
 ) -> DualEncoder:
     """Build a dual encoder that maps two or more modalities into one shared space.
@@ -65,6 +68,11 @@ def build_dual_encoder(
         feature name, exactly as for `build_classifier`.
       initial_temperature: the contrastive softmax temperature to start from.
       learn_temperature: train the temperature (on a log scale) with the towers.
+      classification_weight: > 0 gives each tower a linear classification
+        head on its embedding (`spec.num_classes` classes), trained with the
+        alignment loss as `alignment + classification_weight * mean over
+        towers of the heads' crossentropy` (the joint objective: the labels
+        shape the space, and each modality gets its own classifier); 0: no heads.
       name: the model's name; default `<spec>_<feature>_<feature>_encoder`.
 
     Returns:
@@ -99,6 +107,8 @@ def build_dual_encoder(
         spec=spec_to_dict(spec, [f.name for f in features]),
         initial_temperature=initial_temperature,
         learn_temperature=learn_temperature,
+        num_classes=spec.num_classes if classification_weight else None,
+        classification_weight=classification_weight,
         branch_config={"embed_dim": branch_dim, "dropout_rate": dropout_rate, "branch_options": stored},
         name=name or "_".join([spec.name, *(f.name for f in features), "encoder"]),
     )
@@ -219,7 +229,9 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
     pair of towers is aligned (the pair losses are averaged), rows where
     either modality is missing (`<name>_present` False) are left out of that
     pair, the learned temperature is handed to the loss, and the labels are
-    passed on to losses with `positives="labels"`.
+    passed on to losses with `positives="labels"`. With a
+    `classification_weight`, each tower also has a classification head
+    (`class_logits`), trained on the labels with the alignment loss.
 
     Args:
       towers: feature name -> tower model (see `build_tower`), two or more.
@@ -227,6 +239,8 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
       initial_temperature: the temperature's starting value.
       min_temperature: the smallest temperature the loss will use.
       learn_temperature: train the temperature.
+      num_classes: the heads' number of classes (needed with a classification weight).
+      classification_weight: the weight of the heads' crossentropy in the loss; 0: no heads.
       branch_config: how the branches were built (`embed_dim`, `dropout_rate`,
         `branch_options`), for `build_classifier_from_encoder`.
 
@@ -256,6 +270,8 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
         initial_temperature: float = 0.07,
         min_temperature: float = 0.01,
         learn_temperature: bool = True,
+        num_classes: int | None = None,
+        classification_weight: float = 0.0,
         branch_config: Mapping[str, Any] | None = None,
         **kwargs,
     ):
@@ -279,6 +295,18 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
         self.min_temperature = float(min_temperature)
         self.learn_temperature = bool(learn_temperature)
         self.branch_config = dict(branch_config or {})
+        self.classification_weight = check_number(classification_weight, "classification_weight", inclusive=True)
+        self.num_classes = None if num_classes is None else check_positive_int(num_classes, "num_classes")
+        if self.classification_weight and self.num_classes is None:
+            raise ValueError(
+                f"A classification_weight of {classification_weight} needs `num_classes` for the towers' heads."
+            )
+        heads = {}
+        if self.classification_weight:
+            for name_ in self.towers:
+                heads[name_] = layers.Dense(self.num_classes, dtype="float32", name=f"{name_}{HEAD_SUFFIX}")
+                heads[name_].build((None, self.embed_dim))
+        self.heads = heads
         self.build()
 
     def build(self, input_shape=None):
@@ -341,9 +369,52 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
             }
             pair_losses.append(self.loss(labels, pair, sample_weight))
         total = ops.sum(ops.stack(pair_losses)) / len(pair_losses)
+        if self.heads:
+            total = total + self.classification_weight * self._classification_loss(x, y, y_pred, sample_weight)
         for extra in self.losses:
             total = total + self._aggregate_additional_loss(extra)
         return total
+
+    def _classification_loss(self, x, y, y_pred, sample_weight):
+        """The heads' sparse crossentropy, averaged over each tower's present rows, then over the towers."""
+        if y is None:
+            raise ValueError(
+                f"{self.name} has classification heads (classification_weight={self.classification_weight}), so "
+                "`fit` needs the class ids as targets: pass `(features, label)` batches."
+            )
+        labels = ops.reshape(ops.cast(y, "int32"), (-1,))
+        logits = self.class_logits(y_pred)
+        losses = []
+        for name, value in logits.items():
+            per_row = keras.losses.sparse_categorical_crossentropy(labels, value, from_logits=True)
+            weight = ops.cast(_presence(x, name, y_pred), "float32")
+            if sample_weight is not None:
+                weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+            losses.append(ops.sum(per_row * weight) / ops.maximum(ops.sum(weight), 1.0))
+        return ops.sum(ops.stack(losses)) / len(losses)
+
+    def class_logits(self, embeddings: Mapping[str, Any]) -> dict:
+        """Each tower's classification-head logits for its embeddings (the joint objective's heads).
+
+        Args:
+          embeddings: feature name -> (batch, embed_dim) embeddings, as the encoder returns them.
+
+        Returns:
+          Feature name -> (batch, num_classes) logits, for the towers named in `embeddings`.
+
+        Raises:
+          ValueError: if the encoder has no heads (built without a `classification_weight`).
+
+        Example:
+          >>> encoder = build_dual_encoder(spec, ("image", "audio"), classification_weight=1.0)
+          >>> logits = encoder.class_logits(encoder(batch))    # {"picture": (n, 10), "sound": (n, 10)}
+        """
+        if not self.heads:
+            raise ValueError(
+                f"{self.name} has no classification heads; build it with a classification_weight > 0 "
+                "(build_dual_encoder(..., classification_weight=1.0))."
+            )
+        return {name: self.heads[name](value) for name, value in embeddings.items() if name in self.heads}
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -384,6 +455,8 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
             "initial_temperature": self.initial_temperature,
             "min_temperature": self.min_temperature,
             "learn_temperature": self.learn_temperature,
+            "num_classes": self.num_classes,
+            "classification_weight": self.classification_weight,
             "branch_config": self.branch_config,
         }
 

@@ -11,6 +11,10 @@ Recall@K is the share of queries whose rank is at most K.
 Ties are counted against the query: a relevant item tied with an irrelevant
 one ranks after it, so a collapsed encoder (all embeddings equal) gets the
 worst ranks, not the best.
+
+Every function takes a `scoring` ("cosine", "csls", "inverted_softmax"; see
+`mmkeras.alignment.hubness`): the hub-reducing scorings rank by scores that
+pull back gallery items close to every query.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from mmkeras.alignment.hubness import DEFAULT_NEIGHBOURS, hub_occurrence, rescore
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -28,6 +34,8 @@ def retrieval_ranks(
     *,
     query_labels: np.ndarray | None = None,
     gallery_labels: np.ndarray | None = None,
+    scoring: str = "cosine",
+    neighbours: int = DEFAULT_NEIGHBOURS,
 ) -> np.ndarray:
     """The 1-based rank of each query's first relevant gallery item.
 
@@ -38,6 +46,9 @@ def retrieval_ranks(
       query_labels: (num_queries,) class ids, for class-level relevance;
         None: gallery item i is the one relevant item of query i.
       gallery_labels: (num_gallery,) class ids (with `query_labels`).
+      scoring: how the gallery is ranked: "cosine", or a hub-reducing
+        "csls" / "inverted_softmax" (the queries are the reference pool).
+      neighbours: CSLS's neighbourhood size.
 
     Returns:
       A (num_queries,) int array of ranks in 1..num_gallery; a query without
@@ -57,7 +68,7 @@ def retrieval_ranks(
             f"Embeddings must be 2D with the same width, got queries {queries.shape} and gallery {gallery.shape}."
         )
     relevant = relevance_matrix(len(queries), len(gallery), query_labels, gallery_labels)
-    scores = queries @ gallery.T
+    scores = rescore(queries, gallery, scoring, neighbours=neighbours)
     best_relevant = np.where(relevant, scores, -np.inf).max(axis=1)
     ahead = np.where(relevant, False, scores >= best_relevant[:, None]).sum(axis=1)
     ranks = ahead + 1
@@ -127,20 +138,32 @@ def retrieval_metrics(
     ks: Sequence[int] = DEFAULT_KS,
     query_labels: np.ndarray | None = None,
     gallery_labels: np.ndarray | None = None,
+    scoring: str = "cosine",
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    hubness_k: int | None = None,
 ) -> dict:
-    """Recall@K, mean rank and median rank of one retrieval direction.
+    """Recall@K, mean rank and median rank of one retrieval direction, optionally with its hubness.
 
     Args:
-      query_embeddings, gallery_embeddings, query_labels, gallery_labels: see `retrieval_ranks`.
+      query_embeddings, gallery_embeddings, query_labels, gallery_labels,
+        scoring, neighbours: see `retrieval_ranks`.
       ks: the K of each Recall@K.
+      hubness_k: also report `hub_occurrence` of the top-`hubness_k` lists
+        (under the same scoring) as "hubness"; None: leave it out.
 
     Returns:
-      `{"recall@1": ..., "recall@5": ..., "recall@10": ..., "mean_rank": ..., "median_rank": ...}`.
+      `{"recall@1": ..., "recall@5": ..., "recall@10": ..., "mean_rank": ..., "median_rank": ...}`
+      (and "hubness" with `hubness_k`).
     """
     ranks = retrieval_ranks(
-        query_embeddings, gallery_embeddings, query_labels=query_labels, gallery_labels=gallery_labels
+        query_embeddings, gallery_embeddings, query_labels=query_labels, gallery_labels=gallery_labels,
+        scoring=scoring, neighbours=neighbours,
     )
-    return summarize_ranks(ranks, ks)
+    result = summarize_ranks(ranks, ks)
+    if hubness_k is not None:
+        scores = rescore(query_embeddings, gallery_embeddings, scoring, neighbours=neighbours)
+        result["hubness"] = hub_occurrence(scores, hubness_k)
+    return result
 
 
 def cross_modal_retrieval(
@@ -148,6 +171,9 @@ def cross_modal_retrieval(
     *,
     labels: np.ndarray | None = None,
     ks: Sequence[int] = DEFAULT_KS,
+    scoring: str = "cosine",
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    hubness_k: int | None = None,
 ) -> dict:
     """Retrieval metrics in both directions between every two modalities of the same examples.
 
@@ -157,6 +183,7 @@ def cross_modal_retrieval(
       labels: (num_examples,) class ids for class-level relevance; None for
         instance-level (the same example).
       ks: the K of each Recall@K.
+      scoring, neighbours, hubness_k: see `retrieval_metrics`.
 
     Returns:
       `"<query>_to_<gallery>"` -> `retrieval_metrics` for every ordered pair,
@@ -174,7 +201,8 @@ def cross_modal_retrieval(
         for gallery in names:
             if query != gallery:
                 results[f"{query}_to_{gallery}"] = retrieval_metrics(
-                    embeddings[query], embeddings[gallery], ks=ks, query_labels=labels, gallery_labels=labels
+                    embeddings[query], embeddings[gallery], ks=ks, query_labels=labels, gallery_labels=labels,
+                    scoring=scoring, neighbours=neighbours, hubness_k=hubness_k,
                 )
     count = len(embeddings[names[0]])
     results["chance"] = chance_retrieval(count, count, ks=ks, query_labels=labels, gallery_labels=labels)

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.alignment.common import check_positives
+from mmkeras.alignment.contrastive import ContrastiveLoss
 from mmkeras.alignment.dual_encoder import (
     BRANCH_SUFFIX,
     DualEncoder,
@@ -42,6 +44,7 @@ def pretrain_encoder(
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     loss: keras.losses.Loss | None = None,
+    positives: str = "pairs",
     split: str = "train",
     exclude_classes: Sequence[str] = (),
     seed: int | None = None,
@@ -57,7 +60,13 @@ def pretrain_encoder(
       batch_size: pairs per step; every other pair of the batch is a negative,
         so larger batches give a harder, better task.
       learning_rate: Adam's learning rate.
-      loss: the alignment loss; default `ContrastiveLoss()` with a learned temperature.
+      loss: the alignment loss; default `ContrastiveLoss(positives=positives)`
+        with a learned temperature.
+      positives: the default loss's positives: "pairs" (instance pairing, no
+        labels used) or "labels" (label-aware: same-class rows of the batch
+        are positives too; better for data paired by class, such as
+        AV-MNIST, see `benchmarks/results/alignment_avmnist.md`). Ignored
+        when `loss` is given.
       split: the split of pairs to train on.
       exclude_classes: class names whose examples are left out, e.g. to test
         zero-shot recognition of classes the encoder never saw; their texts
@@ -70,12 +79,13 @@ def pretrain_encoder(
       `(encoder, history)`.
 
     Raises:
-      ValueError: for unknown class names in `exclude_classes`, or fewer
+      ValueError: for unknown `positives`, unknown class names in `exclude_classes`, or fewer
         remaining examples than one batch.
 
     Example:
       >>> encoder, history = pretrain_encoder(load_spec("tiny"), ("image", "audio"), epochs=3, batch_size=16)
     """
+    check_positives(positives)
     unknown = sorted(set(exclude_classes) - set(spec.label.class_names))
     if unknown:
         raise ValueError(
@@ -90,6 +100,7 @@ def pretrain_encoder(
         learned = vocabularies_without_classes(spec, features, excluded, split=split)
         encoder_options["vocabularies"] = {**learned, **dict(encoder_options.get("vocabularies") or {})}
     encoder = build_dual_encoder(spec, modalities, **encoder_options)
+    loss = ContrastiveLoss(positives=positives) if loss is None else loss
     encoder.compile(keras.optimizers.Adam(learning_rate), loss=loss)
     dataset = make_dataset(spec.with_features(list(encoder.feature_names)), split, batch_size=batch_size,
                            training=True, seed=seed)

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras.alignment.dual_encoder import DualEncoder
+from mmkeras.alignment.hubness import DEFAULT_NEIGHBOURS, rescore
 from mmkeras.alignment.metrics import DEFAULT_KS, cross_modal_retrieval
 from mmkeras.checks import check_positive_int
 from mmkeras.data.decoders import decode_batch
@@ -27,7 +28,8 @@ class RetrievalResult(NamedTuple):
 
     Attributes:
       indices: (num_queries, k) int gallery row numbers.
-      scores: (num_queries, k) float cosine similarities.
+      scores: (num_queries, k) float scores: cosine similarities, or the
+        CSLS / inverted-softmax scores the items were ranked by.
     """
 
     indices: np.ndarray
@@ -96,18 +98,38 @@ def embed(encoder: DualEncoder, feature_name: str, values: Any, *, batch_size: i
     return np.asarray(encoder.get_tower(feature_name).predict(batches, verbose=0), np.float32)
 
 
-def retrieve_embeddings(query_embeddings: np.ndarray, gallery_embeddings: np.ndarray, k: int = 5) -> RetrievalResult:
-    """The k most similar gallery embeddings of each query embedding (cosine similarity of unit vectors).
+def retrieve_embeddings(
+    query_embeddings: np.ndarray,
+    gallery_embeddings: np.ndarray,
+    k: int = 5,
+    *,
+    scoring: str = "cosine",
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    reference_embeddings: np.ndarray | None = None,
+) -> RetrievalResult:
+    """The k best gallery embeddings of each query embedding, by cosine or a hub-reducing scoring.
+
+    Args:
+      query_embeddings: (num_queries, dim) unit vectors.
+      gallery_embeddings: (num_gallery, dim) unit vectors.
+      k: how many gallery items to return per query.
+      scoring: "cosine", "csls" or "inverted_softmax" (see `mmkeras.alignment.hubness.rescore`).
+      neighbours: CSLS's neighbourhood size.
+      reference_embeddings: query-modality embeddings that measure each
+        gallery item's neighbourhood for CSLS / inverted softmax (default the
+        queries; pass a larger pool when asking a few queries at a time).
 
     Raises:
-      ValueError: if k is not a positive integer.
+      ValueError: if k is not a positive integer, or for an unknown scoring.
 
     Example:
       >>> retrieve_embeddings(np.eye(2), np.eye(2)[::-1], k=1).indices.tolist()
       [[1], [0]]
     """
     k = check_positive_int(k, "k")
-    scores = np.asarray(query_embeddings, np.float32) @ np.asarray(gallery_embeddings, np.float32).T
+    scores = rescore(
+        query_embeddings, gallery_embeddings, scoring, neighbours=neighbours, reference_embeddings=reference_embeddings
+    ).astype(np.float32)
     k = min(int(k), scores.shape[1])
     # A stable sort keeps equal scores in gallery order.
     indices = np.argsort(-scores, axis=1, kind="stable")[:, :k]
@@ -121,6 +143,9 @@ def retrieve(
     k: int = 5,
     *,
     batch_size: int = 64,
+    scoring: str = "cosine",
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    reference: Mapping[str, Any] | None = None,
 ) -> RetrievalResult:
     """Find, for each query, the k nearest gallery items of another modality.
 
@@ -131,13 +156,21 @@ def retrieve(
         modality; the same one gives within-modality search).
       k: how many gallery items to return per query.
       batch_size: examples per tower call.
+      scoring: "cosine"; or "csls" / "inverted_softmax", which rank down
+        "hub" items that come back for most queries (see `hub_occurrence`).
+      neighbours: CSLS's neighbourhood size.
+      reference: `{feature_name: values}` of the queries' feature, the pool
+        that measures each gallery item's neighbourhood for the hub-reducing
+        scorings; default the queries themselves (fine for a large query set,
+        needed for one or a few queries).
 
     Returns:
-      A `RetrievalResult` of (num_queries, k) gallery indices and cosine scores, best first.
+      A `RetrievalResult` of (num_queries, k) gallery indices and scores, best first.
 
     Raises:
-      ValueError: if `queries` or `gallery` does not name exactly one feature
-        of the encoder, or k is not positive.
+      ValueError: if `queries`, `gallery` or `reference` does not name exactly
+        one feature of the encoder (`reference` the queries' one), k is not
+        positive, or the scoring is unknown.
 
     Example:
       >>> result = retrieve(encoder, {"caption": ["a red ball"]}, {"picture": png_bytes_list}, k=3)
@@ -146,10 +179,22 @@ def retrieve(
     """
     query_name, query_values = _single(encoder, queries, "queries")
     gallery_name, gallery_values = _single(encoder, gallery, "gallery")
+    reference_embeddings = None
+    if reference is not None:
+        reference_name, reference_values = _single(encoder, reference, "reference")
+        if reference_name != query_name:
+            raise ValueError(
+                f"`reference` holds values of the queries' feature {query_name!r} (it stands for the queries), "
+                f"got {reference_name!r}."
+            )
+        reference_embeddings = embed(encoder, reference_name, reference_values, batch_size=batch_size)
     return retrieve_embeddings(
         embed(encoder, query_name, query_values, batch_size=batch_size),
         embed(encoder, gallery_name, gallery_values, batch_size=batch_size),
         k,
+        scoring=scoring,
+        neighbours=neighbours,
+        reference_embeddings=reference_embeddings,
     )
 
 
@@ -189,6 +234,9 @@ def evaluate_retrieval(
     by_class: bool = False,
     ks: Sequence[int] = DEFAULT_KS,
     batch_size: int = 64,
+    scoring: str = "cosine",
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    hubness_k: int | None = DEFAULT_NEIGHBOURS,
 ) -> dict:
     """Cross-modal retrieval metrics of an encoder on a split, in both directions, with the chance level.
 
@@ -201,6 +249,11 @@ def evaluate_retrieval(
         data paired by class); default: only the same example.
       ks: the K of each Recall@K.
       batch_size: examples per batch.
+      scoring: "cosine", "csls" or "inverted_softmax" (the hub-reducing
+        scorings use the split's queries as their reference pool).
+      neighbours: CSLS's neighbourhood size.
+      hubness_k: report each direction's `hub_occurrence` of its top-k lists
+        under "hubness"; None: leave it out.
 
     Returns:
       `cross_modal_retrieval`'s dict, plus `"num_examples"`: the examples
@@ -214,7 +267,10 @@ def evaluate_retrieval(
     dataset = make_dataset(spec.with_features(list(encoder.feature_names)), split, batch_size=batch_size)
     embeddings, labels, complete = embed_dataset(encoder, dataset)
     kept = {name: values[complete] for name, values in embeddings.items()}
-    results = cross_modal_retrieval(kept, labels=labels[complete] if by_class else None, ks=ks)
+    results = cross_modal_retrieval(
+        kept, labels=labels[complete] if by_class else None, ks=ks, scoring=scoring, neighbours=neighbours,
+        hubness_k=hubness_k,
+    )
     results["num_examples"] = int(complete.sum())
     return results
 

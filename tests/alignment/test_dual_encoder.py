@@ -122,3 +122,32 @@ def test_compile_defaults_to_the_contrastive_loss_and_rejects_strings(spec):
     assert isinstance(encoder.loss, ContrastiveLoss)
     with pytest.raises(TypeError, match="alignment loss"):
         encoder.compile("adam", loss="mse")
+
+
+@pytest.mark.slow
+def test_joint_objective_trains_the_heads_with_the_towers_and_reloads(spec, tmp_path):
+    keras.utils.set_random_seed(0)
+    encoder = build_dual_encoder(spec, ("image", "audio"), classification_weight=1.0, **SMALL)
+    encoder.compile(keras.optimizers.Adam(0.01), loss=ContrastiveLoss(positives="labels"))
+    batch, labels = _batch(), np.array([0, 1, 0, 2], "int32")
+    logits = encoder.class_logits(encoder(batch))
+    assert sorted(logits) == ["picture", "sound"] and logits["sound"].shape == (4, spec.num_classes)
+    head = encoder.heads["picture"].kernel
+    before = np.array(head)
+    # The loss is the alignment loss plus the heads' crossentropy (about log(num_classes) at the start).
+    alignment_only = build_dual_encoder(spec, ("image", "audio"), **SMALL)
+    assert not alignment_only.heads
+    loss = encoder.train_on_batch(batch, labels)
+    assert np.isfinite(loss) and loss > np.log(spec.num_classes) * 0.5
+    assert not np.allclose(before, np.array(head))  # the heads train
+    encoder.save(tmp_path / "joint.keras")
+    restored = keras.saving.load_model(tmp_path / "joint.keras")
+    assert restored.classification_weight == 1.0 and restored.num_classes == spec.num_classes
+    expected = encoder.class_logits(encoder(batch, training=False))
+    actual = restored.class_logits(restored(batch, training=False))
+    for name in expected:
+        np.testing.assert_allclose(np.array(actual[name]), np.array(expected[name]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="classification_weight"):
+        alignment_only.class_logits(alignment_only(batch))
+    with pytest.raises(ValueError, match="num_classes"):
+        DualEncoder(dict(encoder.towers), encoder.spec_config, classification_weight=1.0)

@@ -181,3 +181,5 @@ def test_excluded_classes_never_reach_training_and_label_subsets_are_stratified(
     assert np.bincount(all_labels[chosen]).tolist() == [2, 1, 1]
     with pytest.raises(ValueError, match="Unknown classes"):
         pretrain_encoder(tiny_spec, ("image", "audio"), exclude_classes=("purple",))
+    with pytest.raises(ValueError, match="`positives` must be one of"):
+        pretrain_encoder(tiny_spec, ("image", "audio"), positives="classes")
