@@ -93,8 +93,6 @@ def calibrate_on_batches(
 ) -> keras.Model:
     """Fit temperature scaling on (features, labels) batches; see `calibrate`.
 
-    Training calls this with the validation dataset it early-stops on.
-
     Args:
       model: the classifier.
       batches: an iterable of (features dict, labels) batches (NumPy or tensors).
@@ -104,6 +102,36 @@ def calibrate_on_batches(
 
     Returns:
       The calibrated model (see `calibrate`).
+
+    Raises:
+      ValueError: if there are no batches, or the model has no probabilities softmax.
+    """
+    return fit_calibration(model, batches, per_pattern=per_pattern, verbose=verbose, description=description)[0]
+
+
+def fit_calibration(
+    model: keras.Model,
+    batches: Iterable,
+    *,
+    per_pattern: bool = False,
+    verbose: bool = True,
+    description: str = "the held-out batches",
+) -> tuple[keras.Model, dict]:
+    """Fit temperature scaling on batches; return the calibrated model and what was fitted.
+
+    Training calls this with the validation dataset it early-stops on and
+    records the summary in the run folder.
+
+    Args:
+      model: the classifier.
+      batches: an iterable of (features dict, labels) batches.
+      per_pattern: one temperature per presence pattern.
+      verbose: print what was fitted.
+      description: what the batches are, for the printed line and errors.
+
+    Returns:
+      `(calibrated model, {"temperatures", "per_pattern", "num_predictions",
+      "nll_before", "nll_after"})`, NLL over the predictions fitted on.
 
     Raises:
       ValueError: if there are no batches, or the model has no probabilities softmax.
@@ -122,11 +150,18 @@ def calibrate_on_batches(
     if per_pattern and (indices == 0).any():
         temperatures[0] = fit_temperature(logits[indices == 0], labels[indices == 0])
     layer.temperatures.assign(temperatures)
+    summary = {
+        "temperatures": [float(value) for value in temperatures],
+        "per_pattern": per_pattern,
+        "num_predictions": int(len(labels)),
+        "nll_before": nll(logits, labels, 1.0),
+        "nll_after": nll(logits, labels, temperatures[indices]),
+    }
     if verbose:
-        before, after = nll(logits, labels, 1.0), nll(logits, labels, temperatures[indices])
         print(f"Calibrated on {description} ({len(labels)} predictions): temperatures "
-              f"{np.round(temperatures, 3).tolist()}, NLL {before:.4f} -> {after:.4f}.", file=sys.stderr, flush=True)
-    return scaled
+              f"{np.round(temperatures, 3).tolist()}, NLL {summary['nll_before']:.4f} -> {summary['nll_after']:.4f}.",
+              file=sys.stderr, flush=True)
+    return scaled, summary
 
 
 def with_temperature(model: keras.Model, *, per_pattern: bool = False) -> keras.Model:
