@@ -30,12 +30,9 @@ def test_temperature_layer_refuses_a_bad_modality_count():
 
 @pytest.fixture(scope="module")
 def over_confident(tiny_spec, tiny_model):
-    """A tiny classifier trained 3 epochs, then made over-confident: its logits multiplied by 30."""
+    """A tiny classifier made over-confident: its logits multiplied by 30 (untrained: training costs test time)."""
     keras.utils.set_random_seed(0)
     model = build_classifier(tiny_spec, seed=0, **tiny_model(vocabularies={"caption": ["red", "green", "blue"]}))
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss={"probabilities": "sparse_categorical_crossentropy"})
-    train = make_dataset(tiny_spec, "train", batch_size=16, training=True, seed=0)
-    model.fit(train.map(lambda x, y: (x, {"probabilities": y})), epochs=3, verbose=0)
     dense = model.get_layer("logits")
     dense.set_weights([weight * 30.0 for weight in dense.get_weights()])
     return model
@@ -70,9 +67,7 @@ def test_per_pattern_calibration_fits_one_temperature_per_missing_modality(over_
     calibrated = calibrate(over_confident, tiny_spec, "validation", per_pattern=True, verbose=False)
     temperatures = temperatures_of(calibrated)
     assert len(temperatures) == 1 + len(tiny_spec.features) and min(temperatures) > 1.0
-    again = calibrate(calibrated, tiny_spec, "validation", verbose=False)  # refits from the raw logits
-    assert temperatures_of(again) == pytest.approx([temperatures_of(calibrate(over_confident, tiny_spec,
-                                                                               verbose=False))[0]], rel=1e-4)
+    assert len(set(np.round(temperatures, 3))) > 1  # the patterns get their own temperatures
 
 
 def test_calibrate_names_the_missing_split(over_confident, tiny_spec):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mmkeras.data.pipeline import make_dataset
+from mmkeras.models.calibration import temperatures_of
 from mmkeras.runs.load import load_run, load_run_spec
 from mmkeras.training.config import ModelConfig, TrainingConfig, load_run_config
 from mmkeras.training.loop import train
@@ -56,6 +57,13 @@ def test_train_writes_every_artefact_of_the_run(tiny_spec, tmp_path, tiny_model)
         restored.predict(features, verbose=0)["probabilities"],
         result.model.predict(features, verbose=0)["probabilities"], rtol=1e-5, atol=1e-6,
     )
+
+    # Calibrated on the validation data: the temperature is inside the saved models and recorded.
+    calibration = json.loads(paths.calibration.read_text())
+    assert calibration["final"]["temperatures"] == pytest.approx(temperatures_of(result.model))
+    assert calibration["final"]["nll_after"] <= calibration["final"]["nll_before"]
+    assert temperatures_of(restored) == pytest.approx(temperatures_of(result.model))
+    assert temperatures_of(load_run(run_dir)[0]) is not None  # best.keras too
 
     # The same command on a finished run does not silently train again.
     with pytest.raises(FileExistsError, match="already holds a finished run"):
