@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mmkeras import calibrate, explain
-from mmkeras.export import export_for_serving
+from mmkeras import explain
 from mmkeras.export import signatures as sig
 from mmkeras.export.requests import example_columns
 
@@ -29,13 +28,3 @@ def test_serving_explain_equals_explain_on_the_same_raw_inputs(exported):
     absent = [i for i, name in enumerate(names) if not decoded[f"{name}_present"][i + 1]]
     assert all(outputs[f"{names[i]}_attribution"][i + 1] == 0.0 for i in absent)  # a missing modality scores 0
     assert np.abs(outputs[f"{names[0]}_attribution"]).max() > 0.0
-
-
-def test_a_calibrated_model_exports_its_temperature(exported, tmp_path):
-    calibrated = calibrate(exported.model, exported.spec, "validation", verbose=False)
-    path = export_for_serving(calibrated, exported.spec, tmp_path, measure_batching=False)
-    loaded = tf.saved_model.load(str(path))
-    decoded = example_columns(exported.spec, sig.DECODED, batch_size=3)
-    served = _outputs(loaded, example_columns(exported.spec, sig.EXPLAIN, batch_size=3))["probabilities"]
-    np.testing.assert_allclose(served, calibrated.predict_on_batch(decoded)["probabilities"], atol=1e-5)
-    assert not np.allclose(served, exported.model.predict_on_batch(decoded)["probabilities"], atol=1e-4)
