@@ -55,7 +55,7 @@ def calibration_metrics(probabilities: np.ndarray, labels: np.ndarray, num_bins:
         "nll": float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0)))) if len(labels) else 0.0,
         "brier": float(np.mean(np.sum((probabilities - one_hot) ** 2, axis=1))) if len(labels) else 0.0,
         "accuracy": float(np.mean(correct)) if len(labels) else 0.0,
-        "num_examples": int(len(labels)),
+        "num_examples": len(labels),
         "bins": {
             "count": counts.tolist(),
             "confidence": [float(c) if k else None for c, k in zip(bin_confidence, counts)],

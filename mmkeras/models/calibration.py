@@ -79,34 +79,8 @@ def calibrate(
             "Give a held-out split (not the training split)."
         )
     dataset = make_dataset(spec, split, batch_size=batch_size, training=False, deterministic=True)
-    return calibrate_on_batches(model, dataset.as_numpy_iterator(), per_pattern=per_pattern, verbose=verbose,
-                                description=f"split {split!r} of {spec.name!r}")
-
-
-def calibrate_on_batches(
-    model: keras.Model,
-    batches: Iterable,
-    *,
-    per_pattern: bool = False,
-    verbose: bool = True,
-    description: str = "the held-out batches",
-) -> keras.Model:
-    """Fit temperature scaling on (features, labels) batches; see `calibrate`.
-
-    Args:
-      model: the classifier.
-      batches: an iterable of (features dict, labels) batches (NumPy or tensors).
-      per_pattern: one temperature per presence pattern.
-      verbose: print what was fitted.
-      description: what the batches are, for the printed line and errors.
-
-    Returns:
-      The calibrated model (see `calibrate`).
-
-    Raises:
-      ValueError: if there are no batches, or the model has no probabilities softmax.
-    """
-    return fit_calibration(model, batches, per_pattern=per_pattern, verbose=verbose, description=description)[0]
+    return fit_calibration(model, dataset.as_numpy_iterator(), per_pattern=per_pattern, verbose=verbose,
+                           description=f"split {split!r} of {spec.name!r}")[0]
 
 
 def fit_calibration(
@@ -153,7 +127,7 @@ def fit_calibration(
     summary = {
         "temperatures": [float(value) for value in temperatures],
         "per_pattern": per_pattern,
-        "num_predictions": int(len(labels)),
+        "num_predictions": len(labels),
         "nll_before": nll(logits, labels, 1.0),
         "nll_after": nll(logits, labels, temperatures[indices]),
     }

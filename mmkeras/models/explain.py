@@ -79,7 +79,7 @@ def explain(
         batch = _complete(batch, names)
         if method == "occlusion":
             # predict_on_batch runs Keras' compiled predict function: traced once, not eager per batch.
-            predict = lambda features: model.predict_on_batch(features)[PROBABILITIES]  # noqa: E731
+            predict = lambda features: model.predict_on_batch(features)[PROBABILITIES]
             tensors = {key: tf.convert_to_tensor(value) for key, value in batch.items()}
             parts.append(_numpy(occlusion_scores(predict, tensors, names)))
         else:
