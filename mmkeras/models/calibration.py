@@ -132,9 +132,9 @@ def fit_calibration(
         "nll_after": nll(logits, labels, temperatures[indices]),
     }
     if verbose:
-        print(f"Calibrated on {description} ({len(labels)} predictions): temperatures "
-              f"{np.round(temperatures, 3).tolist()}, NLL {summary['nll_before']:.4f} -> {summary['nll_after']:.4f}.",
-              file=sys.stderr, flush=True)
+        shown = ", ".join(f"{value:.3f}" for value in temperatures)
+        print(f"Calibrated on {description} ({len(labels)} predictions): temperatures [{shown}], "
+              f"NLL {summary['nll_before']:.4f} -> {summary['nll_after']:.4f}.", file=sys.stderr, flush=True)
     return scaled, summary
 
 
