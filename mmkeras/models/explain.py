@@ -71,6 +71,7 @@ def explain(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
     names = feature_names(model)
+    split = _split_at_branches(model, names) if method == "integrated_gradients" else None
     batches = [inputs] if isinstance(inputs, Mapping) else inputs
     parts = []
     for batch in batches:
@@ -83,7 +84,7 @@ def explain(
             tensors = {key: tf.convert_to_tensor(value) for key, value in batch.items()}
             parts.append(_numpy(occlusion_scores(predict, tensors, names)))
         else:
-            parts.append(_integrated_gradients(model, batch, names, steps))
+            parts.append(_integrated_gradients(model, split, batch, names, steps))
     if not parts:
         raise ValueError("explain got no examples: give a batch dict or a non-empty iterable of batches.")
     joined = {key: np.concatenate([part[key] for part in parts]) for key in ("class_id", "probability")}
@@ -141,12 +142,21 @@ def occlusion_scores(predict: Callable, inputs: Mapping, names: list[str]) -> di
     return {"probabilities": probabilities, "class_id": class_id, "probability": probability, "scores": scores}
 
 
-def _integrated_gradients(model: keras.Model, inputs: dict, names: list[str], steps: int) -> dict:
+def _split_at_branches(model: keras.Model, names: list[str]) -> tuple[keras.Model, keras.Model]:
+    """The classifier cut after its branches: `probe` (inputs -> branch outputs, presence), `head` (-> probabilities).
+
+    A branch is a nested functional model, whose `.output` is its own inner graph's; its call in the
+    classifier is its first inbound node, hence `_inbound_nodes[0]`.
+    """
     branch_outputs = [model.get_layer(f"{name}_branch")._inbound_nodes[0].output_tensors for name in names]
     presence = model.get_layer("presence").output
     head_inputs = [outputs[0] for outputs in branch_outputs] + [outputs[1] for outputs in branch_outputs]
-    probe = keras.Model(model.input, head_inputs + [presence])
-    head = keras.Model(head_inputs + [presence], model.output[PROBABILITIES])
+    return keras.Model(model.input, head_inputs + [presence]), keras.Model(head_inputs + [presence],
+                                                                          model.output[PROBABILITIES])
+
+
+def _integrated_gradients(model: keras.Model, split: tuple, inputs: dict, names: list[str], steps: int) -> dict:
+    probe, head = split
     values = [tf.cast(value, tf.float32) for value in probe(inputs, training=False)]
     actual, flags = values[:-1], values[-1]
     probabilities = head(actual + [flags], training=False)
