@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from mmkeras import explain
@@ -28,3 +29,18 @@ def test_serving_explain_equals_explain_on_the_same_raw_inputs(exported):
     absent = [i for i, name in enumerate(names) if not decoded[f"{name}_present"][i + 1]]
     assert all(outputs[f"{names[i]}_attribution"][i + 1] == 0.0 for i in absent)  # a missing modality scores 0
     assert np.abs(outputs[f"{names[0]}_attribution"]).max() > 0.0
+
+
+def test_the_skew_check_compares_the_attributions(exported, monkeypatch):
+    from mmkeras.export import check as check_module
+
+    report = check_module.check_export(exported.path, exported.spec, n=4, signature_names=(sig.EXPLAIN,))
+    assert report.passed and set(report.diffs) == {sig.EXPLAIN}
+
+    def shifted(model, inputs, method):  # an explain whose occlusion scores are off by 0.01
+        result = explain(model, inputs, method=method)
+        return {**result, "scores": {name: score + 0.01 for name, score in result["scores"].items()}}
+
+    monkeypatch.setattr(check_module, "explain", shifted)
+    with pytest.raises(check_module.ExportSkewError, match="serving_explain"):
+        check_module.check_export(exported.path, exported.spec, n=4, signature_names=(sig.EXPLAIN,))

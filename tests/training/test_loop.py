@@ -71,6 +71,15 @@ def test_train_writes_every_artefact_of_the_run(tiny_spec, tmp_path, tiny_model)
               **tiny_model(branch_options=NO_AUGMENT))
 
 
+@pytest.mark.slow
+def test_calibrate_false_leaves_the_model_uncalibrated(tiny_spec, tmp_path):
+    run_dir = tmp_path / "run"
+    result = train(tiny_spec.with_features(["picture"]), epochs=1, batch_size=16, output_dir=run_dir, seed=0,
+                   verbose=0, calibrate=False, units=8, embed_dim=8, balance="none")
+    assert temperatures_of(result.model) is None and not RunPaths(run_dir).calibration.exists()
+    assert temperatures_of(load_run(run_dir, checkpoint="final")[0]) is None
+
+
 def test_resuming_with_another_model_config_is_refused(tiny_spec, tmp_path):
     paths = RunPaths(tmp_path)
     paths.config.write_text("spec: tiny\nmodel: {fusion: gated, units: 8}\n")
