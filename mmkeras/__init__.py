@@ -34,6 +34,8 @@ _EXPORTS = {
     "TrainResult": "mmkeras.training.loop",
     "evaluate": "mmkeras.evaluation.report",
     "predict": "mmkeras.models.predict",
+    "calibrate": "mmkeras.models.calibration",
+    "explain": "mmkeras.models.explain",
     "export_for_serving": "mmkeras.export.saved_model",
     "check_export": "mmkeras.export.check",
     "HubEncoder": "mmkeras.branches.hub",

@@ -27,6 +27,7 @@ BENCHMARKS = {
     "tta": "time_to_accuracy.py",
     "step": "optimizer_step.py",
     "tune": "tune.py",
+    "calibration": "calibration.py",
 }
 
 
@@ -104,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--output", help="run folder; rerunning with the same folder resumes")
     train.add_argument("--config", help="a run config YAML ({model: ..., training: ..., runtime: ...})")
     train.add_argument("--strategy", choices=("auto", "default", "mirrored", "multi_worker"))
+    train.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                       help="skip temperature scaling on the validation data after training")
     train.set_defaults(handler=_train)
 
     tune = commands.add_parser("tune", help="search fusions, branches and training options with KerasTuner")
@@ -178,7 +181,7 @@ def _train(args) -> int:
         overrides.update(model_config=config.model, training_config=config.training, runtime_config=config.runtime)
         if config.features:  # a unimodal run's config.yaml trains the same features again
             spec = spec.with_features(config.features)
-    result = mmkeras.train(spec, output_dir=args.output, **overrides)
+    result = mmkeras.train(spec, output_dir=args.output, calibrate=args.calibrate, **overrides)
     print(f"run folder: {result.run_dir}")
     print(f"best model: {result.best_model_path}")
     return 0
@@ -295,6 +298,12 @@ def _print_report(report: dict) -> None:
     print(f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  ({report['num_examples']} examples)")
     for name, scores in report["reliance"].items():
         print(f"  without {name}: {scores['absent']:.4f}   {name} shuffled: {scores['shuffled']:.4f}")
+    calibration = report.get("calibration", {}).get("patterns", {}).get("all_inputs")
+    if calibration:
+        after = "" if calibration["after"] is None else f" -> {calibration['after']['ece']:.4f} after calibration"
+        print(f"  ECE {calibration['before']['ece']:.4f}{after}")
+    for name, share in (report.get("attribution", {}).get("overall") or {}).items():
+        print(f"  {name} attribution share: {share:.3f}")
     for name, path in report.get("files", {}).items():
         print(f"  {name}: {path}")
 

@@ -28,6 +28,9 @@ import numpy as np
 
 REST_FORMATS = ("instances", "inputs")
 DEFAULT_SIGNATURE = "serving_default"
+# The signature that explains each prediction: raw inputs in, probabilities and `<feature>_attribution` out.
+EXPLAIN_SIGNATURE = "serving_explain"
+ATTRIBUTION_SUFFIX = "_attribution"
 
 
 class ServingError(RuntimeError):

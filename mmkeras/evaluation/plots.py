@@ -1,4 +1,4 @@
-"""PNG plots of an evaluation: training curves, confusion matrix, reliance, attention weights."""
+"""PNG plots of an evaluation: training curves, confusion matrix, reliance, attention weights, reliability."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -94,15 +94,18 @@ def plot_reliance(reliance: Mapping[str, Mapping[str, float]], full_accuracy: fl
 
 
 def plot_modality_weights(weights: np.ndarray, labels: np.ndarray, feature_names: Sequence[str],
-                          class_names: Sequence[str], path: Path) -> Path:
-    """Mean attention weight of each modality, per true class.
+                          class_names: Sequence[str], path: Path, *,
+                          title: str = "Attention weights by class", ylabel: str = "mean weight") -> Path:
+    """Mean attention weight (or attribution share) of each modality, per true class, stacked.
 
     Args:
-      weights: (n, M) per-example modality weights.
+      weights: (n, M) per-example modality weights or shares (rows sum to 1).
       labels: (n,) true class ids.
       feature_names: the M modality names.
       class_names: class names in id order.
       path: the PNG to write.
+      title: the figure's title.
+      ylabel: the y axis label.
 
     Returns:
       `path`.
@@ -117,9 +120,41 @@ def plot_modality_weights(weights: np.ndarray, labels: np.ndarray, feature_names
     for m, name in enumerate(feature_names):
         axis.bar(np.arange(len(class_names)), means[:, m], bottom=bottom, label=name)
         bottom += means[:, m]
-    axis.set(xticks=np.arange(len(class_names)), ylabel="mean weight", ylim=(0, 1), title="Attention weights by class")
+    axis.set(xticks=np.arange(len(class_names)), ylabel=ylabel, ylim=(0, 1), title=title)
     axis.set_xticklabels(class_names, rotation=90)
     axis.legend()
+    return _save(figure, path)
+
+
+def plot_reliability(patterns: Mapping[str, Mapping[str, Mapping | None]], path: Path) -> Path:
+    """Reliability diagrams, one panel per presence pattern: accuracy against confidence, before and after.
+
+    Each point is one non-empty confidence bin of `calibration_metrics`; a
+    calibrated model's points lie on the diagonal. The legend gives each
+    curve's expected calibration error.
+
+    Args:
+      patterns: pattern name -> {"before": metrics, "after": metrics or None}
+        (the "patterns" of `calibration_report`).
+      path: the PNG to write.
+
+    Returns:
+      `path`.
+    """
+    names = list(patterns)
+    figure = Figure(figsize=(3.2 * len(names), 3.4))
+    axes = figure.subplots(1, len(names), squeeze=False)[0]
+    for axis, name in zip(axes, names):
+        axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        for stage, style in (("before", "o-"), ("after", "s--")):
+            metrics = patterns[name][stage]
+            if metrics is None:
+                continue
+            bins = metrics["bins"]
+            points = [(c, a) for c, a in zip(bins["confidence"], bins["accuracy"]) if c is not None]
+            axis.plot(*zip(*points), style, markersize=4, label=f"{stage} (ECE {metrics['ece']:.3f})")
+        axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=name)
+        axis.legend(fontsize=7, loc="upper left")
     return _save(figure, path)
 
 

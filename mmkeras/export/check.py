@@ -4,7 +4,9 @@ Training/serving skew (preprocessing in serving that drifts from training) is
 the classic failure of model exports. The check takes real raw examples of a
 split and runs them two ways: through the SavedModel's raw-input signatures,
 and through `make_dataset` (the training pipeline's decoding) into the Keras
-model. The probabilities must agree within `tolerance`. Running the
+model. The probabilities must agree within `tolerance`, and so must the
+`serving_explain` attributions with `mmkeras.explain(model, decoded,
+method="occlusion")` on the same examples. Running the
 pipeline's decoded tensors through `serving_decoded` as well tells the two
 possible causes apart: if that signature agrees and the raw ones do not, the
 decoders differ; if it disagrees too, the model inside the export differs.
@@ -23,8 +25,10 @@ from mmkeras.checks import check_positive_int
 from mmkeras.data.pipeline import make_dataset, read_split
 from mmkeras.export import signatures
 from mmkeras.export.archive import EXTRA_DIR, KERAS_MODEL_FILE, resolve_version_dir
+from mmkeras.models.explain import explain
 from mmkeras.models.saving import load_classifier
 from mmkeras.spec import DatasetSpec, load_spec
+from mmkeras.wire import ATTRIBUTION_SUFFIX
 
 DEFAULT_TOLERANCE = 1e-5
 
@@ -150,6 +154,7 @@ def check_export(
     inputs = {
         signatures.DEFAULT: {f.name: raw[f.name] for f in spec.features},
         signatures.WITH_PRESENCE: raw,
+        signatures.EXPLAIN: {f.name: raw[f.name] for f in spec.features},
         signatures.WAVEFORM: {**raw, **{f.name: decoded[f.name] for f in spec.features if f.modality == "audio"}},
         signatures.DECODED: decoded,
     }
@@ -158,12 +163,16 @@ def check_export(
     rows[signatures.DEFAULT] = np.flatnonzero(~np.any(
         [raw[f.presence_key] & (np.vectorize(len)(raw[f.name]) == 0) for f in spec.features], axis=0
     ))
+    rows[signatures.EXPLAIN] = rows[signatures.DEFAULT]
     diffs = {}
     for name in checked_signatures:
         function = loaded.signatures[name]
         picked = {key: value[rows[name]] for key, value in inputs[name].items()}
         got = _in_chunks(lambda chunk, f=function: f(**chunk)["probabilities"], picked, len(rows[name]), batch_size)
         diffs[name] = float(np.max(np.abs(got - expected[rows[name]]))) if len(rows[name]) else 0.0
+        if name == signatures.EXPLAIN and len(rows[name]):
+            diffs[name] = max(diffs[name], _attribution_diff(spec, model, function, decoded, picked, rows[name],
+                                                             batch_size))
     report = ExportCheck(
         path=version_dir, split=split, num_examples=count, max_abs_diff=max(diffs.values()), diffs=diffs,
         tolerance=float(tolerance),
@@ -171,6 +180,23 @@ def check_export(
     if not report.passed:
         raise ExportSkewError(f"{report}\n{_diagnosis(report)}", report)
     return report
+
+
+def _attribution_diff(spec: DatasetSpec, model: keras.Model, function, decoded: dict, raw: dict, rows: np.ndarray,
+                      batch_size: int) -> float:
+    """The largest |difference| between `serving_explain`'s attributions and `explain`'s occlusion scores."""
+    names = list(spec.feature_names)
+
+    def served(chunk):
+        outputs = function(**chunk)
+        return np.stack([np.asarray(outputs[f"{name}{ATTRIBUTION_SUFFIX}"]) for name in names], axis=1)
+
+    def explained(chunk):
+        return np.stack(list(explain(model, chunk, method="occlusion")["scores"].values()), axis=1)
+
+    got = _in_chunks(served, raw, len(rows), batch_size)
+    expected = _in_chunks(explained, {key: value[rows] for key, value in decoded.items()}, len(rows), batch_size)
+    return float(np.max(np.abs(got - expected)))
 
 
 def _signatures_to_check(spec: DatasetSpec, names: tuple[str, ...] | None) -> tuple[str, ...]:

@@ -81,7 +81,7 @@ def example_columns(spec: DatasetSpec, signature_name: str = signatures.DEFAULT,
         f.name: np.array([example_value(f, row) if present[f.name][row] else "" for row in range(batch_size)], object)
         for f in spec.features
     }
-    if signature_name == signatures.DEFAULT:
+    if signature_name in (signatures.DEFAULT, signatures.EXPLAIN):
         return raw
     flags = {f.presence_key: present[f.name] for f in spec.features}
     if signature_name == signatures.WITH_PRESENCE:

@@ -79,7 +79,9 @@ def export_for_serving(
     `serving_with_presence` adds `<name>_present` flags, `serving_waveform`
     takes audio as float waveforms and `serving_decoded` the model's own
     inputs. Outputs: `probabilities`, `class_id`, `class_name` and, for
-    fusions that weight modalities, `modality_weights`. The example requests,
+    fusions that weight modalities, `modality_weights`; `serving_explain`
+    takes `serving_default`'s inputs and adds a `<feature>_attribution`
+    occlusion score per modality (as `mmkeras.explain(..., "occlusion")`). The example requests,
     warm-up file, `models.config` and Keras model are written next to it.
     The decoders in the graph refuse inputs over the spec's size limits
     (`max_image_pixels`, `max_audio_seconds`, `max_text_bytes`, recorded in
@@ -183,8 +185,13 @@ def write_saved_model(model: keras.Model, spec: DatasetSpec, path: str | os.Path
         signatures.make_predict_decoded(model, spec),
         input_signature=[signatures.decoded_input_signature(spec)],
     )
+    archive.add_endpoint(
+        signatures.EXPLAIN,
+        signatures.make_explain_signature(spec, predict_decoded),
+        input_signature=[signatures.raw_input_signature(spec)],
+    )
     for signature_name in signatures.signature_names(spec):
-        if signature_name == signatures.DECODED:
+        if signature_name in (signatures.DECODED, signatures.EXPLAIN):
             continue
         waveform = signature_name == signatures.WAVEFORM
         archive.add_endpoint(
@@ -263,7 +270,8 @@ def _signature_inputs(spec: DatasetSpec, signature_name: str) -> dict:
     if signature_name == signatures.DECODED:
         return signatures.decoded_input_signature(spec)
     return signatures.raw_input_signature(
-        spec, presence=signature_name != signatures.DEFAULT, waveform=signature_name == signatures.WAVEFORM
+        spec, presence=signature_name not in (signatures.DEFAULT, signatures.EXPLAIN),
+        waveform=signature_name == signatures.WAVEFORM,
     )
 
 
@@ -353,7 +361,9 @@ Inputs are named after the features; images and WAV recordings are sent as their
 |---|---|
 {rows}
 
-Outputs: `probabilities`, `class_id`, `class_name` (and `modality_weights` for attention fusions).
+Outputs: `probabilities`, `class_id`, `class_name` (and `modality_weights` for attention fusions);
+`serving_explain` adds `<feature>_attribution`, each modality's occlusion score (the predicted class's
+probability minus its probability with that modality marked absent).
 
 Size limits (from the spec, the same in training): an input that declares more is refused with
 INVALID_ARGUMENT naming the feature, the declared size and the option, before it is decoded.

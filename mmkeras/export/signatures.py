@@ -16,12 +16,17 @@ records, and then calls one shared, traced model function. The signatures:
   feature's `sample_rate`, values in [-1, 1]. It is stored as 16-bit PCM WAV in
   the graph and decoded by the same `decode_audio`, so it is cropped or padded
   exactly as a WAV file would be (and quantised to 16 bits, as a WAV file is).
+- `serving_explain`: the inputs of `serving_default`; besides the outputs
+  below, a float32 (batch,) `<name>_attribution` per feature: the occlusion
+  score of `mmkeras.explain` (the predicted class's probability minus its
+  probability with that modality marked absent; M + 1 passes of the model,
+  computed by the same `occlusion_scores`). It has no `modality_weights`.
 - `serving_decoded`: the model's own inputs (what `make_dataset` yields):
   strings, uint8 images, float32 waveforms and the flags. For clients that
   decode themselves, for the benchmark, and to tell decoder skew from model
   skew in `check_export`.
 
-Outputs of all four: `probabilities` (batch, num_classes) float32, `class_id`
+Outputs of all of them: `probabilities` (batch, num_classes) float32, `class_id`
 (batch,) int32, `class_name` (batch,) string, and `modality_weights` (batch, M)
 float32 for fusions that weight modalities.
 """
@@ -33,12 +38,15 @@ import keras
 import tensorflow as tf
 
 from mmkeras.data.decoders import decode_batch
+from mmkeras.models.explain import occlusion_scores
 from mmkeras.spec import DatasetSpec, FeatureSpec
+from mmkeras.wire import ATTRIBUTION_SUFFIX, EXPLAIN_SIGNATURE
 
 DEFAULT = "serving_default"
 WITH_PRESENCE = "serving_with_presence"
 WAVEFORM = "serving_waveform"
 DECODED = "serving_decoded"
+EXPLAIN = EXPLAIN_SIGNATURE
 PROBABILITIES = "probabilities"
 CLASS_ID = "class_id"
 CLASS_NAME = "class_name"
@@ -83,7 +91,7 @@ def _presence_signature(spec: DatasetSpec) -> dict:
 def signature_names(spec: DatasetSpec) -> tuple[str, ...]:
     """The signatures an export of `spec` has, `serving_default` first."""
     has_audio = any(f.modality == "audio" for f in spec.features)
-    return (DEFAULT, WITH_PRESENCE) + ((WAVEFORM,) if has_audio else ()) + (DECODED,)
+    return (DEFAULT, WITH_PRESENCE) + ((WAVEFORM,) if has_audio else ()) + (EXPLAIN, DECODED)
 
 
 def make_predict_decoded(model: keras.Model, spec: DatasetSpec) -> Callable[[Mapping[str, tf.Tensor]], dict]:
@@ -163,6 +171,33 @@ def waveform_to_wav(feature: FeatureSpec, waveforms: tf.Tensor) -> tf.Tensor:
             waveforms,
             fn_output_signature=tf.TensorSpec((), tf.string),
         )
+
+
+def make_explain_signature(spec: DatasetSpec, predict_decoded: Callable) -> Callable:
+    """Return `explain(raw) -> outputs` for `serving_explain`: decode, then occlusion over the modalities.
+
+    Args:
+      spec: the dataset spec.
+      predict_decoded: the traced model function (`make_predict_decoded`).
+
+    Returns:
+      A function of `serving_default`'s raw inputs giving `probabilities`,
+      `class_id`, `class_name` and `<name>_attribution` (batch,) per feature.
+    """
+    class_names = tf.constant(list(spec.label.class_names), tf.string)
+
+    def explain(raw):
+        raw = dict(raw)
+        with tf.control_dependencies(check_batch_sizes(raw)):
+            raw = {name: tf.identity(value) for name, value in raw.items()}
+        result = occlusion_scores(lambda decoded: predict_decoded(decoded)[PROBABILITIES], decode_batch(spec, raw),
+                                  list(spec.feature_names))
+        outputs = {PROBABILITIES: result["probabilities"], CLASS_ID: result["class_id"],
+                   CLASS_NAME: tf.gather(class_names, result["class_id"])}
+        outputs.update({name + ATTRIBUTION_SUFFIX: score for name, score in result["scores"].items()})
+        return outputs
+
+    return explain
 
 
 def make_raw_signature(spec: DatasetSpec, predict_decoded: Callable, *, waveform: bool = False) -> Callable:

@@ -83,8 +83,8 @@ def make_warmup_logs(spec: DatasetSpec, model_name: str, batch_sizes: tuple[int,
     """Warm-up records for every signature of an export of `spec`, at each batch size.
 
     Example:
-      >>> len(make_warmup_logs(load_spec("tiny"), "tiny_concat"))  # 4 signatures x 2 batch sizes
-      8
+      >>> len(make_warmup_logs(load_spec("tiny"), "tiny_concat"))  # 5 signatures x 2 batch sizes
+      10
     """
     return [
         make_prediction_log(requests.example_columns(spec, name, batch_size), model_name, name)

@@ -19,6 +19,7 @@ from mmkeras.branches.log_mel import LogMelSpectrogram
 from mmkeras.branches.spec_augment import SpecAugment
 from mmkeras.fusion import FUSIONS
 from mmkeras.models.presence import MissingModalityEmbedding, ModalityDropout, PresenceFlags
+from mmkeras.models.temperature import TemperatureScaling
 
 # Layers whose weights come with a TF SavedModel graph or a KerasHub preset's files, which Keras'
 # safe mode refuses (see `HubEncoder.from_config`, `KerasHubEncoder.from_config`).
@@ -31,7 +32,7 @@ CUSTOM_OBJECTS = MappingProxyType({
     keras.saving.get_registered_name(layer): layer
     for layer in (
         SequencePooling, HubEncoder, KerasHubEncoder, ImagenetPreprocessing, LogMelSpectrogram, SpecAugment,
-        *FUSIONS.values(), PresenceFlags, ModalityDropout, MissingModalityEmbedding,
+        *FUSIONS.values(), PresenceFlags, ModalityDropout, MissingModalityEmbedding, TemperatureScaling,
     )
 })
 

@@ -15,6 +15,7 @@ import numpy as np
 from mmkeras.spec import load_spec
 from mmkeras.wire import (
     DEFAULT_SIGNATURE,
+    EXPLAIN_SIGNATURE,
     REST_FORMATS,
     ServingError,
     from_predict_response,
@@ -140,6 +141,34 @@ class Client:
         if protocol == "grpc":
             return self._predict_grpc(columns, signature_name)
         return self._predict_rest(columns, signature_name, rest_format)
+
+    def explain(self, rows: Any, *, protocol: str | None = None, rest_format: str = "instances") -> dict[str, np.ndarray]:
+        """Ask the model's `serving_explain` signature which modality drove each prediction.
+
+        Takes the same rows as `predict` with `serving_default` (an empty value
+        marks a missing modality). The attribution of a modality is its
+        occlusion score: the predicted class's probability minus its
+        probability with that modality marked absent (as
+        `mmkeras.explain(model, inputs, method="occlusion")`).
+
+        Args:
+          rows: one row, a list of rows or a pandas DataFrame (see `predict`).
+          protocol: "grpc" or "rest"; default gRPC when a gRPC port was given.
+          rest_format: "instances" or "inputs", for REST.
+
+        Returns:
+          `probabilities` (n, num_classes), `class_id` (n,), `class_name` (n,)
+          and `<feature>_attribution` (n,) per feature.
+
+        Raises:
+          ServingError: if the server refuses the request, e.g. FAILED_PRECONDITION
+            (HTTP 400) for a model exported before `serving_explain` existed.
+
+        Example:
+          >>> client.explain({"caption": "a red ball", "picture": "images/00000.png", "sound": ""})["picture_attribution"]
+          array([0.41], dtype=float32)
+        """
+        return self.predict(rows, protocol=protocol, rest_format=rest_format, signature_name=EXPLAIN_SIGNATURE)
 
     def columns(self, rows: Any) -> dict[str, np.ndarray]:
         """Turn rows into request columns (input name -> numpy array), reading files; see the class docstring.

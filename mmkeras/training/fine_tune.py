@@ -120,7 +120,8 @@ def fine_tune(
 
     head = None
     if not head_paths.final_model.is_file():
-        head = train(spec, epochs=head_epochs, output_dir=head_paths.run_dir, **train_kwargs)
+        # Uncalibrated: phase 2 loads these weights into a classifier without a temperature layer.
+        head = train(spec, epochs=head_epochs, output_dir=head_paths.run_dir, **{**train_kwargs, "calibrate": False})
     unfrozen: list[str] = []
     prepare = functools.partial(
         prepare_fine_tuning, weights=head_paths.final_model, unfreeze_top=unfreeze_top, unfrozen=unfrozen

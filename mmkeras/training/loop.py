@@ -26,6 +26,7 @@ from mmkeras.datasets import prepare
 from mmkeras.models.classifier import build_classifier
 from mmkeras.spec import DEFAULT_SPECS_DIR, DatasetSpec, load_spec
 from mmkeras.training.balance import BalancedTrainingView
+from mmkeras.training.calibration import calibrate_run
 from mmkeras.training.callbacks import make_callbacks
 from mmkeras.training.class_weights import balanced_class_weights, split_labels
 from mmkeras.training.config import (
@@ -57,7 +58,8 @@ class TrainResult:
 
     Attributes:
       model: the full trained classifier (all outputs), with the weights of
-        its best epoch when early stopping is on.
+        its best epoch when early stopping is on, calibrated on the
+        validation data when there was some (and `calibrate` was left on).
       history: `{metric: [value per epoch]}` over the whole run, resumed
         parts included, with an "epoch" list.
       run_dir: the run folder.
@@ -97,6 +99,7 @@ def train(
     runtime_config: RuntimeConfig | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     prepare_model: Callable[[keras.Model], Any] | None = None,
+    calibrate: bool = True,
     **overrides: Any,
 ) -> TrainResult:
     """Train a multimodal classifier on a spec's train split, into a run folder.
@@ -113,7 +116,10 @@ def train(
     `best.keras`, `final.keras`, `history.csv`, `history.json`,
     `summary.json` and `tensorboard/`; while training, `backup/` holds the
     state that lets the same call resume a killed run, with the same total
-    number of epochs.
+    number of epochs. With validation data, the trained model is then
+    calibrated on it (temperature scaling, see `mmkeras.calibrate`): the
+    saved and returned models hold the temperature, and `calibration.json`
+    records it.
 
     Args:
       spec: a `DatasetSpec`, or a spec's path or bundled name ("tiny").
@@ -131,6 +137,8 @@ def train(
         strategy scope, before compiling (e.g. to load weights or freeze
         layers, see `mmkeras.training.fine_tune`). A resumed run's backup is
         restored after it.
+      calibrate: fit temperature scaling on the validation data after
+        training (only when there is validation data).
       **overrides: any other field of the three configs, e.g.
         `learning_rate=1e-4`, `class_weight="balanced"`, `units=64`.
 
@@ -195,7 +203,11 @@ def train(
         train_data, validation_data=validation_data, epochs=training.epochs,
         class_weight=class_weight, callbacks=run_callbacks, verbose=verbose, shuffle=False,
     )
-    save_model(model, paths.final_model)
+    if calibrate and validation_data is not None:
+        with runtime.strategy.scope():  # the temperature's variable is made where the model's were
+            model = calibrate_run(model, validation_data, paths, verbose=bool(verbose))
+    else:
+        save_model(model, paths.final_model)
     history = read_history(paths.history_csv)
     paths.history_json.write_text(json.dumps(history, indent=1), encoding="utf-8")
     _write_summary(paths, spec, config, runtime, history, monitor, initial_epoch, class_weight, model,

@@ -8,6 +8,7 @@
       history.csv     one row per epoch, appended across resumes
       history.json    the same history as {metric: [value per epoch]}, written at the end
       summary.json    what happened: epochs, resumption, best epoch, resolved runtime
+      calibration.json  the temperatures fitted on the validation data (and the NLL before/after)
       tensorboard/    TensorBoard logs
       workers/<task>/ the same files from non-chief workers of a multi-worker run
 
@@ -75,6 +76,11 @@ class RunPaths:
     def summary(self) -> Path:
         """`summary.json`: epochs, resumption, best epoch and resolved runtime."""
         return self.run_dir / "summary.json"
+
+    @property
+    def calibration(self) -> Path:
+        """`calibration.json`: the temperatures fitted on the validation data, per saved model."""
+        return self.run_dir / "calibration.json"
 
     @property
     def tensorboard(self) -> Path:

@@ -34,12 +34,34 @@ def test_report_has_every_key_and_writes_non_empty_pngs(attention_model, tiny_sp
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["accuracy"] == report["accuracy"]
 
+    # Calibration before and after (fitted on the validation split), per presence pattern.
+    calibration = report["calibration"]
+    assert calibration["fitted_on"] == "validation" and len(calibration["temperatures"]) == 1
+    assert set(calibration["patterns"]) == {"all_inputs", "caption_absent", "picture_absent", "sound_absent"}
+    for pattern in calibration["patterns"].values():
+        for stage in ("before", "after"):
+            assert set(pattern[stage]) >= {"ece", "nll", "brier", "accuracy", "bins"}
+            assert pattern[stage]["num_examples"] == 24 and len(pattern[stage]["bins"]["count"]) == 15
+        assert pattern["after"]["accuracy"] == pattern["before"]["accuracy"]  # calibration keeps the argmax
+    assert calibration["patterns"]["all_inputs"]["before"]["accuracy"] == pytest.approx(report["accuracy"])
+    # Occlusion attribution shares: per class and overall, summing to 1.
+    attribution = report["attribution"]
+    assert attribution["method"] == "occlusion"
+    np.testing.assert_allclose(sum(attribution["overall"].values()), 1.0, rtol=1e-6)
+    assert set(attribution["per_class"]) == set(tiny_spec.label.class_names)
+    for name in ("reliability", "attribution"):
+        data = Path(report["files"][name]).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 2000, name
+
 
 def test_report_without_output_dir_writes_nothing_and_concat_has_no_weights(tiny_spec, tmp_path, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
     model = mmkeras.build_classifier(tiny_spec, fusion="concat", seed=0, **tiny_model())
     report = mmkeras.evaluate(model, tiny_spec, "validation")
     assert report["modality_weights"] is None and report["files"] == {}
+    # Evaluated on the only held-out split: nothing to fit a temperature on, so no "after".
+    assert report["calibration"]["temperatures"] is None
+    assert report["calibration"]["patterns"]["all_inputs"]["after"] is None
     assert list(tmp_path.iterdir()) == []
 
 

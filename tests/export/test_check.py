@@ -90,5 +90,5 @@ def test_avmnist_export_passes_the_skew_check(tmp_path):
     path = export_for_serving(model, spec, tmp_path / "saved_models", check_split="test", check_examples=64)
     report = check_export(path, spec, "test", n=64)
     assert report.passed and report.num_examples == 64
-    assert set(report.diffs) == {sig.DEFAULT, sig.WITH_PRESENCE, sig.WAVEFORM, sig.DECODED}
+    assert set(report.diffs) == {sig.DEFAULT, sig.WITH_PRESENCE, sig.WAVEFORM, sig.EXPLAIN, sig.DECODED}
     assert np.isfinite(report.max_abs_diff)

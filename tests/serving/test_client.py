@@ -7,6 +7,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from mmkeras import explain
 from mmkeras.data.pipeline import make_dataset
 from mmkeras.export import signatures as sig
 from mmkeras.export.requests import example_columns
@@ -100,3 +101,14 @@ def test_client_argument_errors(served):
         client.predict({"caption": "x", "picture": "no-such.png", "sound": ""})
     with pytest.raises(ValueError, match="takes a row"):
         client.predict("caption")
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_explain_gives_the_occlusion_scores_of_mmkeras_explain(served, manifest_rows, protocol):
+    rows, expected = manifest_rows
+    outputs = served.client().explain(rows, protocol=protocol)
+    features, _ = next(iter(make_dataset(served.spec, "test", batch_size=ROWS)))
+    explained = explain(served.model, features, method="occlusion")
+    np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
+    for name in served.spec.feature_names:
+        np.testing.assert_allclose(outputs[f"{name}_attribution"], explained["scores"][name], atol=1e-5)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mmkeras.data.pipeline import make_dataset
+from mmkeras.models.calibration import temperatures_of
 from mmkeras.runs.load import load_run, load_run_spec
 from mmkeras.training.config import ModelConfig, TrainingConfig, load_run_config
 from mmkeras.training.loop import train
@@ -57,10 +58,26 @@ def test_train_writes_every_artefact_of_the_run(tiny_spec, tmp_path, tiny_model)
         result.model.predict(features, verbose=0)["probabilities"], rtol=1e-5, atol=1e-6,
     )
 
+    # Calibrated on the validation data: the temperature is inside the saved models and recorded.
+    calibration = json.loads(paths.calibration.read_text())
+    assert calibration["final"]["temperatures"] == pytest.approx(temperatures_of(result.model))
+    assert calibration["final"]["nll_after"] <= calibration["final"]["nll_before"]
+    assert temperatures_of(restored) == pytest.approx(temperatures_of(result.model))
+    assert temperatures_of(load_run(run_dir)[0]) is not None  # best.keras too
+
     # The same command on a finished run does not silently train again.
     with pytest.raises(FileExistsError, match="already holds a finished run"):
         train(tiny_spec, fusion="attention", epochs=1, batch_size=8, output_dir=run_dir, seed=0, verbose=0,
               **tiny_model(branch_options=NO_AUGMENT))
+
+
+@pytest.mark.slow
+def test_calibrate_false_leaves_the_model_uncalibrated(tiny_spec, tmp_path):
+    run_dir = tmp_path / "run"
+    result = train(tiny_spec.with_features(["picture"]), epochs=1, batch_size=16, output_dir=run_dir, seed=0,
+                   verbose=0, calibrate=False, units=8, embed_dim=8, balance="none")
+    assert temperatures_of(result.model) is None and not RunPaths(run_dir).calibration.exists()
+    assert temperatures_of(load_run(run_dir, checkpoint="final")[0]) is None
 
 
 def test_resuming_with_another_model_config_is_refused(tiny_spec, tmp_path):
