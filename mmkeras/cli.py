@@ -102,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--output", help="run folder; rerunning with the same folder resumes")
     train.add_argument("--config", help="a run config YAML ({model: ..., training: ..., runtime: ...})")
     train.add_argument("--strategy", choices=("auto", "default", "mirrored", "multi_worker"))
+    train.add_argument(
+        "--validation-fraction", type=float,
+        help="when the spec has no validation split, the share of the train split held out for it "
+             "(default 0.1; 0: none)",
+    )
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run: report.json and plots")
@@ -152,7 +157,7 @@ def _train(args) -> int:
     overrides = {
         key: value
         for key, value in (("fusion", args.fusion), ("epochs", args.epochs), ("batch_size", args.batch_size),
-                           ("strategy", args.strategy))
+                           ("strategy", args.strategy), ("validation_fraction", args.validation_fraction))
         if value is not None
     }
     spec = mmkeras.load_spec(args.spec)

@@ -8,6 +8,9 @@
       history.csv     one row per epoch, appended across resumes
       history.json    the same history as {metric: [value per epoch]}, written at the end
       summary.json    what happened: epochs, resumption, best epoch, resolved runtime
+      validation_split.json  the train rows held out for validation when the spec has
+                      no validation split (`mmkeras.data.validation`); resumes and
+                      `evaluate` reuse them
       tensorboard/    TensorBoard logs
       workers/<task>/ the same files from non-chief workers of a multi-worker run
 
@@ -75,6 +78,11 @@ class RunPaths:
     def summary(self) -> Path:
         """`summary.json`: epochs, resumption, best epoch and resolved runtime."""
         return self.run_dir / "summary.json"
+
+    @property
+    def validation_split(self) -> Path:
+        """`validation_split.json`: the train rows held out for validation, when the spec has no validation split."""
+        return self.run_dir / "validation_split.json"
 
     @property
     def tensorboard(self) -> Path:
