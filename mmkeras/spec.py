@@ -184,7 +184,8 @@ class DatasetSpec:
       on_error: what the pipeline does with a bad example: "raise" or "skip".
       path: the YAML file this spec was read from, if any.
       group: the manifest column naming each example's group (a speaker, an
-        object, a patient), or None. A validation split carved out of the
+        object, a patient; a text column works too: identical texts are one
+        group), or None. A validation split carved out of the
         train split (see `mmkeras.data.validation`) is then group-disjoint.
     """
 
@@ -347,8 +348,8 @@ def spec_from_dict(raw: Any, *, path: Path | None = None) -> DatasetSpec:
     group = raw.get("group")
     if group is not None and (not isinstance(group, str) or not group):
         raise fail("group", f"got {group!r}, expected the name of a manifest column (e.g. speaker).")
-    if group is not None and group in names + [label.column]:
-        raise fail("group", f"{group!r} is a feature or the label; name a column that says which group a row is in.")
+    if group is not None and group == label.column:
+        raise fail("group", f"{group!r} is the label column; name a column that says which group a row is in.")
     base = path.parent if path else Path.cwd()
     if raw.get("data_dir") is not None:
         data_dir = base / os.path.expandvars(os.path.expanduser(str(raw["data_dir"])))

@@ -125,7 +125,8 @@ def carve_validation(
     split's class balance. With a group column (default: the spec's
     `group`), whole groups are held out: groups are visited in a seeded random
     order and one is taken when most of its rows fill classes the validation
-    split still lacks, until `fraction` of the rows is reached; when no group
+    split still lacks, until `fraction` of the rows is reached (a row whose
+    group cell is empty is a group of its own); when no group
     is small enough, the group closest to that size is taken, so the
     held-out share can exceed `fraction` (a train split of 3 speakers gives a
     third). Rows with a bad label stay in the train split for the scan to
@@ -203,13 +204,8 @@ def _stratified_rows(rows, fraction: float, rng: np.random.Generator) -> set[int
 def _group_rows(rows, fraction: float, rng: np.random.Generator, num_classes: int, group: str, name: str) -> set[int]:
     """Whole groups held out, greedily filling each class's share of `fraction` (see `carve_validation`)."""
     members: dict[str, list] = {}
-    for row in rows:
-        members.setdefault(row.group, []).append(row)
-    if "" in members:
-        raise ValueError(
-            f"Spec {name!r}: {len(members[''])} train rows have an empty {group!r} cell (first: row "
-            f"{members[''][0].number}); give every row a group, or name no `group` in the spec."
-        )
+    for row in rows:  # a row with an empty group cell is a group of its own
+        members.setdefault(row.group or f"\0row {row.number}", []).append(row)
     if len(members) < 2:
         raise ValueError(
             f"Spec {name!r}: the train split has {len(members)} {group!r} group(s); a group-disjoint validation "

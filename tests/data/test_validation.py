@@ -55,3 +55,15 @@ def test_with_validation_split_records_reuses_and_respects_the_spec_and_fraction
         carve.apply(tiny_spec.replace(splits={"train": tiny_spec.splits["test"]}))
     with pytest.raises(ValueError, match="validation_fraction"):
         carve_validation(tiny_train_test_spec, 1.0)
+
+
+def test_a_spec_names_its_group_column_and_the_bundled_specs_have_one(tiny_train_test_spec):
+    import yaml
+
+    from mmkeras.spec import load_spec, spec_from_dict
+
+    assert (load_spec("avmnist").group, load_spec("tuxpaint").group) == ("speaker", "text")
+    raw = yaml.safe_load(tiny_train_test_spec.path.read_text())
+    assert spec_from_dict({**raw, "group": "speaker"}).group == "speaker"
+    with pytest.raises(ValueError, match="'group': 'label' is the label column"):
+        spec_from_dict({**raw, "group": "label"})
