@@ -269,7 +269,10 @@ def _print_skew_check(version_dir: Path) -> None:
 def _print_report(report: dict) -> None:
     print(f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  ({report['num_examples']} examples)")
     for name, scores in report["reliance"].items():
-        print(f"  without {name}: {scores['absent']:.4f}   {name} shuffled: {scores['shuffled']:.4f}")
+        print(f"  without {name}: {scores['absent']:.4f} (with every input: {report['accuracy']:.4f})   "
+              f"{name} shuffled: {scores['shuffled']:.4f}")
+    for warning in report.get("warnings", []):
+        print(f"  WARNING: {warning}")
     for name, path in report.get("files", {}).items():
         print(f"  {name}: {path}")
 

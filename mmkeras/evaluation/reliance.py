@@ -1,7 +1,7 @@
 """Modality reliance: how much the model's score depends on each modality."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -88,3 +88,32 @@ def collect_predictions(model, spec: DatasetSpec, batches: Iterable, *, seed: in
         "probabilities": np.concatenate(probabilities),
         "modality_weights": np.concatenate(weights) if weights else None,
     }
+
+
+def absence_warnings(reliance: Mapping[str, Mapping[str, float]], full_accuracy: float) -> list[str]:
+    """Say which modalities the model scores better without: their absence raised the accuracy.
+
+    A modality whose absence helps has been learned in a way that does not
+    generalise (a branch that memorised the training examples, e.g. their
+    names), and fusion let it override the others. Retrain with more modality
+    dropout, a validation split to stop on, or without that input.
+
+    Args:
+      reliance: `{feature: {"absent": accuracy with it marked absent, ...}}`
+        as in `evaluate`'s report.
+      full_accuracy: the accuracy with every input.
+
+    Returns:
+      One message per such modality, largest gain first (empty when none).
+
+    Example:
+      >>> absence_warnings({"text": {"absent": 0.35}, "image": {"absent": 0.2}}, 0.285)
+      ['Accuracy is higher with text marked absent (0.3500) than with every input (0.2850): ...']
+    """
+    gains = sorted(((scores["absent"] - full_accuracy, name) for name, scores in reliance.items()), reverse=True)
+    return [
+        f"Accuracy is higher with {name} marked absent ({full_accuracy + gain:.4f}) than with every input "
+        f"({full_accuracy:.4f}): the model does worse for using {name}, which it has probably learned in a way that "
+        f"does not generalise. Retrain with a validation split, stronger modality dropout, or without {name}."
+        for gain, name in gains if gain > 0
+    ]
