@@ -17,6 +17,7 @@ from keras import layers, ops
 
 from mmkeras.branches.common import check_positive, finish_branch, make_input
 from mmkeras.branches.hub import finish_hub_branch, is_hub_encoder, make_hub_encoder
+from mmkeras.branches.token_dropout import TokenDropout
 from mmkeras.spec import FeatureSpec
 
 TOKENS = ("words", "char_ngrams", "auto")
@@ -112,6 +113,7 @@ def build_text_branch(
     dropout_rate: float = 0.3,
     tokens: str = "words",
     ngram_sizes: Sequence[int] = DEFAULT_NGRAM_SIZES,
+    token_dropout: float = 0.0,
     encoder: str | None = None,
     preprocessor: str | None = None,
     trainable: bool | None = None,
@@ -141,6 +143,9 @@ def build_text_branch(
         `corpus` repeats its words too rarely, see `prefers_char_ngrams`;
         words when a vocabulary is given).
       ngram_sizes: the character n-gram lengths (with "char_ngrams").
+      token_dropout: the share of training tokens replaced with the
+        out-of-vocabulary id (see `TokenDropout`), so that unknown words
+        in unseen texts read as "no information".
       encoder: None (the LSTM branch) or "hub:<handle-or-path>" of a pretrained
         text encoder (strings -> embedding, optionally a per-token sequence).
       preprocessor: "hub:<handle-or-path>" of the encoder's preprocessing model
@@ -191,6 +196,8 @@ def build_text_branch(
     token_ids = make_vectorizer(feature, vocabulary=vocabulary, corpus=corpus, tokens=tokens,
                                 ngram_sizes=ngram_sizes)(inputs)
     mask = ops.not_equal(token_ids, 0)
+    if token_dropout:
+        token_ids = TokenDropout(token_dropout, name="token_dropout")(token_ids)
     embedded = layers.Embedding(int(feature.options["vocab_size"]), token_dim, mask_zero=True,
                                 name="token_embedding")(token_ids)
     sequence = layers.SpatialDropout1D(dropout_rate)(embedded)

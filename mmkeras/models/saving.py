@@ -16,6 +16,7 @@ from mmkeras.branches.hub import HubEncoder
 from mmkeras.branches.imagenet import ImagenetPreprocessing
 from mmkeras.branches.log_mel import LogMelSpectrogram
 from mmkeras.branches.spec_augment import SpecAugment
+from mmkeras.branches.token_dropout import TokenDropout
 from mmkeras.fusion import FUSIONS
 from mmkeras.models.presence import MissingModalityEmbedding, ModalityDropout, PresenceFlags
 
@@ -29,7 +30,7 @@ CODE_LAYERS = ("Lambda",)
 CUSTOM_OBJECTS = MappingProxyType({
     keras.saving.get_registered_name(layer): layer
     for layer in (
-        SequencePooling, HubEncoder, ImagenetPreprocessing, LogMelSpectrogram, SpecAugment,
+        SequencePooling, HubEncoder, ImagenetPreprocessing, LogMelSpectrogram, SpecAugment, TokenDropout,
         *FUSIONS.values(), PresenceFlags, ModalityDropout, MissingModalityEmbedding,
     )
 })

@@ -165,3 +165,22 @@ def test_char_ngram_text_branch_shares_pieces_with_unseen_words_and_reloads(spec
     assert any(isinstance(layer, keras.layers.Bidirectional) for layer in _branch(spec, "caption", tokens="auto").layers)
     with pytest.raises(ValueError, match="`tokens` must be one of"):
         build_text_branch(spec.feature("caption"), corpus=corpus, tokens="letters")
+
+
+def test_token_dropout_replaces_only_real_tokens_while_training_and_reloads(spec, tmp_path):
+    from mmkeras.branches.token_dropout import TokenDropout
+
+    ids = np.tile(np.array([[5, 6, 7, 8, 0, 0]]), (64, 1))
+    dropped = TokenDropout(0.5, seed=0)(ids, training=True).numpy()
+    assert set(np.unique(dropped[:, :4])) == {1, 5, 6, 7, 8} and (dropped[:, 4:] == 0).all()
+    assert 0.3 < (dropped[:, :4] == 1).mean() < 0.7
+    np.testing.assert_array_equal(TokenDropout(0.5)(ids, training=False), ids)
+    with pytest.raises(ValueError, match="rate"):
+        TokenDropout(1.0)
+    branch = build_text_branch(spec.feature("caption"), vocabulary=VOCABULARY, token_dropout=0.2, embed_dim=8)
+    assert branch.get_layer("token_dropout").rate == 0.2
+    branch.save(tmp_path / "branch.keras")
+    restored = keras.saving.load_model(tmp_path / "branch.keras")
+    batch = tf.constant(["a red ball", ""])
+    np.testing.assert_allclose(restored(batch, training=False)["embedding"].numpy(),
+                               branch(batch, training=False)["embedding"].numpy(), rtol=1e-6, atol=1e-7)

@@ -51,3 +51,10 @@ def test_validation_fraction_is_a_share_below_one():
     for bad in (1, -0.1, "0.1"):
         with pytest.raises(ValueError, match="TrainingConfig.validation_fraction must be"):
             TrainingConfig(validation_fraction=bad)
+
+
+def test_the_cli_takes_a_validation_fraction():
+    from mmkeras.cli import _parser
+
+    assert _parser().parse_args(["train", "tiny", "--validation-fraction", "0"]).validation_fraction == 0.0
+    assert _parser().parse_args(["train", "tiny"]).validation_fraction is None  # the config's default
