@@ -65,14 +65,17 @@ def train_and_measure(spec, carve: str, seed: int, epochs: int, folder: Path, **
     }
 
 
-def text_row(spec, tokens: str, seed: int, epochs: int, folder: Path) -> dict:
-    """The tuxpaint text branch alone with `tokens`, on the spec's own validation split."""
+def text_row(spec, tokens: str, seed: int, epochs: int, folder: Path, token_dropout: float | None = None) -> dict:
+    """The tuxpaint text branch alone with `tokens` (and `token_dropout`), on the spec's own validation split."""
     import mmkeras
 
     text_spec = spec.with_features(["text"])
     started = time.time()
+    options = {"tokens": tokens} if token_dropout is None else {"tokens": tokens, "token_dropout": token_dropout}
     result = mmkeras.train(text_spec, epochs=epochs, seed=seed, output_dir=folder / f"text-{tokens}-{seed}",
-                           verbose=0, branch_options={"text": {"tokens": tokens}})
+                           verbose=0, branch_options={"text": options})
+    if token_dropout is not None:
+        tokens = f"{tokens}, token_dropout={token_dropout:g}"
     report = mmkeras.evaluate(result.model, text_spec, "test")
     return {"tokens": tokens, "seed": seed, "epochs": epochs, "epochs_completed": len(result.history["epoch"]),
             "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
@@ -132,7 +135,8 @@ def text_markdown(command: str, rows: list[dict], machine: dict) -> str:
              f"Command: `{command}`  ", f"Machine: {machine}", "",
              "The text branch alone (tuxpaint's French descriptions), the spec's own validation split for early "
              "stopping, test split. `words`: word tokens, embedding, BiLSTM; `char_ngrams`: a bag of character "
-             "2-, 3- and 4-grams. Mean ± std over seeds.", "",
+             "2-, 3- and 4-grams; `token_dropout`: the share of training tokens replaced with the "
+             "out-of-vocabulary id. Mean ± std over seeds.", "",
              "| tokens | seeds | accuracy | macro-F1 | parameters | epochs run | train s |", "|---|---|---|---|---|---|---|"]
     for tokens in dict.fromkeys(row["tokens"] for row in rows):
         runs = [row for row in rows if row["tokens"] == tokens]
@@ -152,6 +156,8 @@ def main(argv=None) -> int:
     parser.add_argument("--other-seeds", type=int, default=None, help="seeds for the other carves (default --seeds)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--tokens", nargs="+", default=["words", "char_ngrams"])
+    parser.add_argument("--token-dropout", type=float, default=None,
+                        help="the text branch's token_dropout in the text part (default: the branch's default)")
     parser.add_argument("--suffix", default="", help="added to the results' file names")
     args = parser.parse_args(argv)
     command = "python benchmarks/generalising_defaults.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -170,7 +176,8 @@ def main(argv=None) -> int:
             spec = mmkeras.load_spec("tuxpaint")
             for seed in range(args.seeds):
                 for tokens in args.tokens:
-                    rows = append(path, command, text_row(spec, tokens, seed, args.epochs, Path(folder)))
+                    row = text_row(spec, tokens, seed, args.epochs, Path(folder), args.token_dropout)
+                    rows = append(path, command, row)
             path.with_suffix(".md").write_text(text_markdown(command, rows, machine))
         else:
             path = RESULTS / f"generalising_defaults{args.suffix}.json"
