@@ -1,11 +1,15 @@
-"""The defaults do not let a memorisable modality make the fused model worse than ignoring it.
+"""Token dropout keeps a memorisable modality from making the fused model worse than ignoring it.
 
 A small dataset: a picture carries the label (a noisy colour, and 20% of the
 labels flipped), and a caption carries a token unique to each example: easy to
-memorise, useless on unseen examples. Trained with the defaults on a
-train+test-only spec (so the validation split is carved automatically), the
-model must do at least as well with every input as with the caption marked
-absent, minus 1 point.
+memorise, useless on unseen examples, whose captions are all out-of-vocabulary.
+Trained on a train+test-only spec (so the validation split is carved
+automatically) with the text branch's `token_dropout=0.3`, the model must do at
+least as well with every input as with the caption marked absent, minus 1 point.
+
+Without token dropout (the defaults) this is not reliable: one run scored 0.611
+with every input against 0.622 with the caption absent (data seed 0), another
+passed; with it, 0.844 = 0.844 and 0.867 = 0.867 on data seeds 0 and 1.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from mmkeras.training.loop import train
 
 CLASSES = ["red", "green", "blue"]
 COLOURS = np.array([(200, 40, 40), (40, 200, 40), (40, 40, 200)], float)
-NUM_TRAIN, NUM_TEST = 240, 90
+NUM_TRAIN, NUM_TEST = 240, 150
 
 
 def write_memorisable_dataset(folder, *, seed: int = 0):
@@ -58,10 +62,11 @@ def write_memorisable_dataset(folder, *, seed: int = 0):
 
 
 @pytest.mark.slow
-def test_a_memorisable_caption_does_not_make_the_default_model_worse(tmp_path, tiny_model):
+def test_with_token_dropout_a_memorisable_caption_does_not_make_the_model_worse(tmp_path, tiny_model):
     spec = write_memorisable_dataset(tmp_path / "data")
+    branch_options = {"image": {"augment": False}, "text": {"token_dropout": 0.3}}
     result = train(spec, epochs=12, batch_size=16, output_dir=tmp_path / "run", seed=0, verbose=0,
-                   **tiny_model(branch_options={"image": {"augment": False}}))
+                   **tiny_model(branch_options=branch_options))
     report = evaluate(result.model, spec, "test")
     assert report["accuracy"] >= report["reliance"]["caption"]["absent"] - 0.01, report["reliance"]
-    assert report["accuracy"] > 0.5  # the picture was learned
+    assert report["accuracy"] > 0.7  # the picture was learned
