@@ -30,6 +30,11 @@ from mmkeras.spec import DatasetSpec
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
 DEFAULT_VALIDATION_FRACTION = 0.1
+# A group-disjoint carve may hold out at most this many times `fraction`; beyond that it
+# falls back to a stratified one. On avmnist (3 train speakers) holding out a speaker took a
+# third of the rows and the test accuracy fell from 0.866 (stratified) to 0.636
+# (benchmarks/results/generalising_defaults_notes.md).
+MAX_SHARE_FACTOR = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +42,8 @@ class ValidationSplit:
     """Which train-split rows were held out for validation, and how they were chosen.
 
     Attributes:
-      manifest: the train split's manifest file.
+      manifest: the train split's manifest, as the spec names it (relative to
+        its `data_dir`, so a run folder moved to another machine still matches).
       select: the train split's `select` (its `split` column value), or None.
       fraction: the fraction asked for.
       seed: the seed of the draw.
@@ -61,7 +67,7 @@ class ValidationSplit:
           ValueError: if the spec's train split reads another manifest or selection than the carve's.
         """
         train = spec.split(TRAIN_SPLIT)
-        if train.manifest is None or str(_manifest_file(spec)) != self.manifest or train.select != self.select:
+        if train.manifest != self.manifest or train.select != self.select:
             raise ValueError(
                 f"The recorded validation split was carved from {self.manifest} (select {self.select!r}), but spec "
                 f"{spec.name!r} trains on {train.manifest or train.tfrecords} (select {train.select!r}). Train into "
@@ -127,9 +133,11 @@ def carve_validation(
     order and one is taken when most of its rows fill classes the validation
     split still lacks, until `fraction` of the rows is reached (a row whose
     group cell is empty is a group of its own); when no group
-    is small enough, the group closest to that size is taken, so the
-    held-out share can exceed `fraction` (a train split of 3 speakers gives a
-    third). Rows with a bad label stay in the train split for the scan to
+    is small enough, the group closest to that size is taken. When the
+    held-out share would exceed `MAX_SHARE_FACTOR` (2) times `fraction` (a
+    train split of 3 speakers would give a third), the carve is stratified
+    instead, with a warning: losing a third of the groups costs more than
+    validation leaking across groups. Rows with a bad label stay in the train split for the scan to
     report. Apply the result with `ValidationSplit.apply(spec)`.
 
     Args:
@@ -139,7 +147,7 @@ def carve_validation(
       group: the manifest column whose groups are kept apart; None uses `spec.group`.
 
     Returns:
-      The `ValidationSplit`.
+      The `ValidationSplit` (its `group` is None when the carve is stratified).
 
     Raises:
       ValueError: if `fraction` is not in (0, 1), the train split reads
@@ -163,18 +171,25 @@ def carve_validation(
     prepare(spec)
     rows = read_manifest(spec.replace(group=group), TRAIN_SPLIT).rows
     good = [row for row in rows if row.problem is None]
-    rng = np.random.default_rng(seed)
+    held_out = None
     if group:
-        held_out = _group_rows(good, fraction, rng, spec.num_classes, group, spec.name)
-    else:
-        held_out = _stratified_rows(good, fraction, rng)
+        held_out = _group_rows(good, fraction, np.random.default_rng(seed), spec.num_classes, group, spec.name)
+    if held_out is not None and len(held_out) > MAX_SHARE_FACTOR * fraction * len(good):
+        LOGGER.warning(
+            "Spec %r: the train split's %r groups are too few or too large for a group-disjoint validation split "
+            "of %.0f%% (it would hold out %d of %d rows, and with them a share of the groups the model learns "
+            "from); carving a stratified one instead. Add a `validation` split to the spec for a group-disjoint one.",
+            spec.name, group, 100 * fraction, len(held_out), len(good))
+        held_out, group = None, None
+    if held_out is None:  # its own generator: the same rows as a carve with no group at all
+        held_out = _stratified_rows(good, fraction, np.random.default_rng(seed))
     if not held_out or len(held_out) == len(rows):
         raise ValueError(
             f"Spec {spec.name!r}: the train split's {len(rows)} rows are too few to hold out {fraction:.0%} for "
             "validation. Add a `validation` split to the spec, or set validation_fraction=0."
         )
     return ValidationSplit(
-        manifest=str(_manifest_file(spec)),
+        manifest=spec.split(TRAIN_SPLIT).manifest,
         select=spec.split(TRAIN_SPLIT).select,
         fraction=float(fraction),
         seed=int(seed),
@@ -182,10 +197,6 @@ def carve_validation(
         train_rows=tuple(sorted(row.number for row in rows if row.number not in held_out)),
         validation_rows=tuple(sorted(held_out)),
     )
-
-
-def _manifest_file(spec: DatasetSpec) -> Path:
-    return (Path(spec.data_dir) / spec.split(TRAIN_SPLIT).manifest).resolve()
 
 
 def _stratified_rows(rows, fraction: float, rng: np.random.Generator) -> set[int]:

@@ -36,6 +36,9 @@ def test_a_group_column_makes_the_validation_split_group_disjoint(tiny_train_tes
     held_out_groups = {row.group for row in read_manifest(carved, "validation").rows}
     assert held_out_groups and train_groups and not train_groups & held_out_groups
     assert 0.1 <= len(carve.validation_rows) / 60 <= 0.4
+    # 3 groups of a third each: a group-disjoint 10% is impossible, so the carve is stratified.
+    by_label = carve_validation(spec, 0.1, seed=0, group="label")
+    assert by_label.group is None and by_label == carve_validation(spec.replace(group=None), 0.1, seed=0)
     with pytest.raises(ValueError, match="no column 'room'.*spec's `group:`"):
         carve_validation(tiny_train_test_spec.replace(group="room"), 0.1)
 
