@@ -207,7 +207,7 @@ def _stratified_rows(rows, fraction: float, rng: np.random.Generator) -> set[int
     held_out = set()
     for label in sorted(by_class):
         numbers = by_class[label]
-        count = min(max(int(round(fraction * len(numbers))), 1 if len(numbers) >= 2 else 0), len(numbers) - 1)
+        count = min(max(round(fraction * len(numbers)), 1 if len(numbers) >= 2 else 0), len(numbers) - 1)
         held_out.update(numbers[i] for i in rng.permutation(len(numbers))[:count])
     return held_out
 
