@@ -97,16 +97,21 @@ def mean_std(values) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
-def rows_markdown(command: str, rows: list[dict], machine: dict) -> str:
-    lines = ["# Defaults that generalise: carved validation splits (issue 18)", "",
-             f"Command: `{command}`  ", f"Machine: {machine}", "",
-             "Default model (`mmkeras.train` defaults: concat, modality dropout 0.3, aux heads), test split. "
-             "`group`: train+test-only spec, validation carved group-disjoint by the spec's `group` column "
-             "(avmnist: speaker, tuxpaint: text); `stratified`: the same, carved by class only; `own`: the spec "
-             "with its own validation split. Mean ± std over seeds; gaps are each auxiliary head's validation minus "
-             "train loss after training (mean over seeds).", "",
-             "| dataset | validation | seeds | held out | epochs run | accuracy | macro-F1 | accuracy with each modality absent | absence warnings | loss gap per head |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+def header(title: str, command: str, machine: str, description: str) -> list[str]:
+    """The first lines of a results file: title, reproducing command, machine, what was measured."""
+    return [f"# {title}", "", f"Command: `{command}`  ", f"Machine: {machine}", "", description, ""]
+
+
+def rows_markdown(command: str, rows: list[dict], machine: str) -> str:
+    lines = header(
+        "Defaults that generalise: carved validation splits (issue 18)", command, machine,
+        "Default model (`mmkeras.train` defaults: concat, modality dropout 0.3, aux heads), test split. "
+        "`group`: train+test-only spec, validation carved group-disjoint by the spec's `group` column "
+        "(avmnist: speaker, tuxpaint: text); `stratified`: the same, carved by class only; `own`: the spec "
+        "with its own validation split. Mean ± std over seeds; gaps are each auxiliary head's validation minus "
+        "train loss after training (mean over seeds).",
+    ) + ["| dataset | validation | seeds | held out | epochs run | accuracy | macro-F1 | accuracy with each modality "
+         "absent | absence warnings | loss gap per head |", "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict = {}
     for row in rows:
         groups.setdefault((row["dataset"], row["carve"]), []).append(row)
@@ -130,14 +135,14 @@ def rows_markdown(command: str, rows: list[dict], machine: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def text_markdown(command: str, rows: list[dict], machine: dict) -> str:
-    lines = ["# Small-data text on tuxpaint: word tokens vs character n-grams (issue 18)", "",
-             f"Command: `{command}`  ", f"Machine: {machine}", "",
-             "The text branch alone (tuxpaint's French descriptions), the spec's own validation split for early "
-             "stopping, test split. `words`: word tokens, embedding, BiLSTM; `char_ngrams`: a bag of character "
-             "2-, 3- and 4-grams; `token_dropout`: the share of training tokens replaced with the "
-             "out-of-vocabulary id. Mean ± std over seeds.", "",
-             "| tokens | seeds | accuracy | macro-F1 | parameters | epochs run | train s |", "|---|---|---|---|---|---|---|"]
+def text_markdown(command: str, rows: list[dict], machine: str) -> str:
+    lines = header(
+        "Small-data text on tuxpaint: word tokens vs character n-grams (issue 18)", command, machine,
+        "The text branch alone (tuxpaint's French descriptions), the spec's own validation split for early "
+        "stopping, test split. `words`: word tokens, embedding, BiLSTM; `char_ngrams`: a bag of character "
+        "2-, 3- and 4-grams; `token_dropout`: the share of training tokens replaced with the "
+        "out-of-vocabulary id. Mean ± std over seeds.",
+    ) + ["| tokens | seeds | accuracy | macro-F1 | parameters | epochs run | train s |", "|---|---|---|---|---|---|---|"]
     for tokens in dict.fromkeys(row["tokens"] for row in rows):
         runs = [row for row in rows if row["tokens"] == tokens]
         lines.append(f"| {tokens} | {len(runs)} | {mean_std([r['accuracy'] for r in runs])} | "
