@@ -107,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--strategy", choices=("auto", "default", "mirrored", "multi_worker"))
     train.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                        help="skip temperature scaling on the validation data after training")
+    train.add_argument(
+        "--validation-fraction", type=float,
+        help="when the spec has no validation split, the share of the train split held out for it "
+             "(default 0.1; 0: none)",
+    )
     train.set_defaults(handler=_train)
 
     tune = commands.add_parser("tune", help="search fusions, branches and training options with KerasTuner")
@@ -170,7 +175,7 @@ def _train(args) -> int:
     overrides = {
         key: value
         for key, value in (("fusion", args.fusion), ("epochs", args.epochs), ("batch_size", args.batch_size),
-                           ("strategy", args.strategy))
+                           ("strategy", args.strategy), ("validation_fraction", args.validation_fraction))
         if value is not None
     }
     spec = mmkeras.load_spec(args.spec)
@@ -297,7 +302,10 @@ def _print_skew_check(version_dir: Path) -> None:
 def _print_report(report: dict) -> None:
     print(f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  ({report['num_examples']} examples)")
     for name, scores in report["reliance"].items():
-        print(f"  without {name}: {scores['absent']:.4f}   {name} shuffled: {scores['shuffled']:.4f}")
+        print(f"  without {name}: {scores['absent']:.4f} (with every input: {report['accuracy']:.4f})   "
+              f"{name} shuffled: {scores['shuffled']:.4f}")
+    for warning in report.get("warnings", []):
+        print(f"  WARNING: {warning}")
     calibration = report.get("calibration", {}).get("patterns", {}).get("all_inputs")
     if calibration:
         after = "" if calibration["after"] is None else f" -> {calibration['after']['ece']:.4f} after calibration"

@@ -63,7 +63,7 @@ FEATURE_KEYS = ("name", "modality", "column", "branch")
 BRANCH_SHORTCUTS = ("encoder", "preprocessor", "backbone", "weights", "trainable")
 ON_ERROR_POLICIES = ("raise", "skip")
 SPEC_KEYS = (
-    "name", "features", "label", "splits", "data_dir", "source", "source_options", "on_error",
+    "name", "features", "label", "splits", "data_dir", "source", "source_options", "on_error", "group",
 )
 SPLIT_KEYS = ("manifest", "tfrecords", "select")
 # The bundled specs ("tiny", "avmnist", ...) are package data, so a name resolves
@@ -149,19 +149,23 @@ class SplitSpec:
     Exactly one of `manifest` (a CSV or JSONL table) and `tfrecords` (a glob of
     shards written by `write_tfrecords`) is set; paths are relative to the
     spec's `data_dir`. `select` keeps only manifest rows whose `split` column
-    equals it.
+    equals it; `rows`, set by `mmkeras.data.validation` (never in YAML) when
+    a validation split is carved out of the train split, then keeps only the
+    listed manifest rows.
 
     Args:
       name: the split's name (e.g. "train", "validation", "test").
       manifest: the CSV or JSONL manifest's path, or None for a TFRecord split.
       tfrecords: a glob of TFRecord shards, or None for a manifest split.
       select: keep only manifest rows whose `split` column equals this (None: every row).
+      rows: keep only these manifest row numbers (`ManifestRow.number`); None keeps every row.
     """
 
     name: str
     manifest: str | None = None
     tfrecords: str | None = None
     select: str | None = None
+    rows: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +183,10 @@ class DatasetSpec:
       source_options: keyword arguments for that builder.
       on_error: what the pipeline does with a bad example: "raise" or "skip".
       path: the YAML file this spec was read from, if any.
+      group: the manifest column naming each example's group (a speaker, an
+        object, a patient; a text column works too: identical texts are one
+        group), or None. A validation split carved out of the
+        train split (see `mmkeras.data.validation`) is then group-disjoint.
     """
 
     name: str
@@ -190,6 +198,7 @@ class DatasetSpec:
     source_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     on_error: str = "raise"
     path: Path | None = None
+    group: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -336,6 +345,11 @@ def spec_from_dict(raw: Any, *, path: Path | None = None) -> DatasetSpec:
     source_options = raw.get("source_options") or {}
     if not isinstance(source_options, Mapping):
         raise fail("source_options", "must be a mapping of builder arguments.")
+    group = raw.get("group")
+    if group is not None and (not isinstance(group, str) or not group):
+        raise fail("group", f"got {group!r}, expected the name of a manifest column (e.g. speaker).")
+    if group is not None and group == label.column:
+        raise fail("group", f"{group!r} is the label column; name a column that says which group a row is in.")
     base = path.parent if path else Path.cwd()
     if raw.get("data_dir") is not None:
         data_dir = base / os.path.expandvars(os.path.expanduser(str(raw["data_dir"])))
@@ -353,6 +367,7 @@ def spec_from_dict(raw: Any, *, path: Path | None = None) -> DatasetSpec:
         source_options=dict(source_options),
         on_error=on_error,
         path=path,
+        group=group,
     )
 
 

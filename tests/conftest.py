@@ -55,3 +55,34 @@ def tiny_model_settings(**changes) -> dict:
 def tiny_model():
     """`tiny_model_settings`: call it for the tiny classifier's `build_classifier` / `train` arguments."""
     return tiny_model_settings
+
+
+@pytest.fixture(scope="session")
+def tiny_train_test_spec(tiny_spec, tmp_path_factory):
+    """The tiny data as a first user's spec: `train` and `test` splits only, in its own YAML file.
+
+    Its manifest (absolute paths) adds a `speaker` column, 8 speakers dealt in turn,
+    for group-disjoint validation carving (`spec.replace(group="speaker")`).
+    """
+    import csv
+
+    import yaml
+
+    import mmkeras
+
+    folder = tmp_path_factory.mktemp("train-test-spec")
+    with open(tiny_spec.data_dir / "manifest.csv", newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    for index, row in enumerate(rows):
+        row.update(speaker=f"s{index % 8}", **{key: str(tiny_spec.data_dir / row[key])
+                                              for key in ("picture", "sound") if row[key]})
+    with open(folder / "manifest.csv", "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    raw = yaml.safe_load((mmkeras.spec.DEFAULT_SPECS_DIR / "tiny.yaml").read_text())
+    for key in ("source", "source_options"):
+        raw.pop(key)
+    raw["splits"] = {split: {"manifest": "manifest.csv", "select": split} for split in ("train", "test")}
+    (folder / "spec.yaml").write_text(yaml.safe_dump(raw))
+    return mmkeras.load_spec(folder / "spec.yaml")

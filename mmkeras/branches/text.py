@@ -1,4 +1,12 @@
-"""Text branch: raw strings -> TextVectorization -> Embedding -> (Bi)LSTM, or a pretrained encoder."""
+"""Text branch: raw strings -> TextVectorization -> Embedding -> (Bi)LSTM, or a pretrained encoder.
+
+Short texts in small datasets (names, captions, in several languages and
+scripts) give most words once or twice: a word-level vocabulary then holds
+few words worth an embedding, and an unseen name is all out-of-vocabulary.
+`tokens="char_ngrams"` reads character n-grams instead (a fastText-style bag of
+subword pieces, which unseen words share with seen ones); `tokens="auto"`
+picks them when the training corpus is that sparse (`prefers_char_ngrams`).
+"""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -10,11 +18,43 @@ from keras import layers, ops
 from mmkeras.branches.common import check_positive, finish_branch, make_input
 from mmkeras.branches.hub import finish_hub_branch, is_hub_encoder, make_hub_encoder
 from mmkeras.branches.kerashub import is_keras_hub_encoder, make_keras_hub_encoder
+from mmkeras.branches.token_dropout import TokenDropout
 from mmkeras.spec import FeatureSpec
+
+TOKENS = ("words", "char_ngrams", "auto")
+DEFAULT_NGRAM_SIZES = (2, 3, 4)
+# Characters read per word of the feature's `sequence_length`, for character n-grams.
+CHARS_PER_WORD = 6
+# `tokens="auto"` reads character n-grams when the training texts repeat each distinct
+# word fewer than this many times on average: most words are then too rare to learn.
+MIN_WORD_REPEATS = 4.0
+
+
+def prefers_char_ngrams(corpus: Iterable[str]) -> bool:
+    """Whether a training corpus is too sparse in words for word tokens: mean repeats per word below `MIN_WORD_REPEATS`.
+
+    Args:
+      corpus: the training texts.
+
+    Returns:
+      True when the texts' word occurrences per distinct word (lower-cased,
+      split on whitespace) are fewer than `MIN_WORD_REPEATS`.
+
+    Example:
+      >>> prefers_char_ngrams(["Une grenouille.", "Un canard.", "Une fleur."])
+      True
+    """
+    words = [word for text in corpus for word in str(text).lower().split()]
+    return bool(words) and len(words) / len(set(words)) < MIN_WORD_REPEATS
 
 
 def make_vectorizer(
-    feature: FeatureSpec, *, vocabulary: Sequence[str] | None = None, corpus: Iterable[str] | None = None
+    feature: FeatureSpec,
+    *,
+    vocabulary: Sequence[str] | None = None,
+    corpus: Iterable[str] | None = None,
+    tokens: str = "words",
+    ngram_sizes: Sequence[int] = DEFAULT_NGRAM_SIZES,
 ) -> layers.TextVectorization:
     """Return the feature's TextVectorization layer with its vocabulary set.
 
@@ -25,6 +65,10 @@ def make_vectorizer(
       feature: a text feature (uses `vocab_size` and `sequence_length`).
       vocabulary: a token list to use as is (no padding or OOV tokens).
       corpus: training texts to adapt the vocabulary on, when no vocabulary is given.
+      tokens: "words", or "char_ngrams": the character n-grams of `ngram_sizes`
+        (spaces included, so n-grams mark word boundaries), at most
+        `CHARS_PER_WORD * sequence_length` characters' worth per size.
+      ngram_sizes: the n-gram lengths read with "char_ngrams".
 
     Returns:
       A `TextVectorization` layer named `<feature>_vectorizer`.
@@ -32,11 +76,18 @@ def make_vectorizer(
     Raises:
       ValueError: if neither `vocabulary` nor `corpus` is given.
     """
+    length = int(feature.options["sequence_length"])
+    characters = {}
+    if tokens == "char_ngrams":
+        ngram_sizes = tuple(int(size) for size in ngram_sizes)
+        characters = {"split": "character", "ngrams": ngram_sizes}
+        length *= CHARS_PER_WORD * len(ngram_sizes)
     vectorizer = layers.TextVectorization(
         max_tokens=int(feature.options["vocab_size"]),
-        output_sequence_length=int(feature.options["sequence_length"]),
+        output_sequence_length=length,
         vocabulary=list(vocabulary) if vocabulary is not None else None,
         name=f"{feature.name}_vectorizer",
+        **characters,
     )
     if vocabulary is None:
         if corpus is None:
@@ -61,6 +112,9 @@ def build_text_branch(
     lstm_units: int = 64,
     bidirectional: bool = True,
     dropout_rate: float = 0.3,
+    tokens: str = "words",
+    ngram_sizes: Sequence[int] = DEFAULT_NGRAM_SIZES,
+    token_dropout: float = 0.0,
     encoder: str | None = None,
     preprocessor: str | None = None,
     trainable: bool | None = None,
@@ -70,6 +124,8 @@ def build_text_branch(
 
     Padding tokens are masked all the way through the LSTM and the pooling, so
     a short caption is not diluted by its padding, and an empty one pools to zeros.
+    With `tokens="char_ngrams"` the text is a bag of character n-grams: their
+    embeddings are pooled without the LSTM (their order carries little).
     With `encoder="hub:<handle-or-path>"` a pretrained sentence or BERT-style
     encoder (see `mmkeras.branches.hub.HubEncoder`) replaces the vectorizer and
     LSTM; it takes the raw strings itself, so no vocabulary is needed.
@@ -83,6 +139,14 @@ def build_text_branch(
       lstm_units: LSTM units (per direction).
       bidirectional: read the text both ways.
       dropout_rate: dropout on token embeddings and on the pooled features.
+      tokens: "words" (word tokens read by the LSTM), "char_ngrams" (a bag of
+        character n-grams) or "auto" (char n-grams when the training
+        `corpus` repeats its words too rarely, see `prefers_char_ngrams`;
+        words when a vocabulary is given).
+      ngram_sizes: the character n-gram lengths (with "char_ngrams").
+      token_dropout: the share of training tokens replaced with the
+        out-of-vocabulary id (see `TokenDropout`), so that unknown words
+        in unseen texts read as "no information".
       encoder: None (the LSTM branch), "hub:<handle-or-path>" of a pretrained
         text encoder (strings -> embedding, optionally a per-token sequence),
         or "keras_hub:<preset-or-folder>" of a KerasHub preset (its backbone
@@ -131,12 +195,25 @@ def build_text_branch(
             encoder, preprocessor=preprocessor, trainable=trainable, encoder_options=encoder_options
         )
         return finish_hub_branch(feature, inputs, hub_encoder(inputs), embed_dim=embed_dim, dropout_rate=dropout_rate)
-    token_ids = make_vectorizer(feature, vocabulary=vocabulary, corpus=corpus)(inputs)
+    if tokens not in TOKENS:
+        raise ValueError(f"Text feature {feature.name!r}: `tokens` must be one of {list(TOKENS)}, got {tokens!r}.")
+    if not ngram_sizes or not all(isinstance(size, int) and size > 0 for size in ngram_sizes):
+        raise ValueError(f"Text feature {feature.name!r}: `ngram_sizes` must be positive integers, got {ngram_sizes!r}.")
+    if tokens == "auto":
+        if corpus is not None:
+            corpus = list(corpus)
+        tokens = "char_ngrams" if vocabulary is None and corpus is not None and prefers_char_ngrams(corpus) else "words"
+    token_ids = make_vectorizer(feature, vocabulary=vocabulary, corpus=corpus, tokens=tokens,
+                                ngram_sizes=ngram_sizes)(inputs)
     mask = ops.not_equal(token_ids, 0)
-    tokens = layers.Embedding(int(feature.options["vocab_size"]), token_dim, mask_zero=True, name="token_embedding")(token_ids)
-    tokens = layers.SpatialDropout1D(dropout_rate)(tokens)
-    recurrent = layers.LSTM(lstm_units, return_sequences=True)
-    if bidirectional:
-        recurrent = layers.Bidirectional(recurrent)
-    sequence = recurrent(tokens)
+    if token_dropout:
+        token_ids = TokenDropout(token_dropout, name="token_dropout")(token_ids)
+    embedded = layers.Embedding(int(feature.options["vocab_size"]), token_dim, mask_zero=True,
+                                name="token_embedding")(token_ids)
+    sequence = layers.SpatialDropout1D(dropout_rate)(embedded)
+    if tokens == "words":
+        recurrent = layers.LSTM(lstm_units, return_sequences=True)
+        if bidirectional:
+            recurrent = layers.Bidirectional(recurrent)
+        sequence = recurrent(sequence)
     return finish_branch(feature, inputs, sequence, embed_dim=embed_dim, dropout_rate=dropout_rate, mask=mask)

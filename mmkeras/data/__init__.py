@@ -2,8 +2,9 @@
 
 Modules: `decoders` (raw values -> tensors; shared with the serving export),
 `manifest` (CSV/JSONL tables), `scan` (bad-input policy), `pipeline`
-(`read_split`, `make_dataset`, `text_corpus`) and `tfrecords`
-(`write_tfrecords`). Names are imported on first use.
+(`read_split`, `make_dataset`, `text_corpus`), `tfrecords`
+(`write_tfrecords`) and `validation` (`carve_validation`,
+`with_validation_split`: a validation split held out of the train split). Names are imported on first use.
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ _EXPORTS = {
     "read_split": "mmkeras.data.pipeline",
     "make_dataset": "mmkeras.data.pipeline",
     "text_corpus": "mmkeras.data.pipeline",
+    "carve_validation": "mmkeras.data.validation",
+    "with_validation_split": "mmkeras.data.validation",
+    "ValidationSplit": "mmkeras.data.validation",
     "write_tfrecords": "mmkeras.data.tfrecords",
     "scan_split": "mmkeras.data.scan",
     "ScanReport": "mmkeras.data.scan",
@@ -33,17 +37,20 @@ __all__ = [
     "BadExample",
     "BadInputError",
     "ScanReport",
+    "ValidationSplit",
     "decode_audio",
     "decode_batch",
     "decode_feature",
     "decode_image",
     "decode_text",
     "make_dataset",
+    "carve_validation",
     "make_example_decoder",
     "read_manifest",
     "read_split",
     "scan_split",
     "text_corpus",
+    "with_validation_split",
     "write_tfrecords",
 ]
 

@@ -37,12 +37,14 @@ class ManifestRow:
         of an image or recording; "" where the modality is missing.
       label: the class id, or -1 when the label is bad (see `problem`).
       problem: None, or (reason, detail) for an empty or unknown label.
+      group: the cell of the spec's `group` column ("" when the spec names none).
     """
 
     number: int
     values: dict[str, str]
     label: int
     problem: tuple[str, str] | None = None
+    group: str = ""
 
     def present(self, name: str) -> bool:
         """Whether feature `name` has a value in this row."""
@@ -90,7 +92,8 @@ def read_manifest(spec: DatasetSpec, split: str) -> Manifest:
     Args:
       spec: the dataset spec.
       split: the split's name; its `select` keeps only rows whose `split`
-        column equals it.
+        column equals it, and its `rows` (a carved validation split) only
+        the listed row numbers.
 
     Returns:
       The `Manifest`, with one `ManifestRow` per selected row.
@@ -108,6 +111,7 @@ def read_manifest(spec: DatasetSpec, split: str) -> Manifest:
     """
     path = manifest_path(spec, split)
     select = spec.split(split).select
+    keep = None if spec.split(split).rows is None else frozenset(spec.split(split).rows)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"Manifest {path}: unknown format {path.suffix!r}; use one of {sorted(FORMATS)}.")
@@ -115,17 +119,18 @@ def read_manifest(spec: DatasetSpec, split: str) -> Manifest:
         raise FileNotFoundError(f"Manifest {path} (split {split!r} of spec {spec.name!r}) does not exist.")
     records, columns = _read_csv(path) if fmt == "csv" else _read_jsonl(path)
     needed = [f.column for f in spec.features] + [spec.label.column] + ([SPLIT_COLUMN] if select is not None else [])
-    for column in needed:
+    for column in needed + ([spec.group] if spec.group else []):
         if column not in columns:
+            fix = "the spec's `group:`" if column == spec.group and column not in needed else "the feature's `column:`"
             raise ValueError(
                 f"Manifest {path}: no column {column!r} (needed by spec {spec.name!r}). Columns found: "
-                f"{sorted(columns)}. Add the column or set the feature's `column:` in the spec."
+                f"{sorted(columns)}. Add the column or set {fix} in the spec."
             )
     base = path.parent
     class_ids = {name: i for i, name in enumerate(spec.label.class_names)}
     rows = []
     for number, record in records:
-        if select is not None and _cell(record, SPLIT_COLUMN) != select:
+        if (select is not None and _cell(record, SPLIT_COLUMN) != select) or (keep is not None and number not in keep):
             continue
         values = {}
         for feature in spec.features:
@@ -139,7 +144,8 @@ def read_manifest(spec: DatasetSpec, split: str) -> Manifest:
             problem = ("empty label", f"the {spec.label.column!r} cell is empty")
         elif label < 0:
             problem = ("unknown class", f"class {label_name!r} is not one of {list(spec.label.class_names)}")
-        rows.append(ManifestRow(number=number, values=values, label=label, problem=problem))
+        group = _cell(record, spec.group) if spec.group else ""
+        rows.append(ManifestRow(number=number, values=values, label=label, problem=problem, group=group))
     if not rows:
         # An empty split is almost always a typo in `select` or the wrong file; say so now.
         found = sorted({_cell(record, SPLIT_COLUMN) for _, record in records}) if SPLIT_COLUMN in columns else []

@@ -245,6 +245,8 @@ def _scan_manifest(spec: DatasetSpec, split: str, *, fail_fast: bool) -> tuple[S
     if decoding_checked:
         manifest_stat = manifest.path.stat()
         source = [str(manifest.path), manifest_stat.st_size, manifest_stat.st_mtime_ns, spec.split(split).select]
+        if spec.split(split).rows is not None:  # a carved split: its rows are part of what was scanned
+            source.append(hashlib.sha256(json.dumps(list(spec.split(split).rows)).encode()).hexdigest())
         key = _cache_key(spec, source, file_stats)
         cached = _load_cached(key)
         if cached is None:

@@ -1,11 +1,11 @@
 """Modality reliance: how much the model's score depends on each modality."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from mmkeras.models.classifier import MODALITY_WEIGHTS, PROBABILITIES
+from mmkeras.models.classifier import AUX_PREFIX, MODALITY_WEIGHTS, PROBABILITIES
 from mmkeras.spec import DatasetSpec
 
 FULL = "full"
@@ -87,4 +87,85 @@ def collect_predictions(model, spec: DatasetSpec, batches: Iterable, *, seed: in
         "predictions": {name: np.concatenate(values) for name, values in predictions.items()},
         "probabilities": np.concatenate(probabilities),
         "modality_weights": np.concatenate(weights) if weights else None,
+    }
+
+
+def absence_warnings(reliance: Mapping[str, Mapping[str, float]], full_accuracy: float) -> list[str]:
+    """Say which modalities the model scores better without: their absence raised the accuracy.
+
+    A modality whose absence helps has been learned in a way that does not
+    generalise (a branch that memorised the training examples, e.g. their
+    names), and fusion let it override the others. Retrain with more modality
+    dropout, a validation split to stop on, or without that input.
+
+    Args:
+      reliance: `{feature: {"absent": accuracy with it marked absent, ...}}`
+        as in `evaluate`'s report.
+      full_accuracy: the accuracy with every input.
+
+    Returns:
+      One message per such modality, largest gain first (empty when none).
+
+    Example:
+      >>> absence_warnings({"text": {"absent": 0.35}, "image": {"absent": 0.2}}, 0.285)
+      ['Accuracy is higher with text marked absent (0.3500) than with every input (0.2850): ...']
+    """
+    gains = sorted(((scores["absent"] - full_accuracy, name) for name, scores in reliance.items()), reverse=True)
+    return [
+        f"Accuracy is higher with {name} marked absent ({full_accuracy + gain:.4f}) than with every input "
+        f"({full_accuracy:.4f}): the model does worse for using {name}, which it has probably learned in a way that "
+        f"does not generalise. Retrain with a validation split, stronger modality dropout, or without {name}."
+        for gain, name in gains if gain > 0
+    ]
+
+
+def generalisation_gaps(model, spec: DatasetSpec, batches: Mapping[str, Iterable]) -> dict:
+    """Per-modality generalisation: each auxiliary head's loss on the train and validation splits, and the gap.
+
+    A branch that memorises its training examples (a unique name per example)
+    has a small training loss and a large validation loss; one that
+    generalises has a small gap. This is the overfitting measure of gradient
+    blending (Wang et al., 2020), taken after training from the classifier's
+    `aux_<feature>` heads (`build_classifier(aux_heads=True)`, the default
+    `balance`). Examples where a modality is absent do not count for it.
+
+    Args:
+      model: a classifier with auxiliary heads.
+      spec: its dataset spec.
+      batches: `{"train": iterable, "validation": iterable}` of (features, labels) NumPy batches.
+
+    Returns:
+      `{feature: {"train_loss", "validation_loss", "gap"}}` (mean crossentropy),
+      plus `"fused"` for the main output.
+
+    Raises:
+      ValueError: if the model has no auxiliary heads, or `batches` lacks a split.
+
+    Example:
+      >>> gaps = generalisation_gaps(model, spec, {"train": train_batches, "validation": validation_batches})
+      >>> gaps["text"]["gap"]
+      1.7
+    """
+    heads = {feature.name: AUX_PREFIX + feature.name for feature in spec.features}
+    if not all(head in model.output for head in heads.values()):
+        raise ValueError("generalisation_gaps needs a classifier built with aux_heads=True (balance='aux_heads').")
+    heads["fused"] = PROBABILITIES
+    losses = {}
+    for split in ("train", "validation"):
+        if split not in batches:
+            raise ValueError(f"generalisation_gaps needs {split!r} batches, got {sorted(batches)}.")
+        totals = {name: [0.0, 0] for name in heads}
+        for features, labels in batches[split]:
+            outputs = model.predict_on_batch(features)
+            labels = np.asarray(labels)
+            for name, head in heads.items():
+                present = np.asarray(features[f"{name}_present"], bool) if name != "fused" else np.ones(len(labels), bool)
+                chosen = np.asarray(outputs[head])[np.arange(len(labels)), labels]
+                totals[name][0] += float(-np.log(np.clip(chosen[present], 1e-7, 1.0)).sum())
+                totals[name][1] += int(present.sum())
+        losses[split] = {name: total / max(count, 1) for name, (total, count) in totals.items()}
+    return {
+        name: {"train_loss": losses["train"][name], "validation_loss": losses["validation"][name],
+               "gap": losses["validation"][name] - losses["train"][name]}
+        for name in heads
     }

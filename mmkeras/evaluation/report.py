@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,12 +14,14 @@ from mmkeras.data.pipeline import make_dataset
 from mmkeras.evaluation import plots
 from mmkeras.evaluation.calibration import attribution_shares, calibration_report
 from mmkeras.evaluation.metrics import classification_report, confusion_matrix
-from mmkeras.evaluation.reliance import FULL, collect_predictions
+from mmkeras.evaluation.reliance import FULL, absence_warnings, collect_predictions
 from mmkeras.models.calibration import calibrate, temperatures_of
 from mmkeras.models.explain import explain
 from mmkeras.models.saving import load_classifier
 from mmkeras.spec import DatasetSpec, load_spec
 from mmkeras.training.run_dir import read_history
+
+LOGGER = logging.getLogger("mmkeras")
 
 
 def evaluate(
@@ -36,8 +39,10 @@ def evaluate(
 
     Besides accuracy, macro-F1, per-class precision/recall and the confusion
     matrix, the report measures **modality reliance**: the accuracy with each
-    modality marked absent, and with each modality's inputs shuffled across
-    the batch. With `output_dir`, it writes `report.json` and PNG plots
+    modality marked absent (next to the accuracy with every input), and with
+    each modality's inputs shuffled across the batch; `warnings` says (and
+    the `mmkeras` logger warns) when marking a modality absent raises the
+    accuracy, i.e. the model does worse for using it. With `output_dir`, it writes `report.json` and PNG plots
     (confusion matrix, reliance bars, attention weights when the fusion has
     them, training curves when a history is given).
 
@@ -65,8 +70,9 @@ def evaluate(
     Returns:
       A dict with `accuracy`, `macro_f1`, `per_class`, `confusion_matrix`,
       `class_names`, `num_examples`, `reliance` ({feature: {"absent",
-      "shuffled", "absent_drop", "shuffled_drop"}}), `modality_weights` (mean
-      per feature, or None), `calibration` ({"temperatures", "fitted_on",
+      "shuffled", "absent_drop", "shuffled_drop", "full"}}: "full" is the
+      accuracy with every input), `warnings` (see `absence_warnings`),
+      `modality_weights` (mean per feature, or None), `calibration` ({"temperatures", "fitted_on",
       "patterns": {"all_inputs" | "<feature>_absent": {"before", "after"}}},
       each with "ece", "nll", "brier", "accuracy" and the reliability bins),
       `attribution` ({"method": "occlusion", "overall", "per_class"}) and
@@ -99,12 +105,16 @@ def evaluate(
         absent = accuracy(collected["predictions"][f"{feature.name}_absent"])
         shuffled = accuracy(collected["predictions"][f"{feature.name}_shuffled"])
         reliance[feature.name] = {
+            "full": full,
             "absent": absent,
             "shuffled": shuffled,
             "absent_drop": full - absent,
             "shuffled_drop": full - shuffled,
         }
     weights = collected["modality_weights"]
+    warnings = absence_warnings(reliance, full)
+    for warning in warnings:
+        LOGGER.warning("Split %r of spec %r: %s", split, spec.name, warning)
     calibration, attribution, shares = _trust(model, spec, split, dataset, labels, calibration_split, batch_size)
     report.update(
         split=split,
@@ -112,6 +122,7 @@ def evaluate(
         class_names=list(names),
         confusion_matrix=matrix.tolist(),
         reliance=reliance,
+        warnings=warnings,
         modality_weights=None if weights is None else dict(zip(spec.feature_names, weights.mean(axis=0).tolist())),
         calibration=calibration,
         attribution=attribution,

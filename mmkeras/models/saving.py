@@ -17,6 +17,7 @@ from mmkeras.branches.imagenet import ImagenetPreprocessing
 from mmkeras.branches.kerashub import KerasHubEncoder
 from mmkeras.branches.log_mel import LogMelSpectrogram
 from mmkeras.branches.spec_augment import SpecAugment
+from mmkeras.branches.token_dropout import TokenDropout
 from mmkeras.fusion import FUSIONS
 from mmkeras.models.presence import MissingModalityEmbedding, ModalityDropout, PresenceFlags
 from mmkeras.models.temperature import TemperatureScaling
@@ -32,7 +33,8 @@ CUSTOM_OBJECTS = MappingProxyType({
     keras.saving.get_registered_name(layer): layer
     for layer in (
         SequencePooling, HubEncoder, KerasHubEncoder, ImagenetPreprocessing, LogMelSpectrogram, SpecAugment,
-        *FUSIONS.values(), PresenceFlags, ModalityDropout, MissingModalityEmbedding, TemperatureScaling,
+        TokenDropout, *FUSIONS.values(), PresenceFlags, ModalityDropout, MissingModalityEmbedding,
+        TemperatureScaling,
     )
 })
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from mmkeras.data.validation import ValidationSplit
 from mmkeras.models.saving import load_classifier
 from mmkeras.spec import DatasetSpec, load_spec
 from mmkeras.training.config import load_run_config
@@ -23,7 +24,9 @@ def load_run_spec(run_dir: str | os.PathLike) -> DatasetSpec:
       run_dir: a run folder written by `train`.
 
     Returns:
-      The `DatasetSpec`, restricted to the features the model reads.
+      The `DatasetSpec`, restricted to the features the model reads; when
+      training carved a validation split out of the train split, the spec
+      has it (and the cut-down train split), read from `validation_split.json`.
 
     Raises:
       FileNotFoundError: if the folder has no `config.yaml`, or the spec it names is gone.
@@ -43,6 +46,8 @@ def load_run_spec(run_dir: str | os.PathLike) -> DatasetSpec:
     if config.spec is None:
         raise ValueError(f"{paths.config} names no dataset spec; add `spec: <name or path of the spec YAML>`.")
     spec = load_spec(config.spec)
+    if paths.validation_split.is_file() and "validation" not in spec.splits:
+        spec = ValidationSplit.load(paths.validation_split).apply(spec)
     return spec.with_features(config.features) if config.features else spec
 
 

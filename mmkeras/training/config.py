@@ -110,6 +110,12 @@ class TrainingConfig:
       aux_weight: weight of the auxiliary heads' loss when balancing.
       ogm_alpha: OGM-GE modulation strength.
       seed: seed for weights, shuffling and dropout; None draws fresh ones.
+      validation_fraction: when the spec has no "validation" split, the share
+        of the train split held out for validation (stratified by class, or
+        group-disjoint when the spec names a `group` column; see
+        `mmkeras.data.validation.carve_validation`), recorded in the run
+        folder; 0 holds nothing out (early stopping then watches the
+        training loss). A spec's own validation split always wins.
 
     Raises:
       ValueError: for a value out of range, naming the field and the allowed values.
@@ -131,6 +137,7 @@ class TrainingConfig:
     aux_weight: float = 0.5
     ogm_alpha: float = 0.5
     seed: int | None = None
+    validation_fraction: float = 0.1
 
     def __post_init__(self):
         _check_positive_int(self, "epochs")
@@ -151,6 +158,9 @@ class TrainingConfig:
         _check_number(self, "ogm_alpha", minimum=0.0)
         if self.seed is not None:
             _check_positive_int(self, "seed", allow_zero=True)
+        _check_number(self, "validation_fraction", minimum=0.0)
+        if self.validation_fraction >= 1:
+            raise _fail(self, "validation_fraction", "a share below 1 (0 holds nothing out)")
 
 
 @dataclasses.dataclass(frozen=True)

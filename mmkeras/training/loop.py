@@ -22,6 +22,7 @@ from typing import Any
 import keras
 
 from mmkeras.data.pipeline import make_dataset
+from mmkeras.data.validation import with_validation_split
 from mmkeras.datasets import prepare
 from mmkeras.models.classifier import build_classifier
 from mmkeras.spec import DEFAULT_SPECS_DIR, DatasetSpec, load_spec
@@ -109,8 +110,13 @@ def train(
     learning_rate=1e-4)` needs no config objects. The model is built and
     compiled inside the strategy's scope, the datasets yield the global batch,
     and the loss is taken on the classifier's "probabilities" output, with
-    accuracy and macro-F1 tracked (and their `val_` twins when the spec has a
-    "validation" split, which early stopping and the best model then watch).
+    accuracy and macro-F1 tracked, and their `val_` twins on the validation
+    split, which early stopping and the best model watch. A spec without a
+    "validation" split gets one carved out of its train split
+    (`validation_fraction`, default 0.1; group-disjoint when the spec names a
+    `group`; see `mmkeras.data.validation.with_validation_split`), recorded
+    in the run folder's `validation_split.json` so that a resumed run and
+    `evaluate_run` use the same rows.
 
     The run folder (see `mmkeras.training.run_dir`) gets `config.yaml`,
     `best.keras`, `final.keras`, `history.csv`, `history.json`,
@@ -178,6 +184,13 @@ def train(
         data_seed = 0
 
     prepare(spec)
+    spec, carve = with_validation_split(spec, training.validation_fraction, seed=training.seed or 0,
+                                        record=paths.validation_split)
+    if verbose and carve is not None:
+        print(f"{carve.describe()} Recorded in {paths.validation_split}.", flush=True)
+    elif verbose and VALIDATION_SPLIT not in spec.splits:
+        print("No validation split (validation_fraction=0): early stopping and the best model watch the "
+              "training loss.", flush=True)
     train_data = make_dataset(spec, TRAIN_SPLIT, batch_size=training.batch_size, training=True, seed=data_seed,
                               deterministic=True if multi_worker else None)
     validation_data = None
@@ -211,7 +224,7 @@ def train(
     history = read_history(paths.history_csv)
     paths.history_json.write_text(json.dumps(history, indent=1), encoding="utf-8")
     _write_summary(paths, spec, config, runtime, history, monitor, initial_epoch, class_weight, model,
-                   seconds=time.time() - started)
+                   seconds=time.time() - started, carve=carve)
     shutil.rmtree(paths.backup, ignore_errors=True)  # last: until now a rerun would resume
     return TrainResult(
         model=model,
@@ -403,7 +416,8 @@ def _verbosity(verbose: str | int) -> int:
     return int(verbose)
 
 
-def _write_summary(paths, spec, config, runtime, history, monitor, initial_epoch, class_weight, model, *, seconds):
+def _write_summary(paths, spec, config, runtime, history, monitor, initial_epoch, class_weight, model, *, seconds,
+                   carve=None):
     values = history.get(monitor, [])
     finite = [(value, epoch) for value, epoch in zip(values, history.get("epoch", [])) if not math.isnan(value)]
     best_value, best_epoch = min(finite) if finite else (None, None)
@@ -419,6 +433,10 @@ def _write_summary(paths, spec, config, runtime, history, monitor, initial_epoch
         "learning_rate": effective_learning_rate(config.training, runtime),
         "class_weight": None if class_weight is None else {str(k): v for k, v in class_weight.items()},
         "num_parameters": int(model.count_params()),
+        "validation_split": None if carve is None else {
+            "carved": len(carve.validation_rows), "of": len(carve.train_rows) + len(carve.validation_rows),
+            "group": carve.group, "file": paths.validation_split.name,
+        },
         "train_seconds": round(seconds, 2),
         "runtime": runtime.describe(),
     }

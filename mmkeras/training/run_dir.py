@@ -9,6 +9,9 @@
       history.json    the same history as {metric: [value per epoch]}, written at the end
       summary.json    what happened: epochs, resumption, best epoch, resolved runtime
       calibration.json  the temperatures fitted on the validation data (and the NLL before/after)
+      validation_split.json  the train rows held out for validation when the spec has
+                      no validation split (`mmkeras.data.validation`); resumes and
+                      `evaluate` reuse them
       tensorboard/    TensorBoard logs
       workers/<task>/ the same files from non-chief workers of a multi-worker run
 
@@ -81,6 +84,11 @@ class RunPaths:
     def calibration(self) -> Path:
         """`calibration.json`: the temperatures fitted on the validation data, per saved model."""
         return self.run_dir / "calibration.json"
+
+    @property
+    def validation_split(self) -> Path:
+        """`validation_split.json`: the train rows held out for validation, when the spec has no validation split."""
+        return self.run_dir / "validation_split.json"
 
     @property
     def tensorboard(self) -> Path:

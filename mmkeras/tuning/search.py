@@ -137,7 +137,7 @@ def tune(
       A `TuneResult`.
 
     Raises:
-      ValueError: for a spec without a validation split, an unknown algorithm,
+      ValueError: for a spec without a validation split and validation_fraction 0, an unknown algorithm,
         objective or option, a bad search space, a folder holding a search
         with other settings, or a trial whose options a config rejects.
       ImportError: when KerasTuner is missing (`pip install "mmkeras[tune]"`).
@@ -147,7 +147,7 @@ def tune(
       >>> result.best_config_path.name, len(result.trials)
       ('best_config.yaml', 2)
     """
-    spec = search_spec(spec if isinstance(spec, DatasetSpec) else load_spec(spec))
+    spec = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
     oracle_class = lookup(ORACLES, algorithm, "search algorithm")
     check_positive_int(max_trials, "max_trials")
     check_positive_int(epochs, "epochs")
@@ -160,6 +160,7 @@ def tune(
     space = make_search_space(spec, search_space)
     callbacks = tuple(train_options.pop("callbacks", ()))
     base = make_run_config(spec, **train_options)
+    spec = search_spec(spec, base.training.validation_fraction)
     if base.training.seed is None:
         base = dataclasses.replace(base, training=dataclasses.replace(base.training, seed=seed))
     quiet = "verbose" not in train_options and base.runtime.verbose == "auto"  # the per-trial line says enough
@@ -193,26 +194,30 @@ def tune(
     return _finish(output, spec, space, base, oracle, objective, epochs, tuner.trials_run)
 
 
-def search_spec(spec: DatasetSpec) -> DatasetSpec:
-    """Return the spec a search trains its trials on, with the validation split its objective is measured on.
+def search_spec(spec: DatasetSpec, validation_fraction: float) -> DatasetSpec:
+    """Return the spec a search trains its trials on, after checking that they will have validation data.
 
-    The one place a search gets its validation data: the trials are `train`
-    runs, which validate on the spec's "validation" split. A spec without one
-    is refused here; once training can carve a validation split from the
-    train split (issue 18), this function returns the spec with that split.
+    The one place a search decides where its objective is measured: the
+    trials are `train` runs, which validate on the spec's "validation" split
+    or, when it has none, on the share `validation_fraction` of the train
+    split that `train` holds out (`mmkeras.data.validation.with_validation_split`).
+    Every trial trains with the same seed, so every trial holds out the
+    same rows, and each records them in its run folder.
 
     Raises:
-      ValueError: if the spec has no "validation" split, naming the spec and how to add one.
+      ValueError: if the spec has no "validation" split and `validation_fraction`
+        is 0, naming the spec and the two ways to give it one.
 
     Example:
-      >>> search_spec(load_spec("tiny")).splits["validation"]
+      >>> search_spec(load_spec("tiny"), 0.1).splits["validation"]
     """
-    if VALIDATION_SPLIT in spec.splits:
+    if VALIDATION_SPLIT in spec.splits or validation_fraction > 0:
         return spec
     where = f" ({spec.path})" if spec.path is not None else ""
     raise ValueError(
-        f"Spec {spec.name!r}{where} has no {VALIDATION_SPLIT!r} split, and a search scores its trials on one "
-        f"(splits: {sorted(spec.splits)}). Add one under `splits:` in the spec, e.g. "
+        f"Spec {spec.name!r}{where} has no {VALIDATION_SPLIT!r} split and validation_fraction is 0, and a search "
+        f"scores its trials on validation data (splits: {sorted(spec.splits)}). Leave validation_fraction above 0 "
+        f"(the default holds out 0.1 of the train split), or add a split under `splits:` in the spec, e.g. "
         f"`{VALIDATION_SPLIT}: {{manifest: manifest.csv, select: {VALIDATION_SPLIT}}}` for rows whose split column "
         f"says {VALIDATION_SPLIT!r}, or `{VALIDATION_SPLIT}: {{tfrecords: \"tfrecords/{VALIDATION_SPLIT}-*.tfrecord\"}}`."
     )

@@ -140,3 +140,47 @@ def test_sequence_pooling_ignores_padding_and_never_divides_by_zero():
     mask = np.array([[True, True, False], [False, False, False]])
     pooled = SequencePooling()(sequence, mask=mask).numpy()
     np.testing.assert_allclose(pooled, [[2.0], [0.0]])
+
+
+def test_char_ngram_text_branch_shares_pieces_with_unseen_words_and_reloads(spec, tmp_path):
+    from mmkeras.branches.text import prefers_char_ngrams
+
+    corpus = ["une grenouille", "un canard", "une fleur"]
+    branch = build_text_branch(spec.feature("caption"), corpus=corpus, tokens="char_ngrams", ngram_sizes=(2, 3),
+                               embed_dim=8)
+    assert not any(isinstance(layer, keras.layers.LSTM) for layer in branch.layers)
+    vectorizer = branch.get_layer("caption_vectorizer")
+    assert {"u n", "u n e", "f l e"} <= set(vectorizer.get_vocabulary())
+    ids = vectorizer(tf.constant(["grenouilles"])).numpy()[0]  # an unseen word: its pieces are known
+    assert (ids > 1).sum() >= 15 and ids.shape == (8 * 6 * 2,)
+    batch = tf.constant(["une grenouille", ""])
+    branch.save(tmp_path / "branch.keras")
+    restored = keras.saving.load_model(tmp_path / "branch.keras")
+    np.testing.assert_allclose(restored(batch, training=False)["embedding"].numpy(),
+                               branch(batch, training=False)["embedding"].numpy(), rtol=1e-6, atol=1e-7)
+    # "auto" reads char n-grams when words are rarely repeated, words otherwise and with a fixed vocabulary.
+    assert prefers_char_ngrams(corpus) and not prefers_char_ngrams(["red ball"] * 5)
+    auto = build_text_branch(spec.feature("caption"), corpus=corpus, tokens="auto", embed_dim=8)
+    assert auto.get_layer("caption_vectorizer").get_config()["split"] == "character"
+    assert any(isinstance(layer, keras.layers.Bidirectional) for layer in _branch(spec, "caption", tokens="auto").layers)
+    with pytest.raises(ValueError, match="`tokens` must be one of"):
+        build_text_branch(spec.feature("caption"), corpus=corpus, tokens="letters")
+
+
+def test_token_dropout_replaces_only_real_tokens_while_training_and_reloads(spec, tmp_path):
+    from mmkeras.branches.token_dropout import TokenDropout
+
+    ids = np.tile(np.array([[5, 6, 7, 8, 0, 0]]), (64, 1))
+    dropped = TokenDropout(0.5, seed=0)(ids, training=True).numpy()
+    assert set(np.unique(dropped[:, :4])) == {1, 5, 6, 7, 8} and (dropped[:, 4:] == 0).all()
+    assert 0.3 < (dropped[:, :4] == 1).mean() < 0.7
+    np.testing.assert_array_equal(TokenDropout(0.5)(ids, training=False), ids)
+    with pytest.raises(ValueError, match="rate"):
+        TokenDropout(1.0)
+    branch = build_text_branch(spec.feature("caption"), vocabulary=VOCABULARY, token_dropout=0.2, embed_dim=8)
+    assert branch.get_layer("token_dropout").rate == 0.2
+    branch.save(tmp_path / "branch.keras")
+    restored = keras.saving.load_model(tmp_path / "branch.keras")
+    batch = tf.constant(["a red ball", ""])
+    np.testing.assert_allclose(restored(batch, training=False)["embedding"].numpy(),
+                               branch(batch, training=False)["embedding"].numpy(), rtol=1e-6, atol=1e-7)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mmkeras
-from mmkeras.evaluation.reliance import conditions, perturb
+from mmkeras.evaluation.reliance import absence_warnings, conditions, perturb
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -26,7 +26,9 @@ def test_report_has_every_key_and_writes_non_empty_pngs(attention_model, tiny_sp
     assert report["num_examples"] == 24
     assert np.array(report["confusion_matrix"]).sum() == 24
     assert set(report["reliance"]) == {"caption", "picture", "sound"}
-    assert set(report["reliance"]["sound"]) == {"absent", "shuffled", "absent_drop", "shuffled_drop"}
+    assert set(report["reliance"]["sound"]) == {"full", "absent", "shuffled", "absent_drop", "shuffled_drop"}
+    assert report["reliance"]["sound"]["full"] == report["accuracy"]
+    assert report["warnings"] == absence_warnings(report["reliance"], report["accuracy"])
     np.testing.assert_allclose(sum(report["modality_weights"].values()), 1.0, rtol=1e-5)
     for name in ("confusion_matrix", "reliance", "modality_weights", "training_curves"):
         data = Path(report["files"][name]).read_bytes()
@@ -80,3 +82,12 @@ def test_perturb_marks_absent_or_shuffles_one_modality_only():
 def test_conditions_cover_each_modality_twice(tiny_spec):
     names = [name for name, _, _ in conditions(tiny_spec)]
     assert names[0] == "full" and len(names) == 1 + 2 * len(tiny_spec.features)
+
+
+def test_absence_warnings_name_each_modality_the_model_scores_better_without():
+    reliance = {"text": {"absent": 0.35}, "image": {"absent": 0.2}, "audio": {"absent": 0.30}}
+    warnings = absence_warnings(reliance, 0.285)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("Accuracy is higher with text marked absent (0.3500) than with every input (0.2850)")
+    assert "with audio marked absent (0.3000)" in warnings[1]
+    assert absence_warnings(reliance, 0.35) == []  # equal is no warning

@@ -74,13 +74,13 @@ def main(argv: list[str]) -> int:
         epoch, batch = (int(part) for part in args.kill_at.split(":"))
         callbacks.append(KillAt(epoch, batch, args.kill_marker))
     spec = load_spec("tiny")
-    if args.no_validation:
+    if args.no_validation:  # and no carved one either (validation_fraction=0 below)
         spec = spec.replace(splits={name: split for name, split in spec.splits.items() if name != "validation"})
     result = train(
         spec, epochs=args.epochs, batch_size=args.batch_size, output_dir=args.output_dir, strategy=args.strategy,
         seed=0, verbose=2, early_stopping_patience=None, backup_every_steps=args.backup_every_steps,
         learning_rate=1e-3, scale_learning_rate_with_replicas=args.scale_learning_rate,
-        callbacks=callbacks, **SMALL_MODEL,
+        callbacks=callbacks, validation_fraction=0.0 if args.no_validation else 0.1, **SMALL_MODEL,
     )
     if args.weights_out:
         np.savez(args.weights_out, *result.model.get_weights())

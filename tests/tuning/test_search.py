@@ -91,8 +91,10 @@ def test_search_resumes_after_a_kill_and_its_best_config_trains(tiny_spec, tiny_
 def test_search_needs_a_validation_split(tiny_spec, tmp_path):
     no_validation = dataclasses.replace(
         tiny_spec, splits={name: split for name, split in tiny_spec.splits.items() if name != "validation"})
-    with pytest.raises(ValueError, match=r"Spec 'tiny' .*has no 'validation' split.*Add one under `splits:`"):
-        mmkeras.tune(no_validation, algorithm="random", max_trials=1, epochs=1, output_dir=tmp_path / "search")
+    with pytest.raises(ValueError, match=r"Spec 'tiny' .*has no 'validation' split and validation_fraction is 0.*"
+                                         r"add a split under `splits:`"):
+        mmkeras.tune(no_validation, algorithm="random", max_trials=1, epochs=1, output_dir=tmp_path / "search",
+                     validation_fraction=0)
     assert not (tmp_path / "search").exists()  # nothing started
 
 
@@ -100,7 +102,9 @@ def test_cli_tune_errors_are_one_line(tmp_path, capsys):
     spec_path = tmp_path / "no_validation.yaml"
     spec_path.write_text((DEFAULT_SPECS_DIR / "tiny.yaml").read_text().replace(
         "  validation: {manifest: manifest.csv, select: validation}\n", ""))
-    assert main(["tune", str(spec_path), "--output", str(tmp_path / "a")]) == 2
+    no_carving = tmp_path / "no_carving.yaml"
+    no_carving.write_text("training: {validation_fraction: 0}\n")
+    assert main(["tune", str(spec_path), "--config", str(no_carving), "--output", str(tmp_path / "a")]) == 2
     assert "mmkeras tune: error: Spec 'tiny'" in capsys.readouterr().err
     config = tmp_path / "run.yaml"
     config.write_text("training: {batch_size: 16}\nsearch:\n  fusion: [concat, average]\n")
