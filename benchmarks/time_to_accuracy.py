@@ -3,7 +3,7 @@
 For each dataset and seed it trains, side by side on the same data and batch size:
 - "mmkeras defaults": `mmkeras.train(spec)` as a user runs it (fed from the manifest);
 - "mmkeras before": the same call with the options that reproduce the defaults of
-  commit 4668abf (image stages (32, 64, 128) x 2 convolutions, learning rate 1e-3,
+  commit 4668abf (image stages (32, 64, 128) x 2 convolutions at full resolution, learning rate 1e-3,
   Keras' own AdamW instead of the fused update), so
   that before and after are measured on the same machine on the same day (its
   schedule is the new cond-free one, so its first epoch is a little faster than
@@ -21,7 +21,10 @@ same run, and the final test accuracy over the seeds.
 
 Run: `python benchmarks/time_to_accuracy.py [--quick] [--seeds 2] [--epochs 8]` or
 `mmkeras bench tta ...`. `--quick` runs avmnist only. Writes
-`benchmarks/results/time_to_accuracy_<dataset>.{json,md}`.
+`benchmarks/results/time_to_accuracy_<dataset>.{json,md}`. Candidate defaults are
+measured in the same run with `--variant 'NAME={"branch_options": ...}'` (repeatable;
+`mmkeras.train` options as JSON), and `--suffix S` writes
+`time_to_accuracy_<dataset>_S.{json,md}` instead, so a comparison keeps the main results.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SECOND_TARGET = 0.85
 # Options that give back the defaults of commit 4668abf (the "before" row).
 BEFORE_OPTIONS = {
-    "branch_options": {"image": {"stages": [32, 64, 128], "convs_per_stage": 2}},
+    "branch_options": {"image": {"stages": [32, 64, 128], "convs_per_stage": 2, "stem_stride": 1}},
     "learning_rate": 1e-3,
     "fused_optimizer": False,
 }
@@ -309,8 +312,14 @@ def _warm_up_keras() -> None:
     model.fit(np.zeros((2, 2)), np.zeros((2, 1)), verbose=0)
 
 
-def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command: str) -> dict:
-    """Run the benchmark and return the report (also saved by `main`)."""
+def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command: str,
+        variants: dict | None = None) -> dict:
+    """Run the benchmark and return the report (also saved by `main`).
+
+    `variants` maps extra model labels to `mmkeras.train` options, run after `models`.
+    """
+    variants = dict(variants or {})
+    models = [*models, *variants]
     import keras
 
     import mmkeras
@@ -342,7 +351,7 @@ def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command
                 if label == "plain Keras":
                     figures = run_plain(spec, seed=seed, epochs=epochs, batch_size=batch_size, test_data=test_data)
                 else:
-                    options = BEFORE_OPTIONS if label == "mmkeras before" else {}
+                    options = BEFORE_OPTIONS if label == "mmkeras before" else variants.get(label, {})
                     figures = run_mmkeras(spec, seed=seed, epochs=epochs, batch_size=batch_size,
                                           test_data=test_data, options=options)
                 figures["seconds_to_floor"] = seconds_to_reach(figures, floor, startup)
@@ -406,16 +415,28 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--models", default="mmkeras defaults,mmkeras before,plain Keras")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                        help="an extra mmkeras row: a label and `mmkeras.train` options as JSON (repeatable)")
+    parser.add_argument("--suffix", default="", help="write time_to_accuracy_<dataset>_<suffix>.{json,md}")
     args = parser.parse_args()
+    variants = {}
+    for text in args.variant:
+        label, _, options = text.partition("=")
+        try:
+            variants[label.strip()] = json.loads(options)
+        except json.JSONDecodeError as error:
+            parser.error(f"--variant {text!r}: the options after '=' must be JSON ({error}).")
     specs = args.spec or (["avmnist"] if args.quick else ["avmnist", "tuxpaint"])
     command = "python benchmarks/time_to_accuracy.py " + shlex.join(sys.argv[1:])
     report = run(specs, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
-                 models=[m.strip() for m in args.models.split(",")], command=command.strip())
+                 models=[m.strip() for m in args.models.split(",") if m.strip()], command=command.strip(),
+                 variants=variants)
+    suffix = f"_{args.suffix}" if args.suffix else ""
     RESULTS.mkdir(exist_ok=True)
     for name, data in report["datasets"].items():  # one file per dataset: a later run of one keeps the other's
         single = {**report, "datasets": {name: data}}
-        (RESULTS / f"time_to_accuracy_{name}.json").write_text(json.dumps(single, indent=1), encoding="utf-8")
-        (RESULTS / f"time_to_accuracy_{name}.md").write_text(format_markdown(single), encoding="utf-8")
+        (RESULTS / f"time_to_accuracy_{name}{suffix}.json").write_text(json.dumps(single, indent=1), encoding="utf-8")
+        (RESULTS / f"time_to_accuracy_{name}{suffix}.md").write_text(format_markdown(single), encoding="utf-8")
     print(format_markdown(report))
 
 

@@ -103,10 +103,27 @@ def test_branch_rejects_wrong_modality_and_bad_sizes(spec):
 
 
 def test_image_stages_pool_between_stages(spec):
-    branch = build_image_branch(spec.feature("picture"), stages=(8, 8), embed_dim=8)
+    branch = build_image_branch(spec.feature("picture"), stages=(8, 8), stem_stride=1, embed_dim=8)
     pools = [layer for layer in branch.layers if isinstance(layer, keras.layers.MaxPooling2D)]
     assert len(pools) == 2
     assert branch.output["sequence"].shape == (None, 16, 8)  # 16x16 -> 8x8 -> 4x4 grid
+
+
+def test_image_stem_stride_halves_the_grid_before_the_stages(spec):
+    branch = build_image_branch(spec.feature("picture"), stages=(8, 8), stem_stride=2, embed_dim=8)
+    first = next(layer for layer in branch.layers if isinstance(layer, keras.layers.Conv2D))
+    assert first.strides == (2, 2)
+    assert branch.output["sequence"].shape == (None, 4, 8)  # 16x16 -> 8x8 (stride) -> 4x4 -> 2x2 grid
+    assert branch(_batch(spec, "picture"))["embedding"].shape == (2, 8)
+    with pytest.raises(ValueError, match="stem_stride"):
+        build_image_branch(spec.feature("picture"), stem_stride=0)
+
+
+def test_separable_image_stages_keep_a_full_convolution_first(spec):
+    branch = build_image_branch(spec.feature("picture"), stages=(8, 16), separable=True, embed_dim=8)
+    convs = [layer for layer in branch.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.SeparableConv2D))]
+    assert [type(layer).__name__ for layer in convs] == ["Conv2D"] + ["SeparableConv2D"] * 3
+    assert branch(_batch(spec, "picture"))["embedding"].shape == (2, 8)
 
 
 def test_audio_conv1d_encoder_has_no_lstm(spec):
