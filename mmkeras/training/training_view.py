@@ -57,6 +57,22 @@ class TrainingView(FirstReplicaBuild, keras.Model):
         outputs = [classifier.output[name] for name in output_names]
         super().__init__(inputs=classifier.input, outputs=outputs[0] if len(outputs) == 1 else outputs, **kwargs)
 
+    def build_for(self, element_spec) -> None:
+        """Create the loss, metric and optimizer variables for batches like `element_spec`, eagerly.
+
+        Outside a distribution strategy Keras defers them to the trace of the
+        first training step, and `tf.function` then traces that step twice
+        (once to create the variables, once without): on avmnist that was half
+        of the first step. Call it after `compile`, before `fit`; under a
+        strategy it does what `fit` would do first anyway.
+
+        Args:
+          element_spec: the training dataset's `element_spec`, `(features, labels)`.
+        """
+        batch = tf.nest.map_structure(lambda spec: keras.KerasTensor(spec.shape, spec.dtype.name), element_spec)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=batch)
+
     def train_step(self, data):
         return self._with_worker_axis(super().train_step(data))
 
