@@ -36,9 +36,13 @@ def save_vit(folder) -> str:
 
 
 def clip_tokenizer() -> keras_hub.models.CLIPTokenizer:
-    """A CLIP BPE tokenizer whose vocabulary holds `WORDS` whole (with CLIP's end-of-word marker)."""
+    """A CLIP BPE tokenizer whose vocabulary holds `WORDS` whole (with CLIP's end-of-word marker).
+
+    The start and end tokens take the last two ids, as in CLIP's own vocabulary: CLIP's text tower pools
+    at the largest token id, which must be the end token for every prompt to get its own embedding.
+    """
     letters = sorted({letter for word in WORDS for letter in word})
-    vocabulary = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    vocabulary = {}
     for token in [*letters, *(f"{letter}</w>" for letter in letters), *(f"{word}</w>" for word in WORDS)]:
         vocabulary.setdefault(token, len(vocabulary))
     merges = []
@@ -48,6 +52,8 @@ def clip_tokenizer() -> keras_hub.models.CLIPTokenizer:
             merges.append(f"{pieces[0]} {pieces[1]}")
             vocabulary.setdefault(pieces[0] + pieces[1], len(vocabulary))
             pieces = [pieces[0] + pieces[1], *pieces[2:]]
+    for token in ("<|startoftext|>", "<|endoftext|>"):
+        vocabulary[token] = len(vocabulary)
     return keras_hub.models.CLIPTokenizer(vocabulary=vocabulary, merges=list(dict.fromkeys(merges)))
 
 
