@@ -1,8 +1,9 @@
 """Tiny KerasHub presets with random weights, saved to local folders as a downloaded preset would be.
 
 Shared by the KerasHub branch tests and the zero-shot tests: a 2-layer BERT
-with a 50-word vocabulary, a 2-layer ViT on 16x16 images and a tiny CLIP
-(both towers, its BPE tokenizer and image converter). Building all three
+with a 50-word vocabulary, a 2-layer ViT on 16x16 images, a tiny CLIP
+(both towers, its BPE tokenizer and image converter) and a tiny Whisper
+(backbone and audio converter, for 8 kHz clips of up to 1 s). Building all three
 takes a few seconds; nothing touches the network.
 """
 from __future__ import annotations
@@ -72,4 +73,22 @@ def save_clip(folder) -> str:
     ).save_to_preset(str(folder))
     tokenizer.save_to_preset(str(folder))
     keras_hub.layers.CLIPImageConverter(image_size=(16, 16), scale=1 / 255.0).save_to_preset(str(folder))
+    return str(folder)
+
+
+WHISPER_SAMPLE_RATE = 8000
+
+
+def save_whisper(folder) -> str:
+    """A WhisperBackbone (2 layers, hidden 16, 16 mel bins) and its audio converter (8 kHz, 1 s) saved to `folder`.
+
+    The converter pads clips to 1 s: 250 log-mel frames (hop 32), which the encoder halves to 125.
+    """
+    keras_hub.models.WhisperBackbone(
+        vocabulary_size=60, num_layers=2, num_heads=2, hidden_dim=HIDDEN, intermediate_dim=32, num_mels=16,
+        max_encoder_sequence_length=256, max_decoder_sequence_length=8,
+    ).save_to_preset(str(folder))
+    keras_hub.layers.WhisperAudioConverter(
+        num_mels=16, num_fft_bins=64, stride=32, sampling_rate=WHISPER_SAMPLE_RATE, max_audio_length=1,
+    ).save_to_preset(str(folder))
     return str(folder)
