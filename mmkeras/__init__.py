@@ -45,6 +45,7 @@ _EXPORTS = {
     "KerasHubEncoder": "mmkeras.branches.kerashub",
     "fine_tune": "mmkeras.training.fine_tune",
     "load_run": "mmkeras.runs.load",
+    "save_run": "mmkeras.training.save_run",
     "load_classifier": "mmkeras.models.saving",
     "build_dual_encoder": "mmkeras.alignment.dual_encoder",
     "DualEncoder": "mmkeras.alignment.dual_encoder",

@@ -28,6 +28,7 @@ BENCHMARKS = {
     "step": "optimizer_step.py",
     "tune": "tune.py",
     "calibration": "calibration.py",
+    "keras_hub": "keras_hub_cost.py",
 }
 
 

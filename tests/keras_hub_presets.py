@@ -1,8 +1,9 @@
 """Tiny KerasHub presets with random weights, saved to local folders as a downloaded preset would be.
 
 Shared by the KerasHub branch tests and the zero-shot tests: a 2-layer BERT
-with a 50-word vocabulary, a 2-layer ViT on 16x16 images and a tiny CLIP
-(both towers, its BPE tokenizer and image converter). Building all three
+with a 50-word vocabulary, a 2-layer ViT on 16x16 images, a tiny CLIP
+(both towers, its BPE tokenizer and image converter) and a tiny Whisper
+(backbone and audio converter, for 8 kHz clips of up to 1 s). Building all three
 takes a few seconds; nothing touches the network.
 """
 from __future__ import annotations
@@ -36,9 +37,13 @@ def save_vit(folder) -> str:
 
 
 def clip_tokenizer() -> keras_hub.models.CLIPTokenizer:
-    """A CLIP BPE tokenizer whose vocabulary holds `WORDS` whole (with CLIP's end-of-word marker)."""
+    """A CLIP BPE tokenizer whose vocabulary holds `WORDS` whole (with CLIP's end-of-word marker).
+
+    The start and end tokens take the last two ids, as in CLIP's own vocabulary: CLIP's text tower pools
+    at the largest token id, which must be the end token for every prompt to get its own embedding.
+    """
     letters = sorted({letter for word in WORDS for letter in word})
-    vocabulary = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    vocabulary = {}
     for token in [*letters, *(f"{letter}</w>" for letter in letters), *(f"{word}</w>" for word in WORDS)]:
         vocabulary.setdefault(token, len(vocabulary))
     merges = []
@@ -48,6 +53,8 @@ def clip_tokenizer() -> keras_hub.models.CLIPTokenizer:
             merges.append(f"{pieces[0]} {pieces[1]}")
             vocabulary.setdefault(pieces[0] + pieces[1], len(vocabulary))
             pieces = [pieces[0] + pieces[1], *pieces[2:]]
+    for token in ("<|startoftext|>", "<|endoftext|>"):
+        vocabulary[token] = len(vocabulary)
     return keras_hub.models.CLIPTokenizer(vocabulary=vocabulary, merges=list(dict.fromkeys(merges)))
 
 
@@ -66,4 +73,22 @@ def save_clip(folder) -> str:
     ).save_to_preset(str(folder))
     tokenizer.save_to_preset(str(folder))
     keras_hub.layers.CLIPImageConverter(image_size=(16, 16), scale=1 / 255.0).save_to_preset(str(folder))
+    return str(folder)
+
+
+WHISPER_SAMPLE_RATE = 8000
+
+
+def save_whisper(folder) -> str:
+    """A WhisperBackbone (2 layers, hidden 16, 16 mel bins) and its audio converter (8 kHz, 1 s) saved to `folder`.
+
+    The converter pads clips to 1 s: 250 log-mel frames (hop 32), which the encoder halves to 125.
+    """
+    keras_hub.models.WhisperBackbone(
+        vocabulary_size=60, num_layers=2, num_heads=2, hidden_dim=HIDDEN, intermediate_dim=32, num_mels=16,
+        max_encoder_sequence_length=256, max_decoder_sequence_length=8,
+    ).save_to_preset(str(folder))
+    keras_hub.layers.WhisperAudioConverter(
+        num_mels=16, num_fft_bins=64, stride=32, sampling_rate=WHISPER_SAMPLE_RATE, max_audio_length=1,
+    ).save_to_preset(str(folder))
     return str(folder)

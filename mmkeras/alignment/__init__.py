@@ -6,7 +6,7 @@ Modules: `dual_encoder` (`build_dual_encoder`, `DualEncoder`), `temperature`
 (`retrieve`, `embed`, `evaluate_retrieval`), `hubness` (`hub_occurrence`,
 CSLS and inverted-softmax `rescore`), `zero_shot`, `zero_shot_classifier`
 (`build_zero_shot_classifier`: raw images to probabilities from text prompts,
-with `zero_shot_head`), `pretrain`
+with `mmkeras.models.zero_shot_head`), `pretrain`
 (pre-training, then a classifier started from the towers) and `export`
 (each tower as its own SavedModel). Names are imported on first use.
 """
@@ -35,7 +35,7 @@ _EXPORTS = {
     "zero_shot_classify": "mmkeras.alignment.zero_shot",
     "ZeroShotResult": "mmkeras.alignment.zero_shot",
     "build_zero_shot_classifier": "mmkeras.alignment.zero_shot_classifier",
-    "ZeroShotHead": "mmkeras.alignment.zero_shot_head",
+    "ZeroShotHead": "mmkeras.models.zero_shot_head",
     "exemplar_prototypes": "mmkeras.alignment.zero_shot",
     "calibrate_zero_shot": "mmkeras.alignment.zero_shot",
     "classify_scores": "mmkeras.alignment.zero_shot",

@@ -65,7 +65,9 @@ def build_dual_encoder(
       vocabularies: text feature name -> token list; by default each text
         feature's vocabulary is learned from the spec's train split.
       branch_options: extra branch-builder arguments keyed by modality or
-        feature name, exactly as for `build_classifier`.
+        feature name, exactly as for `build_classifier`; e.g.
+        `{"text": {"encoder": "keras_hub:<preset or folder>"}}` gives a text
+        tower on a KerasHub preset (frozen; its tokenizer reads any prompt).
       initial_temperature: the contrastive softmax temperature to start from.
       learn_temperature: train the temperature (on a log scale) with the towers.
       classification_weight: > 0 gives each tower a linear classification

@@ -25,6 +25,7 @@ from mmkeras.alignment.dual_encoder import (
     build_dual_encoder,
     resolve_features,
 )
+from mmkeras.branches.kerashub import KerasHubEncoder
 from mmkeras.branches.text import make_vectorizer
 from mmkeras.data.pipeline import make_dataset, read_split
 from mmkeras.models.classifier import build_classifier
@@ -173,11 +174,15 @@ def vocabularies_without_classes(
 
 
 def encoder_vocabularies(encoder: DualEncoder) -> dict[str, list[str]]:
-    """The token list of each text tower, in the form `build_classifier(vocabularies=...)` takes."""
+    """The token list of each text tower, in the form `build_classifier(vocabularies=...)` takes.
+
+    Text towers on a pretrained encoder (a KerasHub preset) tokenise with the
+    preset's own tokenizer, so they have no vocabulary here.
+    """
     vocabularies = {}
     for name in encoder.feature_names:
-        if encoder.spec.feature(name).modality == "text":
-            vectorizer = _branch(encoder, name).get_layer(f"{name}_vectorizer")
+        vectorizer = _vectorizer(_branch(encoder, name), name)
+        if encoder.spec.feature(name).modality == "text" and vectorizer is not None:
             vocabularies[name] = list(vectorizer.get_vocabulary())[RESERVED_TOKENS:]
     return vocabularies
 
@@ -279,6 +284,11 @@ def _branch(encoder: DualEncoder, name: str) -> keras.Model:
     return encoder.get_tower(name).get_layer(f"{name}{BRANCH_SUFFIX}")
 
 
+def _vectorizer(branch: keras.Model, name: str):
+    """A text branch's `TextVectorization` layer, or None (a branch on a pretrained encoder has none)."""
+    return next((layer for layer in branch.layers if layer.name == f"{name}_vectorizer"), None)
+
+
 def _check_lined_up(feature: FeatureSpec, source: keras.Model, target: keras.Model) -> None:
     hint = (
         "Build the classifier with the encoder's branch options (build_classifier_from_encoder does) so that "
@@ -294,13 +304,18 @@ def _check_lined_up(feature: FeatureSpec, source: keras.Model, target: keras.Mod
         raise ValueError(
             f"Branch {feature.name!r}: the weight shapes differ ({source_shapes} vs {target_shapes}). {hint}"
         )
-    if feature.modality == "text":
-        vectorizer = f"{feature.name}_vectorizer"
-        if source.get_layer(vectorizer).get_vocabulary() != target.get_layer(vectorizer).get_vocabulary():
-            raise ValueError(
-                f"Branch {feature.name!r}: the text vocabularies differ, so token ids would not mean the same "
-                "words. Pass vocabularies=encoder_vocabularies(encoder) to build_classifier."
-            )
+    presets = [[layer.preset for layer in leaf_layers(branch) if isinstance(layer, KerasHubEncoder)]
+               for branch in (source, target)]
+    if presets[0] != presets[1]:
+        raise ValueError(
+            f"Branch {feature.name!r}: the KerasHub presets differ ({presets[0]} vs {presets[1]}). {hint}"
+        )
+    vectorizers = [_vectorizer(branch, feature.name) for branch in (source, target)]
+    if None not in vectorizers and vectorizers[0].get_vocabulary() != vectorizers[1].get_vocabulary():
+        raise ValueError(
+            f"Branch {feature.name!r}: the text vocabularies differ, so token ids would not mean the same "
+            "words. Pass vocabularies=encoder_vocabularies(encoder) to build_classifier."
+        )
 
 
 def _check_same_outputs(feature: FeatureSpec, source: keras.Model, target: keras.Model) -> None:

@@ -4,6 +4,13 @@ CLIP-style: each class name fills a prompt template ("a photo of a {}."),
 the text tower embeds the prompts once, and the model scores an example by
 the cosine similarity of its embedding to each prompt's, scaled by the
 preset's logit scale, through a softmax. Nothing is trained.
+
+The model has a classifier's interface (see `build_classifier`): an input
+named after the feature, its optional `<name>_present` flag (an absent input
+gets uniform probabilities), a "presence" layer and a "probabilities" softmax
+over logits, so `evaluate`, `calibrate`, `explain`, `export_for_serving`,
+`mmkeras predict` (on a folder written by `save_run`) and the serving client
+take it as they take any classifier of a one-feature spec.
 """
 from __future__ import annotations
 
@@ -13,13 +20,16 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import layers
 
-from mmkeras.alignment.zero_shot_head import ZeroShotHead
 from mmkeras.branches.kerashub import (
     KerasHubEncoder,
     is_keras_hub_encoder,
     strip_keras_hub_prefix,
 )
+from mmkeras.models.classifier import PROBABILITIES
+from mmkeras.models.presence import MissingModalityEmbedding, PresenceFlags
+from mmkeras.models.zero_shot_head import ZeroShotHead
 
 Encoder = str | keras.layers.Layer | Callable[[Any], Any]
 
@@ -34,11 +44,14 @@ def build_zero_shot_classifier(
     input_shape: Sequence[int] | None = None,
     input_name: str = "image",
 ) -> keras.Model:
-    """Build a Keras model from raw pixels to zero-shot class probabilities, prompted by class names.
+    """Build a Keras model from raw pixels (or recordings) to zero-shot class probabilities, prompted by class names.
 
     Use it to classify into classes that no model was trained on: a CLIP or
     SigLIP preset (or the towers of an `mmkeras` dual encoder) embeds the
-    images and the prompts in one space.
+    images and the prompts in one space. To evaluate, export or serve it,
+    name the input after a spec's feature (`input_name="picture"`) and pass
+    the spec cut to that feature (`spec.with_features(["picture"])`), whose
+    label's class names are `class_names`.
 
     Args:
       image_encoder: "keras_hub:<preset or folder>" of a dual-tower preset (its
@@ -50,13 +63,16 @@ def build_zero_shot_classifier(
       template: the prompt, with `{}` where the class name goes.
       logit_scale: the multiplier of the cosine similarities; None takes the
         preset's learned logit scale (exp of its `logit_scale` weight).
-      input_shape: the raw input's shape, e.g. (224, 224, 3); None takes the
-        preset's image size (or the image model's input shape).
-      input_name: the model input's name (the serving key).
+      input_shape: the raw input's shape, e.g. (224, 224, 3) or a spec
+        feature's `shape`; None takes the preset's image size (or the image
+        model's input shape).
+      input_name: the model input's name (the feature's name: its data and serving key).
 
     Returns:
-      A `keras.Model` taking uint8 images (batch, *input_shape) named
-      `input_name` and returning `{"probabilities": (batch, num_classes)}`.
+      A `keras.Model` taking `{input_name: (batch, *input_shape),
+      "<input_name>_present": (batch,) bool, optional}` (uint8 images for a
+      preset; a model encoder's own input dtype, e.g. float32 waveforms) and
+      returning `{"probabilities": (batch, num_classes)}`.
 
     Raises:
       ValueError: for no classes, repeated classes, a template without `{}`,
@@ -84,10 +100,16 @@ def build_zero_shot_classifier(
             "`logit_scale` (1 / temperature, e.g. 100.0 as CLIP's)."
         )
     shape = tuple(input_shape) if input_shape is not None else _input_shape(image_model)
-    inputs = keras.Input(shape=shape, dtype="uint8", name=input_name)
-    embeddings = _embedding(image_model(inputs))
-    probabilities = ZeroShotHead(class_embeddings, float(scale), name="zero_shot_head")(embeddings)
-    return keras.Model(inputs, {"probabilities": probabilities}, name="zero_shot_classifier")
+    inputs = keras.Input(shape=shape, dtype=_input_dtype(image_model), name=input_name)
+    flag = keras.Input(shape=(), dtype="bool", name=f"{input_name}_present", optional=True)
+    embedding = _embedding(image_model(inputs))
+    presence = PresenceFlags(name="presence")([embedding], [flag])
+    # A frozen zero stand-in: an absent input has no cosine to any prompt, so its logits are 0 (uniform).
+    [embedding] = MissingModalityEmbedding(trainable=False, name="missing_embedding")([embedding], presence)
+    logits = ZeroShotHead(class_embeddings, float(scale), name="zero_shot_head")(embedding)
+    probabilities = layers.Activation("softmax", dtype="float32", name=PROBABILITIES)(logits)
+    return keras.Model({input_name: inputs, flag.name: flag}, {PROBABILITIES: probabilities},
+                       name="zero_shot_classifier")
 
 
 def _encoder(encoder: Encoder, modality: str, argument: str):
@@ -109,6 +131,13 @@ def _logit_scale(image_model) -> float | None:
     backbone = getattr(image_model, "backbone", None)
     weights = [w for w in getattr(backbone, "weights", []) if w.name == "logit_scale"]
     return float(np.exp(np.asarray(weights[0].numpy()).reshape(()))) if weights else None
+
+
+def _input_dtype(image_model) -> str:
+    declared = getattr(image_model, "inputs", None)
+    if isinstance(image_model, KerasHubEncoder) or not declared:
+        return "uint8"
+    return declared[0].dtype
 
 
 def _input_shape(image_model) -> tuple:

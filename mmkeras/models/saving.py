@@ -21,6 +21,7 @@ from mmkeras.branches.token_dropout import TokenDropout
 from mmkeras.fusion import FUSIONS
 from mmkeras.models.presence import MissingModalityEmbedding, ModalityDropout, PresenceFlags
 from mmkeras.models.temperature import TemperatureScaling
+from mmkeras.models.zero_shot_head import ZeroShotHead
 
 # Layers whose weights come with a TF SavedModel graph or a KerasHub preset's files, which Keras'
 # safe mode refuses (see `HubEncoder.from_config`, `KerasHubEncoder.from_config`).
@@ -34,7 +35,7 @@ CUSTOM_OBJECTS = MappingProxyType({
     for layer in (
         SequencePooling, HubEncoder, KerasHubEncoder, ImagenetPreprocessing, LogMelSpectrogram, SpecAugment,
         TokenDropout, *FUSIONS.values(), PresenceFlags, ModalityDropout, MissingModalityEmbedding,
-        TemperatureScaling,
+        TemperatureScaling, ZeroShotHead,
     )
 })
 

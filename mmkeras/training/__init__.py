@@ -27,6 +27,7 @@ _EXPORTS = {
     "ResolvedRuntime": "mmkeras.training.strategy",
     "RunPaths": "mmkeras.training.run_dir",
     "read_history": "mmkeras.training.run_dir",
+    "save_run": "mmkeras.training.save_run",
     "balanced_class_weights": "mmkeras.training.class_weights",
     "SparseCategoricalFocalCrossentropy": "mmkeras.training.losses",
     "SparseMacroF1Score": "mmkeras.training.metrics",

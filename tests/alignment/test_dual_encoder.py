@@ -9,7 +9,10 @@ from mmkeras.alignment import (
     ContrastiveLoss,
     DualEncoder,
     TripletLoss,
+    build_classifier_from_encoder,
     build_dual_encoder,
+    class_embeddings,
+    encoder_vocabularies,
     tower,
 )
 from mmkeras.alignment.dual_encoder import resolve_features
@@ -151,3 +154,25 @@ def test_joint_objective_trains_the_heads_with_the_towers_and_reloads(spec, tmp_
         alignment_only.class_logits(alignment_only(batch))
     with pytest.raises(ValueError, match="num_classes"):
         DualEncoder(dict(encoder.towers), encoder.spec_config, classification_weight=1.0)
+
+
+def test_a_keras_hub_text_tower_embeds_prompts_beyond_the_training_vocabulary(tiny_spec, tmp_path):
+    import keras_hub_presets  # tests/ helper: tiny presets (needs the keras-hub extra, which .ci/run installs)
+
+    bert = keras_hub_presets.save_bert(tmp_path / "bert")
+    caption = {"encoder": f"keras_hub:{bert}", "encoder_options": {"sequence_length": 8}}
+    learned = build_dual_encoder(tiny_spec, ("image", "text"), **SMALL)
+    hub = build_dual_encoder(tiny_spec, ("image", "text"), **{**SMALL, "branch_options": {
+        **SMALL["branch_options"], "caption": caption}})
+    prompts = ["a photo of a cat", "a photo of a dog"]  # words no tiny caption uses
+    # A learned vocabulary reads both as the same out-of-vocabulary tokens; the preset's tokenizer tells them apart.
+    same = class_embeddings(learned, "caption", prompts)
+    np.testing.assert_allclose(same[0], same[1], atol=1e-6)
+    different = class_embeddings(hub, "caption", prompts)
+    assert different.shape == (2, 8) and np.abs(different[0] - different[1]).max() > 1e-5
+    branch = hub.get_tower("caption").get_layer("caption_branch")
+    assert branch.get_layer("keras_hub_encoder").trainable_weights == []  # frozen: only the projections train
+    assert encoder_vocabularies(hub) == {}  # the preset tokenises; there is no vocabulary to hand on
+    classifier = build_classifier_from_encoder(hub, units=8)  # checks the presets match and the branches agree
+    np.testing.assert_allclose(classifier.get_layer("caption_branch")(np.array(prompts))["embedding"],
+                               branch(np.array(prompts))["embedding"], rtol=1e-5, atol=1e-6)

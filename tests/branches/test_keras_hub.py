@@ -1,6 +1,6 @@
 """KerasHub encoders: `KerasHubEncoder` and the branches' `encoder="keras_hub:..."`, on tiny presets made here.
 
-Each preset (a 2-layer BERT, ViT and CLIP with random weights) is saved with
+Each preset (a 2-layer BERT, ViT, CLIP and Whisper with random weights) is saved with
 `save_to_preset` into a folder and loaded back with `from_preset`, the path a
 downloaded preset takes. No test touches the network.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmkeras.branches import build_image_branch, build_text_branch
+from mmkeras.branches import build_audio_branch, build_image_branch, build_text_branch
 from mmkeras.branches.kerashub import KerasHubEncoder, resolve_preset
 from mmkeras.branches.kerashub import presets as presets_module
 from mmkeras.spec import FeatureSpec
@@ -32,12 +32,14 @@ def presets(tmp_path_factory):
         "bert": keras_hub_presets.save_bert(root / "bert"),
         "vit": keras_hub_presets.save_vit(root / "vit"),
         "clip": keras_hub_presets.save_clip(root / "clip"),
+        "whisper": keras_hub_presets.save_whisper(root / "whisper"),
     }
 
 
-def _feature(modality):
-    shapes = {"text": {"sequence_length": 8, "vocab_size": 16}, "image": {"image_size": [20, 20], "channels": 1}}
-    return FeatureSpec(name=modality, modality=modality, options=shapes[modality])
+def _feature(modality, **options):
+    shapes = {"text": {"sequence_length": 8, "vocab_size": 16}, "image": {"image_size": [20, 20], "channels": 1},
+              "audio": {"sample_rate": 8000, "clip_seconds": 0.25, "num_mel_bins": 16}}
+    return FeatureSpec(name=modality, modality=modality, options={**shapes[modality], **options})
 
 
 def test_text_encoder_packs_raw_strings_as_keras_hub_does(presets):
@@ -79,6 +81,35 @@ def test_dual_tower_preset_gives_each_modality_its_projected_tower(presets):
     np.testing.assert_allclose(
         vision["embedding"], backbone.get_vision_embeddings(images / 255.0), rtol=1e-5, atol=1e-5
     )
+
+
+def test_audio_encoder_runs_whisper_on_the_clip_s_frames(presets):
+    encoder = KerasHubEncoder(presets["whisper"], modality="audio")
+    waveforms = np.random.default_rng(2).uniform(-0.5, 0.5, (2, 2000)).astype("float32")  # 0.25 s at 8 kHz
+    outputs = encoder(waveforms)
+    # The converter pads to 1 s (125 encoder frames); a quarter second is the first 32 (ceil(62.5 / 2)).
+    assert outputs["sequence"].shape == (2, 32, keras_hub_presets.HIDDEN)
+    np.testing.assert_allclose(outputs["embedding"], outputs["sequence"].numpy().mean(1), rtol=1e-5, atol=1e-6)
+    converter = keras_hub.layers.AudioConverter.from_preset(presets["whisper"])
+    expected = keras_hub.models.Backbone.from_preset(presets["whisper"])({
+        "encoder_features": converter(waveforms), "decoder_token_ids": tf.zeros((2, 1), tf.int32),
+        "decoder_padding_mask": tf.ones((2, 1), tf.int32),
+    })["encoder_sequence_output"]
+    assert expected.shape[1] == 125
+    np.testing.assert_allclose(outputs["sequence"], expected[:, :32], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(outputs["embedding"][0], outputs["embedding"][1])
+
+
+def test_audio_branch_takes_a_whisper_preset_at_its_sample_rate(presets):
+    whisper = "keras_hub:" + presets["whisper"]
+    branch = build_audio_branch(_feature("audio"), encoder=whisper, embed_dim=4)
+    outputs = branch(np.zeros((2, 2000), "float32"))
+    assert outputs["embedding"].shape == (2, 4) and outputs["sequence"].shape == (2, 32, 4)
+    assert branch.get_layer("keras_hub_encoder").trainable_weights == []
+    with pytest.raises(ValueError, match=r"decoded at 16000 Hz.*expects 8000 Hz.*sample_rate: 8000"):
+        build_audio_branch(_feature("audio", sample_rate=16000), encoder=whisper)
+    with pytest.raises(ValueError, match="no audio converter.*audio encoder needs one"):
+        build_audio_branch(_feature("audio"), encoder="keras_hub:" + presets["bert"])
 
 
 def test_encoder_is_frozen_by_default_and_trainable_on_request(presets):
@@ -213,3 +244,29 @@ def test_classifier_with_keras_hub_encoders_trains_saves_and_exports_raw_input(p
     np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-6)
     raw = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     assert raw.structured_input_signature[1]["caption"].dtype == tf.string  # the tokenizer is in the graph
+
+
+@pytest.mark.slow
+def test_classifier_with_a_whisper_encoder_exports_raw_wav_input(presets, tiny_spec, tmp_path):
+    from mmkeras.export.check import check_export
+    from mmkeras.export.saved_model import export_for_serving
+    from mmkeras.models.classifier import build_classifier
+    from mmkeras.models.saving import load_classifier
+
+    folder = shutil.copytree(presets["whisper"], tmp_path / "presets" / "whisper")
+    spec = tiny_spec.with_features(["sound"])  # 8 kHz quarter-second clips, the tiny converter's rate
+    model = build_classifier(spec, units=8, embed_dim=8, seed=0,
+                             branch_options={"sound": {"encoder": f"keras_hub:{folder}"}})
+    model.save(tmp_path / "model.keras")
+    batch = {"sound": np.random.default_rng(3).uniform(-0.5, 0.5, (3, 2000)).astype("float32"),
+             "sound_present": np.array([True, True, False])}
+    expected = model.predict(batch, verbose=0)["probabilities"]
+    restored = load_classifier(tmp_path / "model.keras")
+    np.testing.assert_allclose(restored.predict(batch, verbose=0)["probabilities"], expected, rtol=1e-5, atol=1e-6)
+
+    version_dir = export_for_serving(model, spec, tmp_path / "exported", measure_batching=False)
+    shutil.rmtree(tmp_path / "presets")
+    report = check_export(version_dir, spec, n=8, model=model)  # WAV bytes through the export vs the pipeline
+    assert report.max_abs_diff <= report.tolerance
+    raw = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    assert raw.structured_input_signature[1]["sound"].dtype == tf.string  # the log-mel converter is in the graph

@@ -8,7 +8,7 @@ from mmkeras.branches.kerashub.encoder import KerasHubEncoder
 from mmkeras.branches.kerashub.presets import strip_keras_hub_prefix
 
 # `encoder_options` a branch passes on to `KerasHubEncoder`, by modality.
-ENCODER_OPTIONS = {"text": ("sequence_length",), "image": ()}
+ENCODER_OPTIONS = {"text": ("sequence_length",), "image": (), "audio": ()}
 
 
 def make_keras_hub_encoder(
@@ -23,7 +23,7 @@ def make_keras_hub_encoder(
 
     Args:
       encoder: "keras_hub:<preset name or local preset folder>".
-      modality: the branch's modality ("text" or "image").
+      modality: the branch's modality ("text", "image" or "audio").
       trainable: whether the pretrained weights train; None means False.
       encoder_options: other `KerasHubEncoder` arguments (text: `sequence_length`).
       name: the layer's name.

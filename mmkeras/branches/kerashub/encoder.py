@@ -1,12 +1,15 @@
 """`KerasHubEncoder`: a KerasHub backbone and its preprocessing as one Keras layer, raw inputs in.
 
 Text encoders carry their tokenizer and packer, image encoders their image
-converter, so a model built on one takes raw strings or pixels, and its
-exported SavedModel has the tokenizer in its graph. For dual-tower presets
+converter, audio encoders (Whisper) their audio converter, so a model built
+on one takes raw strings, pixels or waveforms, and its exported SavedModel
+has the tokenizer (or log-mel converter) in its graph. For dual-tower presets
 (CLIP, SigLIP) the text feature uses the text tower and the image feature the
 vision tower, each through its projection into the shared space.
 """
 from __future__ import annotations
+
+import math
 
 import keras
 from keras import layers, ops
@@ -24,7 +27,13 @@ EMBEDDING = "embedding"
 
 SEQUENCE = "sequence"
 
-MODALITIES = ("text", "image")
+MODALITIES = ("text", "image", "audio")
+
+# What a backbone with a single (non-dict) input takes, by modality.
+INPUT_KEYS = {"text": "token_ids", "image": "images", "audio": "encoder_features"}
+
+# Backbone outputs that hold the per-step features (encoder-decoder backbones such as Whisper: the encoder's).
+SEQUENCE_OUTPUTS = ("sequence_output", "encoder_sequence_output")
 
 # Default packed length when the preset declares a longer one (BERT's 512 costs 4x 128 per caption).
 MAX_DEFAULT_SEQUENCE_LENGTH = 128
@@ -37,18 +46,24 @@ TOWER_METHODS = {"text": "get_text_embeddings", "image": "get_vision_embeddings"
 class KerasHubEncoder(layers.Layer):
     """A KerasHub preset's backbone and preprocessing as a Keras layer: raw inputs in, pooled and per-step features out.
 
-    Use it for text (BERT-family, XLM-RoBERTa, the CLIP/SigLIP text tower) or
-    image (ViT, ResNet, the CLIP/SigLIP vision tower) features. It loads the
-    preset's backbone with `Backbone.from_preset`, and its tokenizer (text,
-    packed with start/end tokens to `sequence_length`) or image converter
-    (image: resize and rescale), so the layer takes raw `(batch,)` strings or
-    `(batch, height, width, channels)` pixels in 0..255.
+    Use it for text (BERT-family, XLM-RoBERTa, the CLIP/SigLIP text tower),
+    image (ViT, ResNet, the CLIP/SigLIP vision tower) or audio (Whisper's
+    encoder) features. It loads the preset's backbone with
+    `Backbone.from_preset`, and its tokenizer (text, packed with start/end
+    tokens to `sequence_length`), image converter (image: resize and rescale)
+    or audio converter (audio: Whisper's log-mel features, the clip padded to
+    the converter's `max_audio_length`), so the layer takes raw `(batch,)`
+    strings, `(batch, height, width, channels)` pixels in 0..255 or
+    `(batch, samples)` waveforms at the converter's `sampling_rate`.
 
     Outputs: a backbone giving `pooled_output` / `sequence_output` gives
     both; one giving a (batch, steps, dim) sequence or a (batch, h, w, dim)
     feature map gives it as the sequence and its mean (over real tokens) as
     the pooled vector; a dual-tower backbone gives its projected embedding as
-    the pooled vector and as a 1-step sequence.
+    the pooled vector and as a 1-step sequence. An encoder-decoder audio
+    backbone (Whisper) runs its decoder on one token only, and gives the
+    encoder's frames that hold the clip (not the padding after it) as the
+    sequence and their mean as the pooled vector.
 
     A `.keras` file stores the preset, not the backbone: loading reloads the
     preset (the folder must still exist, or the name be cached) and then the
@@ -61,15 +76,16 @@ class KerasHubEncoder(layers.Layer):
     Args:
       preset: a preset folder, a built-in preset name or a `kaggle://` / `hf://`
         handle (no "keras_hub:" prefix); see `resolve_preset`.
-      modality: "text" or "image": which preprocessing (and which tower) to use.
+      modality: "text", "image" or "audio": which preprocessing (and which tower) to use.
       sequence_length: packed token length for text; None: the backbone's
         maximum, at most `MAX_DEFAULT_SEQUENCE_LENGTH`.
       trainable: whether the backbone's weights train (pretrained: False by default).
       **kwargs: base `Layer` arguments (`name`, `dtype`).
 
     Call arguments:
-      inputs: `(batch,)` strings (text) or `(batch, height, width, channels)`
-        pixels in 0..255, any size (image; gray images are repeated to RGB).
+      inputs: `(batch,)` strings (text), `(batch, height, width, channels)`
+        pixels in 0..255, any size (image; gray images are repeated to RGB),
+        or `(batch, samples)` float32 waveforms in [-1, 1] (audio).
       training: Python bool; the backbone runs in training mode (dropout)
         only when the layer is trainable.
 
@@ -78,7 +94,7 @@ class KerasHubEncoder(layers.Layer):
 
     Raises:
       ValueError: for an unknown modality, a bad `sequence_length`, or a
-        preset without the tokenizer or image converter the modality needs.
+        preset without the tokenizer, image or audio converter the modality needs.
       FileNotFoundError, ImportError, ConnectionError: for a preset that cannot
         be loaded (see `resolve_preset`).
 
@@ -116,7 +132,8 @@ class KerasHubEncoder(layers.Layer):
         source = resolve_preset(self.preset)
         self.backbone = keras_hub.models.Backbone.from_preset(source)
         self.backbone.trainable = bool(trainable)
-        self.tower = TOWER_METHODS[modality] if hasattr(self.backbone, TOWER_METHODS[modality]) else None
+        method = TOWER_METHODS.get(modality)
+        self.tower = method if method is not None and hasattr(self.backbone, method) else None
         if modality == "text":
             self.tokenizer = _load_part(keras_hub.tokenizers.Tokenizer, source, self.preset, "tokenizer", modality)
             self.sequence_length = sequence_length or _default_sequence_length(self.backbone)
@@ -132,9 +149,14 @@ class KerasHubEncoder(layers.Layer):
             if sequence_length is not None:
                 raise ValueError("KerasHubEncoder: `sequence_length` is for text encoders only.")
             self.sequence_length = None
-            self.image_converter = _load_part(
-                keras_hub.layers.ImageConverter, source, self.preset, "image converter", modality
-            )
+            if modality == "image":
+                self.image_converter = _load_part(
+                    keras_hub.layers.ImageConverter, source, self.preset, "image converter", modality
+                )
+            else:
+                self.audio_converter = _load_part(
+                    keras_hub.layers.AudioConverter, source, self.preset, "audio converter", modality
+                )
         self.built = True
 
     def call(self, inputs, training=None):
@@ -149,6 +171,15 @@ class KerasHubEncoder(layers.Layer):
             if self.tower is not None:
                 return _one_step(getattr(self.backbone, self.tower)(token_ids))
             return self._pick(self._run_backbone(features, training), ops.cast(padding_mask, "float32"))
+        if self.modality == "audio":
+            waveforms = ops.cast(inputs, "float32")
+            features = self.audio_converter(waveforms)
+            outputs = self._pick(self._run_backbone(_encoder_only(features), training), None)
+            steps = _clip_steps(self.audio_converter, waveforms.shape[-1], outputs[SEQUENCE].shape[1])
+            if steps is None:
+                return outputs
+            sequence = outputs[SEQUENCE][:, :steps]
+            return {EMBEDDING: ops.mean(sequence, axis=1), SEQUENCE: sequence}
         images = ops.cast(inputs, "float32")
         if images.shape[-1] == 1:
             images = ops.repeat(images, 3, axis=-1)
@@ -161,11 +192,11 @@ class KerasHubEncoder(layers.Layer):
         declared = self.backbone.input
         if isinstance(declared, dict):
             return self.backbone({name: features[name] for name in declared}, training=training)
-        return self.backbone(features["token_ids" if self.modality == "text" else "images"], training=training)
+        return self.backbone(features[INPUT_KEYS[self.modality]], training=training)
 
     def _pick(self, outputs, mask):
         if isinstance(outputs, dict):
-            sequence = outputs.get("sequence_output")
+            sequence = next((outputs[key] for key in SEQUENCE_OUTPUTS if key in outputs), None)
             pooled = outputs.get("pooled_output")
             if sequence is None and pooled is None:
                 raise ValueError(
@@ -207,6 +238,29 @@ class KerasHubEncoder(layers.Layer):
                 "mmkeras.export.export_for_serving."
             )
         return cls(**config)
+
+
+def _encoder_only(features):
+    """An encoder-decoder backbone's inputs for its encoder's features: the decoder gets one token."""
+    batch = ops.shape(features)[0]
+    return {
+        "encoder_features": features,
+        "decoder_token_ids": ops.zeros((batch, 1), "int32"),
+        "decoder_padding_mask": ops.ones((batch, 1), "int32"),
+    }
+
+
+def _clip_steps(converter, samples: int | None, steps: int | None) -> int | None:
+    """How many of the encoder's `steps` frames cover a clip of `samples` (the rest encode the converter's padding).
+
+    Whisper's converter pads every clip to `num_samples` (30 s) and its encoder
+    maps the padded clip to a fixed number of frames, evenly, so the clip's
+    frames are the first ceil(steps x samples / num_samples). None: keep them all.
+    """
+    padded = getattr(converter, "num_samples", None)
+    if not padded or samples is None or steps is None:
+        return None
+    return max(1, math.ceil(steps * min(samples, padded) / padded))
 
 
 def _one_step(pooled):

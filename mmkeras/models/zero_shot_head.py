@@ -1,4 +1,4 @@
-"""`ZeroShotHead`: class probabilities from an embedding's cosine similarity to fixed class embeddings."""
+"""`ZeroShotHead`: class logits from an embedding's scaled cosine similarity to fixed class embeddings."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,12 +10,17 @@ from keras import layers, ops
 
 @keras.saving.register_keras_serializable(package="mmkeras")
 class ZeroShotHead(layers.Layer):
-    """Softmax over `logit_scale` x the cosine similarity of each embedding to each class embedding.
+    """`logit_scale` x the cosine similarity of each embedding to each class embedding: zero-shot logits.
 
     The class embeddings (a text tower's embeddings of class prompts, say) are
     computed once and held as a frozen weight, so the model built on them maps
-    raw inputs of the other modality to class probabilities in one call, and
-    saves, reloads and exports like any classifier.
+    raw inputs of the other modality to class logits in one call. It gives
+    logits, not probabilities, so that a softmax layer named "probabilities"
+    follows it as in `build_classifier` and temperature scaling
+    (`mmkeras.calibrate`) can go between the two. A zero embedding (the
+    stand-in of an absent input) gives zero logits: uniform probabilities.
+    It lives with the classifier's layers so that `load_classifier` reloads
+    it by name.
 
     Args:
       class_embeddings: (num_classes, dim) class embeddings (normalised here).
@@ -26,15 +31,15 @@ class ZeroShotHead(layers.Layer):
       embeddings: (batch, dim) embeddings of the examples (normalised here).
 
     Returns:
-      (batch, num_classes) class probabilities.
+      (batch, num_classes) logits.
 
     Raises:
       ValueError: for class embeddings that are not a non-empty matrix or hold
         a zero row, or a non-positive `logit_scale`.
 
     Example:
-      >>> ZeroShotHead(np.eye(3), logit_scale=10.0)(np.array([[1.0, 0.0, 0.0]])).shape
-      (1, 3)
+      >>> ZeroShotHead(np.eye(3), logit_scale=10.0)(np.array([[2.0, 0.0, 0.0]])).numpy()
+      array([[10.,  0.,  0.]], dtype=float32)
     """
 
     def __init__(self, class_embeddings: Sequence[Sequence[float]] | np.ndarray, logit_scale: float, **kwargs):
@@ -61,8 +66,7 @@ class ZeroShotHead(layers.Layer):
 
     def call(self, embeddings):
         unit = embeddings / ops.maximum(ops.norm(embeddings, axis=-1, keepdims=True), 1e-12)
-        logits = self.logit_scale * ops.matmul(unit, ops.transpose(ops.cast(self.classes, unit.dtype)))
-        return ops.softmax(logits, axis=-1)
+        return self.logit_scale * ops.matmul(unit, ops.transpose(ops.cast(self.classes, unit.dtype)))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self._matrix.shape[0])
