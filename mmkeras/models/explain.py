@@ -240,11 +240,6 @@ def _integrated_gradients(model: keras.Model, split: tuple, inputs: dict, names:
         if path is None:
             continue
         *held, point = tf.nest.flatten(path.prefix(inputs[name], training=False))
-        point = tf.cast(point, tf.float32)
-        if path.zero_input_baseline:
-            baseline = tf.cast(tf.nest.flatten(path.prefix(np.zeros_like(inputs[name]), training=False))[-1], tf.float32)
-        else:
-            baseline = tf.zeros_like(point)
 
         def predict(point, i=i, held=held, path=path):
             outputs = path.suffix([*held, point[0]] if held else point[0], training=False)
@@ -252,13 +247,23 @@ def _integrated_gradients(model: keras.Model, split: tuple, inputs: dict, names:
             replaced[i], replaced[count + i] = (tf.cast(outputs[key], tf.float32) for key in ("embedding", "sequence"))
             return head(replaced + [flags], training=False)
 
-        total = _path_integral(predict, [point], [baseline], class_id, steps)[0]
-        maps[name] = tf.reduce_sum(total, axis=path.summed_axes).numpy()
+        maps[name] = _element_map(path, predict, inputs[name], point, class_id, steps)
         if path.vectorizer is not None:
             tokens[name] = _tokens(path.vectorizer, inputs[name], held[0])
     chosen = tf.gather(probabilities, class_id, batch_dims=1)
     return {"class_id": class_id.numpy(), "probability": chosen.numpy(), "scores": scores, "maps": maps,
             "tokens": tokens}
+
+
+def _element_map(path: _ElementPath, predict: Callable, value, point, class_id, steps: int) -> np.ndarray:
+    """One modality's map: integrated gradients at its path's point, against its baseline, summed as the path says."""
+    point = tf.cast(point, tf.float32)
+    if path.zero_input_baseline:
+        baseline = tf.cast(tf.nest.flatten(path.prefix(np.zeros_like(value), training=False))[-1], tf.float32)
+    else:
+        baseline = tf.zeros_like(point)
+    total = _path_integral(predict, [point], [baseline], class_id, steps)[0]
+    return tf.reduce_sum(total, axis=path.summed_axes).numpy()
 
 
 def _tokens(vectorizer: keras.layers.TextVectorization, texts, token_ids) -> np.ndarray:
