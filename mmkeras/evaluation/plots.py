@@ -1,4 +1,4 @@
-"""PNG plots of an evaluation: training curves, confusion matrix, reliance, attention weights, reliability."""
+"""PNG plots of an evaluation: training curves, confusion matrix, reliance, attention weights, reliability, explanations."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -156,6 +156,93 @@ def plot_reliability(patterns: Mapping[str, Mapping[str, Mapping | None]], path:
         axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=name)
         axis.legend(fontsize=7, loc="upper left")
     return _save(figure, path)
+
+
+def plot_explanation(inputs: Mapping[str, np.ndarray], explanation: Mapping, path: Path, *,
+                     examples: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
+                     top_tokens: int = 6) -> Path:
+    """Draw explained examples, one row each: the modality shares, then each input beside its map.
+
+    Reads the result of `mmkeras.explain(..., method="integrated_gradients")`:
+    the shares are |score| / sum of |scores| over modalities; a picture is
+    shown beside its pixel map, a text as its `top_tokens` tokens by |score|,
+    a sound as its log-mel map (frames across, mel bins up) with the
+    per-frame total drawn over it. Maps are red where they raise the
+    predicted class's probability and blue where they lower it, on a scale
+    symmetric about 0 per panel. A modality flagged absent says so.
+
+    Args:
+      inputs: the batch that was explained (decoded, as `make_dataset` yields it).
+      explanation: `explain`'s result for that batch.
+      path: the PNG to write.
+      examples: the row indices to draw; default every example (keep it to a few).
+      class_names: class names in id order, for the titles; default the ids.
+      top_tokens: tokens shown per text.
+
+    Returns:
+      `path`.
+
+    Example:
+      >>> batch, labels = next(iter(make_dataset(spec, "test", batch_size=4, training=False)))
+      >>> plot_explanation(batch, explain(model, batch), Path("explanations.png"), class_names=spec.label.class_names)
+      PosixPath('explanations.png')
+    """
+    names = list(explanation["features"])
+    mapped = [name for name in names if name in explanation["maps"]]
+    rows = list(range(len(explanation["class_id"]))) if examples is None else list(examples)
+    columns = 1 + sum(2 if np.ndim(inputs[name]) == 4 else 1 for name in mapped)
+    figure = Figure(figsize=(2.6 * columns, 2.2 * len(rows)))
+    axes = figure.subplots(len(rows), columns, squeeze=False)
+    scores = np.abs(np.stack([np.asarray(explanation["scores"][name]) for name in names], axis=1))
+    shares = scores / np.maximum(scores.sum(axis=1, keepdims=True), 1e-12)
+    for row, index in zip(axes, rows):
+        class_id = int(explanation["class_id"][index])
+        predicted = class_names[class_id] if class_names is not None else str(class_id)
+        row[0].barh(names[::-1], shares[index][::-1])
+        row[0].set(xlim=(0, 1), title=f"{predicted} (p={explanation['probability'][index]:.2f})", xlabel="share")
+        panels = iter(row[1:])
+        for name in mapped:
+            values = np.asarray(inputs[name])
+            is_image = values.ndim == 4
+            element_map = np.asarray(explanation["maps"][name])[index]
+            present = bool(np.asarray(inputs.get(f"{name}_present", np.ones(len(shares), bool)))[index])
+            if is_image:
+                axis = next(panels)
+                picture = values[index]
+                axis.imshow(picture.squeeze(), cmap="gray" if picture.shape[-1] == 1 else None)
+                axis.set(title=name)
+                axis.axis("off")
+            axis = next(panels)
+            if not present:
+                axis.text(0.5, 0.5, f"{name} absent", ha="center", va="center", transform=axis.transAxes)
+                axis.axis("off")
+            elif name in explanation.get("tokens", {}):
+                _plot_tokens(axis, explanation["tokens"][name][index], element_map, top_tokens)
+                axis.set(title=f"{name}: top tokens")
+            elif is_image:
+                _plot_map(axis, element_map)
+                axis.set(title=f"{name} map")
+                axis.axis("off")
+            else:
+                _plot_map(axis, element_map.reshape(len(element_map), -1).T, origin="lower", aspect="auto")
+                frames = axis.twinx()
+                frames.plot(element_map.reshape(len(element_map), -1).sum(axis=1), color="black", linewidth=1)
+                frames.set_yticks([])
+                axis.set(title=f"{name} map", xlabel="frame", yticks=[])
+    return _save(figure, path)
+
+
+def _plot_map(axis, element_map: np.ndarray, **options) -> None:
+    limit = max(float(np.abs(element_map).max()), 1e-12)
+    axis.imshow(element_map, cmap="RdBu_r", vmin=-limit, vmax=limit, **options)
+
+
+def _plot_tokens(axis, tokens: np.ndarray, scores: np.ndarray, top: int) -> None:
+    order = [i for i in np.argsort(-np.abs(scores)) if tokens[i]][:top][::-1]
+    axis.barh(np.arange(len(order)), scores[order], color=["tab:red" if scores[i] > 0 else "tab:blue" for i in order])
+    axis.set_yticks(np.arange(len(order)))
+    axis.set_yticklabels([str(tokens[i]) for i in order])
+    axis.axvline(0, color="grey", linewidth=0.5)
 
 
 def _save(figure, path: Path) -> Path:

@@ -16,19 +16,41 @@ predicts (calibrated, when the model holds a temperature layer):
   baseline of a modality is what the model uses when it is absent: its
   learned "missing" embedding, and zeros for its sequence. The scores add up
   (to the integral's accuracy, `steps` midpoints) to the probability minus
-  the probability with every modality at its baseline. Audio features also
-  get a per-sample map: integrated gradients of the same probability with
-  respect to the waveform, against silence.
+  the probability with every modality at its baseline.
+
+Integrated gradients also give **per-element maps**, one modality at a time
+(the others as given), each integrated inside the branch, where the input
+first has one value per element that a gradient reaches, against its own
+baseline:
+
+- images: the pixels (the decoded image, as floats), against a black image;
+  summed over channels, (n, height, width). Integrated gradients do not
+  change under the branch's linear rescaling, so this is also the map of the
+  normalised image the convolutions read.
+- text: the token embeddings (the text is tokenised inside the model, so
+  no gradient reaches the string), against zero embeddings; summed over the
+  embedding dimension, (n, sequence_length), with the tokens themselves
+  (`tokens`: the standardised word or n-gram, out-of-vocabulary ones too,
+  and "" for padding, which the model masks and so scores 0).
+- audio: the log-mel spectrogram the branch computes, against that of
+  silence; (n, frames, mel_bins), summed over the last axis for one score
+  per frame.
+
+A map adds up to the probability minus the probability with that one input
+at its baseline. Branches with a pretrained encoder that tokenises or
+spectrograms by itself get no map. Occlusion gives only per-modality scores.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from mmkeras.branches.log_mel import LogMelSpectrogram
 from mmkeras.models.classifier import PROBABILITIES
 
 METHODS = ("integrated_gradients", "occlusion")
@@ -55,8 +77,11 @@ def explain(
     Returns:
       A dict: `method`, `features` (the M feature names), `class_id` (n,)
       the predicted class, `probability` (n,) its probability, `scores`
-      {feature: (n,)} and `maps` {feature: per-element array} (integrated
-      gradients on audio waveforms: (n, samples); empty for occlusion).
+      {feature: (n,)}; with integrated gradients also `maps` {feature:
+      per-element array} (images (n, height, width), text (n,
+      sequence_length), audio (n, frames, mel_bins)) and `tokens` {text
+      feature: (n, sequence_length) str array}, the words the text map
+      scores; both empty for occlusion.
 
     Raises:
       ValueError: for an unknown method, a bad `steps`, or inputs that miss a feature.
@@ -65,6 +90,9 @@ def explain(
       >>> result = explain(model, batch, method="occlusion")
       >>> result["scores"]["picture"][:3]
       array([0.41, 0.02, 0.37], dtype=float32)
+      >>> result = explain(model, batch)
+      >>> [f"{t}:{s:.2f}" for t, s in zip(result["tokens"]["caption"][0], result["maps"]["caption"][0]) if t]
+      ['a:0.01', 'red:0.52', 'ball:-0.02']
     """
     if method not in METHODS:
         raise ValueError(f"Unknown explanation method {method!r}. Expected one of {list(METHODS)}.")
@@ -93,7 +121,8 @@ def explain(
         "features": names,
         **joined,
         "scores": {name: np.concatenate([part["scores"][name] for part in parts]) for name in names},
-        "maps": {name: np.concatenate([part["maps"][name] for part in parts]) for name in parts[0].get("maps", {})},
+        **{key: {name: np.concatenate([part[key][name] for part in parts]) for name in parts[0][key]}
+           for key in ("maps", "tokens")},
     }
 
 
@@ -142,21 +171,55 @@ def occlusion_scores(predict: Callable, inputs: Mapping, names: list[str]) -> di
     return {"probabilities": probabilities, "class_id": class_id, "probability": probability, "scores": scores}
 
 
-def _split_at_branches(model: keras.Model, names: list[str]) -> tuple[keras.Model, keras.Model]:
+class _ElementPath(NamedTuple):
+    """Where a branch's per-element map is integrated: its input -> point (and held tensors) -> its outputs."""
+
+    prefix: Callable  # the branch input -> point, or [*held, point]: held tensors (token ids) stay as they are
+    suffix: Callable  # point, or [*held, point] -> the branch's {"embedding", "sequence"}
+    zero_input_baseline: bool  # the baseline is the point of an all-zero input (black, silence), else zeros
+    summed_axes: tuple  # axes of the point summed into the map (channels, embedding dimension)
+    vectorizer: keras.layers.TextVectorization | None  # a text branch's, for the tokens
+
+
+def _split_at_branches(model: keras.Model, names: list[str]) -> tuple:
     """The classifier cut after its branches: `probe` (inputs -> branch outputs, presence), `head` (-> probabilities).
 
-    A branch is a nested functional model, whose `.output` is its own inner graph's; its call in the
-    classifier is its first inbound node, hence `_inbound_nodes[0]`.
+    Also each feature's `_ElementPath` (None for a branch with no per-element map). A branch is a
+    nested functional model, whose `.output` is its own inner graph's; its call in the classifier is
+    its first inbound node, hence `_inbound_nodes[0]`.
     """
-    branch_outputs = [model.get_layer(f"{name}_branch")._inbound_nodes[0].output_tensors for name in names]
+    branches = [model.get_layer(f"{name}_branch") for name in names]
+    branch_outputs = [branch._inbound_nodes[0].output_tensors for branch in branches]
     presence = model.get_layer("presence").output
     head_inputs = [outputs[0] for outputs in branch_outputs] + [outputs[1] for outputs in branch_outputs]
-    return keras.Model(model.input, head_inputs + [presence]), keras.Model(head_inputs + [presence],
-                                                                          model.output[PROBABILITIES])
+    probe = keras.Model(model.input, head_inputs + [presence])
+    head = keras.Model(head_inputs + [presence], model.output[PROBABILITIES])
+    return probe, head, {name: _element_path(branch) for name, branch in zip(names, branches)}
+
+
+def _element_path(branch: keras.Model) -> _ElementPath | None:
+    """Where a branch's map is taken (see the module docstring): found by the layers the built-in branches have."""
+    by_name = {layer.name: layer for layer in branch.layers}
+    if "token_embedding" in by_name:
+        vectorizer = next(layer for layer in branch.layers if isinstance(layer, keras.layers.TextVectorization))
+        # The padding mask is computed from the token ids, so they are held as a second input.
+        cut = [vectorizer.output, by_name["token_embedding"].output]
+        return _ElementPath(keras.Model(branch.input, cut), keras.Model(cut, branch.output), False, (-1,), vectorizer)
+    log_mel = next((layer for layer in branch.layers if isinstance(layer, LogMelSpectrogram)), None)
+    if log_mel is not None:
+        cut = log_mel.output
+        return _ElementPath(keras.Model(branch.input, cut), keras.Model(cut, branch.output), True, (), None)
+    if len(branch.input.shape) == 4:
+        # The branch takes uint8 pixels, and a functional model casts what it is given to its input's
+        # dtype: the same layers, called on a float input instead, let the gradient reach the pixels.
+        pixels = keras.Input(branch.input.shape[1:], dtype="float32", name=f"{branch.name}_pixels")
+        floats = keras.models.clone_model(branch, input_tensors=pixels, clone_function=lambda layer: layer)
+        return _ElementPath(lambda images, training: tf.cast(images, tf.float32), floats, True, (-1,), None)
+    return None
 
 
 def _integrated_gradients(model: keras.Model, split: tuple, inputs: dict, names: list[str], steps: int) -> dict:
-    probe, head = split
+    probe, head, paths = split
     values = [tf.cast(value, tf.float32) for value in probe(inputs, training=False)]
     actual, flags = values[:-1], values[-1]
     probabilities = head(actual + [flags], training=False)
@@ -171,20 +234,52 @@ def _integrated_gradients(model: keras.Model, split: tuple, inputs: dict, names:
         name: (_sum_per_example(totals[i]) + _sum_per_example(totals[count + i])).numpy()
         for i, name in enumerate(names)
     }
-    maps = {}
-    tensors = {key: tf.convert_to_tensor(value) for key, value in inputs.items()}
-    for name in names:
-        value = inputs[name]
-        if value.dtype.kind != "f":  # strings and uint8 pixels: the graph casts them, so no gradient reaches them
+    maps, tokens = {}, {}
+    for i, name in enumerate(names):
+        path = paths[name]
+        if path is None:
             continue
+        *held, point = tf.nest.flatten(path.prefix(inputs[name], training=False))
 
-        def predict(point, name=name):
-            return model({**tensors, name: point[0]}, training=False)[PROBABILITIES]
+        def predict(point, i=i, held=held, path=path):
+            outputs = path.suffix([*held, point[0]] if held else point[0], training=False)
+            replaced = list(actual)
+            replaced[i], replaced[count + i] = (tf.cast(outputs[key], tf.float32) for key in ("embedding", "sequence"))
+            return head(replaced + [flags], training=False)
 
-        value = tf.convert_to_tensor(value, tf.float32)
-        maps[name] = _path_integral(predict, [value], [tf.zeros_like(value)], class_id, steps)[0].numpy()
+        maps[name] = _element_map(path, predict, inputs[name], point, class_id, steps)
+        if path.vectorizer is not None:
+            tokens[name] = _tokens(path.vectorizer, inputs[name], held[0])
     chosen = tf.gather(probabilities, class_id, batch_dims=1)
-    return {"class_id": class_id.numpy(), "probability": chosen.numpy(), "scores": scores, "maps": maps}
+    return {"class_id": class_id.numpy(), "probability": chosen.numpy(), "scores": scores, "maps": maps,
+            "tokens": tokens}
+
+
+def _element_map(path: _ElementPath, predict: Callable, value, point, class_id, steps: int) -> np.ndarray:
+    """One modality's map: integrated gradients at its path's point, against its baseline, summed as the path says."""
+    point = tf.cast(point, tf.float32)
+    if path.zero_input_baseline:
+        baseline = tf.cast(tf.nest.flatten(path.prefix(np.zeros_like(value), training=False))[-1], tf.float32)
+    else:
+        baseline = tf.zeros_like(point)
+    total = _path_integral(predict, [point], [baseline], class_id, steps)[0]
+    return tf.reduce_sum(total, axis=path.summed_axes).numpy()
+
+
+def _tokens(vectorizer: keras.layers.TextVectorization, texts, token_ids) -> np.ndarray:
+    """The (n, sequence_length) tokens behind `token_ids`: "" for padding, the word itself when out of vocabulary.
+
+    An out-of-vocabulary id (1, after padding's 0) stands for any word; the vectorizer's own
+    standardise-and-split gives the word, which its lookup maps one to one onto ids before truncating
+    and padding. Keras has no public way to see those tokens, hence the private `_preprocess`.
+    """
+    token_ids = np.asarray(token_ids)
+    tokens = np.asarray(vectorizer.get_vocabulary(), dtype=object)[token_ids]
+    words = vectorizer._preprocess(tf.convert_to_tensor(texts)).to_tensor(default_value=b"", shape=token_ids.shape)
+    unknown = token_ids == 1
+    tokens[unknown] = [word.decode("utf-8") for word in words.numpy()[unknown]]
+    tokens[token_ids == 0] = ""
+    return tokens.astype(str)
 
 
 def _path_integral(function: Callable, actual: list, baselines: list, class_id, steps: int) -> list:
@@ -226,4 +321,5 @@ def _numpy(result: dict) -> dict:
         "probability": np.asarray(result["probability"]),
         "scores": {name: np.asarray(value) for name, value in result["scores"].items()},
         "maps": {},
+        "tokens": {},
     }

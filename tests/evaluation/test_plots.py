@@ -1,8 +1,10 @@
-"""Plots: a training curve has a validation line and legend only when there was validation."""
+"""Plots: a training curve has a validation line and legend only when there was validation; an explanation
+shows each input beside its map."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from mmkeras.evaluation import plots
@@ -50,3 +52,25 @@ def test_importing_the_plots_leaves_the_callers_backend_alone():
     code = ("import matplotlib; matplotlib.use('svg'); import mmkeras.evaluation.plots; "
             "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_explanation_shows_each_input_beside_its_map(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    inputs = {"picture": rng.integers(0, 255, (2, 8, 8, 3), dtype=np.uint8), "sound": rng.normal(size=(2, 400)),
+              "caption": np.array([b"a red ball", b""], object), "caption_present": np.array([True, False])}
+    explanation = {
+        "features": ["caption", "picture", "sound"], "class_id": np.array([0, 2]), "probability": np.array([0.9, 0.6]),
+        "scores": {"caption": np.array([0.5, 0.0]), "picture": np.array([0.3, 0.2]), "sound": np.array([-0.2, 0.1])},
+        "maps": {"caption": np.array([[0.01, 0.5, -0.02, 0, 0], [0.0] * 5]), "picture": rng.normal(size=(2, 8, 8)),
+                 "sound": rng.normal(size=(2, 5, 4))},
+        "tokens": {"caption": np.array([["a", "red", "ball", "", ""], [""] * 5])},
+    }
+    path = plots.plot_explanation(inputs, explanation, tmp_path / "explanations.png", class_names=["r", "g", "b"])
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figure)
+    figure = plots.plot_explanation(inputs, explanation, "unused.png", class_names=["r", "g", "b"], top_tokens=2)
+    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
+    assert titles[:5] == ["r (p=0.90)", "caption: top tokens", "picture", "picture map", "sound map"]
+    tokens = next(axis for axis in figure.axes if axis.get_title() == "caption: top tokens")
+    assert [label.get_text() for label in tokens.get_yticklabels()] == ["ball", "red"]  # top 2 by |score|, largest on top
+    assert any(text.get_text() == "caption absent" for axis in figure.axes for text in axis.texts)
