@@ -322,9 +322,14 @@ def _report_trial(oracle, trial, *, output: Path, space: SearchSpace, objective:
     score = row[objective]
     result = f"{objective} {score:.4f}" if score is not None else row["status"].lower()
     best_text = f"best {best[0].score:.4f} (trial {best[0].trial_id})" if best and best[0].score is not None else ""
-    varied = " ".join(f"{name}={row[name]}" for name in space.entries if not _is_fixed(space, name))
+    varied = " ".join(f"{name}={_short(row[name])}" for name in space.entries if not _is_fixed(space, name))
     print(f"trial {len(rows)}/{max_trials} [{trial.trial_id}]: {result}, {best_text}; "
           f"{row['epochs']} epochs, {row['seconds']} s; {varied}", flush=True)
+
+
+def _short(value):
+    """A value for the progress line: floats to 4 significant digits (0.30000000000000004 -> 0.3)."""
+    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 def _finish(output, spec, space, base, oracle, objective, epochs, trials_run) -> TuneResult:
