@@ -84,7 +84,8 @@ def run(spec_name: str, other: Path, rounds: int, batch_size: int) -> dict:
 
 
 def _commit(checkout: Path) -> str:
-    done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=False)
     return done.stdout.strip() or "unknown"
 
 
@@ -93,13 +94,13 @@ def format_markdown(report: dict) -> str:
     lines = [
         f"# First training step: {report['spec']}",
         "",
-        f"`python benchmarks/first_step.py --compare-with <checkout of {report['other_commit']}> --rounds "
+        (f"`python benchmarks/first_step.py --compare-with <checkout of {report['other_commit']}> --rounds "
         f"{report['rounds']}`; this checkout {report['this_commit']}; {report['machine']}; batch "
         f"{report['batch_size']}; medians of {report['rounds']} fresh processes per checkout, alternating. "
         f"Measured {report['date']}; load average {report['load_average_at_start']} at the start, "
-        f"{report['load_average_at_end']} at the end.",
+         f"{report['load_average_at_end']} at the end."),
         "",
-        "| seconds | " + f"{report['other_commit']} | {report['this_commit']} | ratio |",
+        f"| seconds | {report['other_commit']} | {report['this_commit']} | ratio |",
         "| --- | ---: | ---: | ---: |",
     ]
     for key, ratio in report["ratios"].items():

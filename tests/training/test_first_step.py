@@ -14,8 +14,8 @@ from mmkeras.training.strategy import resolve_runtime
 def _trained(spec, settings, batch, *, balance: str, prebuild: bool, traces: list):
     keras.utils.set_random_seed(0)
     data = tf.data.Dataset.from_tensors(batch)
-    model, trainer = build_and_compile(spec, ModelConfig(**settings), TrainingConfig(seed=0, epochs=2, balance=balance),
-                                       resolve_runtime(RuntimeConfig()), steps_per_epoch=2)
+    _, trainer = build_and_compile(spec, ModelConfig(**settings), TrainingConfig(seed=0, epochs=2, balance=balance),
+                                   resolve_runtime(RuntimeConfig()), steps_per_epoch=2)
     assert trainer.optimizer.built  # its slots exist before any step
     if prebuild:
         trainer.build_for(data.element_spec)
