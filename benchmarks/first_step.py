@@ -95,9 +95,9 @@ def format_markdown(report: dict) -> str:
         f"# First training step: {report['spec']}",
         "",
         (f"`python benchmarks/first_step.py --compare-with <checkout of {report['other_commit']}> --rounds "
-        f"{report['rounds']}`; this checkout {report['this_commit']}; {report['machine']}; batch "
-        f"{report['batch_size']}; medians of {report['rounds']} fresh processes per checkout, alternating. "
-        f"Measured {report['date']}; load average {report['load_average_at_start']} at the start, "
+         f"{report['rounds']}`; this checkout {report['this_commit']}; {report['machine']}; batch "
+         f"{report['batch_size']}; medians of {report['rounds']} fresh processes per checkout, alternating. "
+         f"Measured {report['date']}; load average {report['load_average_at_start']} at the start, "
          f"{report['load_average_at_end']} at the end."),
         "",
         f"| seconds | {report['other_commit']} | {report['this_commit']} | ratio |",
