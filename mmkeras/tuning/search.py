@@ -272,8 +272,10 @@ def _run_trial(trial, *, spec, space, base, epochs, objective, runtime, callback
         prepare = None if parent is None else functools.partial(
             _load_weights, path=RunPaths(trials_dir / f"trial-{parent}").final_model)
         try:
+            # Uncalibrated: a promoted trial loads these weights into a model without a temperature
+            # layer, and trials are scored on accuracy, which the temperature does not change.
             train(spec, output_dir=paths.run_dir, model_config=config.model, training_config=config.training,
-                  runtime_config=runtime, callbacks=callbacks, prepare_model=prepare)
+                  runtime_config=runtime, callbacks=callbacks, prepare_model=prepare, calibrate=False)
         except (ValueError, FileNotFoundError) as error:  # a configuration mistake: every trial would fail
             raise keras_tuner.errors.FatalValueError(f"trial {trial.trial_id}: {error}") from error
     history = read_history(paths.history_csv)

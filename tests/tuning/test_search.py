@@ -8,6 +8,7 @@ import re
 import sys
 
 import keras
+import numpy as np
 import pytest
 import yaml
 
@@ -86,6 +87,36 @@ def test_search_resumes_after_a_kill_and_its_best_config_trains(tiny_spec, tiny_
     assert main(["train", "tiny", "--config", str(result.best_config_path), "--output", str(run)]) == 0
     retrained = load_run_config(run / "config.yaml")
     assert retrained.model == best.model and retrained.training == best.training
+
+
+class _StartingWeights(keras.callbacks.Callback):
+    """Records each trial's trainable weights as its training starts."""
+
+    def __init__(self):
+        super().__init__()
+        self.trials = []
+
+    def on_train_begin(self, logs=None):
+        self.trials.append([variable.numpy() for variable in self.model.trainable_weights])
+
+
+@pytest.mark.slow
+def test_hyperband_goes_on_from_the_weights_of_the_trial_it_promotes(tiny_spec, tiny_model, tmp_path):
+    # max_epochs 3, factor 3: three 1-epoch trials, then the best of them promoted for 2 more epochs.
+    starts = _StartingWeights()
+    result = mmkeras.tune(tiny_spec, search_space={**SPACE, "fusion": ["concat"]}, algorithm="hyperband",
+                          max_trials=4, epochs=3, output_dir=tmp_path / "search", callbacks=[starts],
+                          **{key: value for key, value in tiny_model().items()})
+    with open(result.trials_csv_path, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["status"] for row in rows] == ["COMPLETED"] * 4 and rows[3]["epochs"] == "2"
+    finals = [mmkeras.load_classifier(tmp_path / "search" / "trials" / f"trial-{row['trial']}" / "final.keras")
+              for row in rows[:3]]
+    promoted = starts.trials[3]
+    # (Compared in order: layer names, and so variable paths, differ from model to model in one process.)
+    parents = [final for final in finals if len(final.trainable_weights) == len(promoted) and all(
+        np.array_equal(start, variable.numpy()) for start, variable in zip(promoted, final.trainable_weights))]
+    assert len(parents) == 1, "the promoted trial did not start from one of the shorter trials' weights"
 
 
 def test_search_needs_a_validation_split(tiny_spec, tmp_path):
