@@ -1,7 +1,8 @@
 """Cross-modal alignment: a shared embedding space, contrastive and triplet losses, retrieval, zero-shot.
 
 Modules: `dual_encoder` (`build_dual_encoder`, `DualEncoder`), `temperature`
-(`LearnableTemperature`), `contrastive` (`ContrastiveLoss`), `triplet`
+(`LearnableTemperature`, within bounds), `negative_queue` (`NegativeQueue`: a
+memory queue of negatives for small batches), `contrastive` (`ContrastiveLoss`), `triplet`
 (`TripletLoss`), `metrics` (Recall@K, mean and median rank), `retrieval`
 (`retrieve`, `embed`, `evaluate_retrieval`), `hubness` (`hub_occurrence`,
 CSLS and inverted-softmax `rescore`), `zero_shot`, `zero_shot_classifier`
@@ -20,6 +21,7 @@ _EXPORTS = {
     "DualEncoder": "mmkeras.alignment.dual_encoder",
     "tower": "mmkeras.alignment.dual_encoder",
     "LearnableTemperature": "mmkeras.alignment.temperature",
+    "NegativeQueue": "mmkeras.alignment.negative_queue",
     "ContrastiveLoss": "mmkeras.alignment.contrastive",
     "TripletLoss": "mmkeras.alignment.triplet",
     "retrieval_ranks": "mmkeras.alignment.metrics",
@@ -54,6 +56,7 @@ __all__ = [
     "ContrastiveLoss",
     "DualEncoder",
     "LearnableTemperature",
+    "NegativeQueue",
     "RetrievalResult",
     "TripletLoss",
     "ZeroShotHead",

@@ -25,7 +25,11 @@ POSITIVES = ("pairs", "labels")
 EMBEDDINGS = "embeddings"
 LOG_TEMPERATURE = "log_temperature"
 VALID = "valid"
-PAIR_KEYS = (EMBEDDINGS, LOG_TEMPERATURE, VALID)
+# A memory queue of earlier batches' embeddings (see `NegativeQueue`): extra candidates, never a row's partner.
+QUEUE = "queue"
+QUEUE_VALID = "queue_valid"
+QUEUE_LABELS = "queue_labels"
+PAIR_KEYS = (EMBEDDINGS, LOG_TEMPERATURE, VALID, QUEUE, QUEUE_VALID, QUEUE_LABELS)
 # Added to the logits of masked candidates: far below any cosine / temperature.
 MASKED_LOGIT = -1e9
 
@@ -38,6 +42,9 @@ class PairInputs(NamedTuple):
       valid: (batch,) bool, True where both modalities of the row are present.
       labels: (batch,) int32 class ids, or None when positives are the pairs.
       log_temperature: scalar float32 log-temperature from `y_pred`, or None.
+      queue: (queue_size, 2, dim) float32 queued embeddings (both modalities), or None.
+      queue_valid: (queue_size,) bool, False for empty slots and missing modalities; None without a queue.
+      queue_labels: (queue_size,) int32 class ids of the queued rows (-1: unknown); None without a queue.
     """
 
     a: tf.Tensor
@@ -45,6 +52,9 @@ class PairInputs(NamedTuple):
     valid: tf.Tensor
     labels: tf.Tensor | None
     log_temperature: tf.Tensor | None
+    queue: tf.Tensor | None = None
+    queue_valid: tf.Tensor | None = None
+    queue_labels: tf.Tensor | None = None
 
 
 class Candidates(NamedTuple):
@@ -80,8 +90,10 @@ def read_pair_inputs(y_true, y_pred, positives: str, loss_name: str) -> PairInpu
     Args:
       y_true: ignored for `positives="pairs"`; (batch,) class ids for `positives="labels"`.
       y_pred: a (batch, 2, dim) stack of the paired embeddings, or a dict with
-        "embeddings" (that stack) and optionally "log_temperature" (a scalar)
-        and "valid" ((batch,) flags, False where a modality is missing).
+        "embeddings" (that stack) and optionally "log_temperature" (a scalar),
+        "valid" ((batch,) flags, False where a modality is missing) and a
+        memory queue: "queue" ((queue_size, 2, dim) earlier embeddings),
+        "queue_valid" ((queue_size,) flags) and "queue_labels" ((queue_size,) class ids).
       positives: "pairs" or "labels".
       loss_name: the loss's class name, for the messages.
 
@@ -91,7 +103,7 @@ def read_pair_inputs(y_true, y_pred, positives: str, loss_name: str) -> PairInpu
     Raises:
       ValueError: for a dict with unknown keys or a stack not shaped (batch, 2, dim).
     """
-    log_temperature = valid = None
+    log_temperature = valid = queue = queue_valid = queue_labels = None
     if isinstance(y_pred, Mapping):
         unknown = sorted(set(y_pred) - set(PAIR_KEYS))
         if unknown or EMBEDDINGS not in y_pred:
@@ -100,6 +112,7 @@ def read_pair_inputs(y_true, y_pred, positives: str, loss_name: str) -> PairInpu
                 f"got keys {sorted(y_pred)}."
             )
         log_temperature, valid = y_pred.get(LOG_TEMPERATURE), y_pred.get(VALID)
+        queue, queue_valid, queue_labels = y_pred.get(QUEUE), y_pred.get(QUEUE_VALID), y_pred.get(QUEUE_LABELS)
         y_pred = y_pred[EMBEDDINGS]
     stack = tf.cast(tf.convert_to_tensor(y_pred), tf.float32)
     if stack.shape.rank != 3 or stack.shape[1] != 2:
@@ -114,7 +127,19 @@ def read_pair_inputs(y_true, y_pred, positives: str, loss_name: str) -> PairInpu
         labels = tf.reshape(tf.cast(y_true, tf.int32), [-1])
     if log_temperature is not None:
         log_temperature = tf.reshape(tf.cast(log_temperature, tf.float32), [])
-    return PairInputs(stack[:, 0], stack[:, 1], valid, labels, log_temperature)
+    if queue is not None:
+        queue = tf.cast(tf.convert_to_tensor(queue), tf.float32)
+        if queue.shape.rank != 3 or queue.shape[1] != 2 or queue.shape[2] != stack.shape[2]:
+            raise ValueError(
+                f"{loss_name}: the queue must stack earlier embeddings like `y_pred`, as (queue_size, 2, "
+                f"{stack.shape[2]}), got shape {queue.shape}."
+            )
+        size = tf.shape(queue)[0]
+        queue_valid = (tf.ones([size], tf.bool) if queue_valid is None
+                       else tf.reshape(tf.cast(queue_valid, tf.bool), [-1]))
+        queue_labels = (tf.fill([size], -1) if queue_labels is None
+                        else tf.reshape(tf.cast(queue_labels, tf.int32), [-1]))
+    return PairInputs(stack[:, 0], stack[:, 1], valid, labels, log_temperature, queue, queue_valid, queue_labels)
 
 
 def gather_candidates(inputs: PairInputs, gather_across_replicas: bool) -> Candidates:
@@ -144,6 +169,26 @@ def gather_candidates(inputs: PairInputs, gather_across_replicas: bool) -> Candi
     valid = tf.cast(context.all_gather(tf.cast(inputs.valid, tf.int32), axis=0), tf.bool)
     labels = None if inputs.labels is None else context.all_gather(inputs.labels, axis=0)
     return Candidates(a, b, valid, labels, offset)
+
+
+def append_queue(inputs: PairInputs, candidates: Candidates) -> Candidates:
+    """Add the queued embeddings after the batch's candidates (unchanged without a queue).
+
+    Queued rows come after the global batch, so no row's partner index points
+    at them: with pairs they are negatives only; with labels, queued rows of
+    the row's class are positives too (a label of -1 matches nothing).
+    """
+    if inputs.queue is None:
+        return candidates
+    queue = tf.stop_gradient(inputs.queue)  # earlier batches' embeddings are data: no gradient into them
+    labels = None if candidates.labels is None else tf.concat([candidates.labels, inputs.queue_labels], axis=0)
+    return Candidates(
+        tf.concat([candidates.a, queue[:, 0]], axis=0),
+        tf.concat([candidates.b, queue[:, 1]], axis=0),
+        tf.concat([candidates.valid, inputs.queue_valid], axis=0),
+        labels,
+        candidates.offset,
+    )
 
 
 def positive_mask(inputs: PairInputs, candidates: Candidates) -> tf.Tensor:

@@ -9,6 +9,7 @@ import tensorflow as tf
 from mmkeras.alignment.common import (
     MASKED_LOGIT,
     AlignmentLoss,
+    append_queue,
     check_positives,
     check_temperature,
     gather_candidates,
@@ -32,7 +33,12 @@ class ContrastiveLoss(AlignmentLoss):
     spreads it evenly over every candidate of the same class
     (`positives="labels"`, for data paired by class rather than by instance,
     such as AV-MNIST). Rows where a modality is missing (`valid` False) are
-    neither anchors (their loss is 0) nor candidates.
+    neither anchors (their loss is 0) nor candidates. A memory queue of
+    earlier batches' embeddings (MoCo, He et al., 2020; kept by a
+    `DualEncoder` with `queue_size`) adds candidates after the batch's: with
+    pairs they are extra negatives, with labels the queued rows of the
+    anchor's class are positives too. The queue is data, not a function of
+    this step's weights, so no gradient flows into it.
 
     Under `tf.distribute.MirroredStrategy` the candidates are all-gathered from
     every replica inside the replica step, so each replica's per-example
@@ -54,7 +60,8 @@ class ContrastiveLoss(AlignmentLoss):
       y_true: None for `positives="pairs"`; (batch,) class ids for "labels".
       y_pred: a (batch, 2, dim) stack of L2-normalised embeddings (modality a,
         modality b), or a dict `{"embeddings": stack, "log_temperature": scalar,
-        "valid": (batch,) bool}` (the last two optional).
+        "valid": (batch,) bool, "queue": (queue_size, 2, dim), "queue_valid":
+        (queue_size,) bool, "queue_labels": (queue_size,) int}` (all but the first optional).
       sample_weight: optional (batch,) weights of the per-example losses.
 
     Returns:
@@ -87,7 +94,7 @@ class ContrastiveLoss(AlignmentLoss):
 
     def call(self, y_true, y_pred):
         inputs = read_pair_inputs(y_true, y_pred, self.positives, type(self).__name__)
-        candidates = gather_candidates(inputs, self.gather_across_replicas)
+        candidates = append_queue(inputs, gather_candidates(inputs, self.gather_across_replicas))
         log_temperature = inputs.log_temperature
         if log_temperature is None:
             log_temperature = tf.constant(math.log(self.temperature), tf.float32)

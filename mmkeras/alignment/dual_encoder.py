@@ -16,9 +16,10 @@ from typing import Any
 import keras
 from keras import layers, ops
 
-from mmkeras.alignment.common import EMBEDDINGS, LOG_TEMPERATURE, VALID, check_temperature
+from mmkeras.alignment.common import EMBEDDINGS, LOG_TEMPERATURE, QUEUE, QUEUE_LABELS, QUEUE_VALID, VALID
 from mmkeras.alignment.contrastive import ContrastiveLoss
-from mmkeras.alignment.temperature import LearnableTemperature
+from mmkeras.alignment.negative_queue import NegativeQueue
+from mmkeras.alignment.temperature import CLIP_MIN_TEMPERATURE, LearnableTemperature
 from mmkeras.branches.common import check_positive, make_input
 from mmkeras.checks import check_number, check_positive_int
 from mmkeras.models.classifier import build_branch
@@ -43,6 +44,9 @@ def build_dual_encoder(
     branch_options: Mapping[str, Mapping[str, Any]] | None = None,
     initial_temperature: float = 0.07,
     learn_temperature: bool = True,
+    min_temperature: float | None = CLIP_MIN_TEMPERATURE,
+    max_temperature: float | None = None,
+    queue_size: int = 0,
     classification_weight: float = 0.0,
     name: str | None = None,
 ) -> DualEncoder:
@@ -70,6 +74,14 @@ def build_dual_encoder(
         tower on a KerasHub preset (frozen; its tokenizer reads any prompt).
       initial_temperature: the contrastive softmax temperature to start from.
       learn_temperature: train the temperature (on a log scale) with the towers.
+      min_temperature: the temperature's floor (default 0.01: CLIP's logit
+        scale of at most 100), or None for none.
+      max_temperature: the temperature's ceiling, or None for none. The
+        learned temperature is projected back into the bounds after every step.
+      queue_size: > 0 keeps a memory queue of the last `queue_size`
+        embeddings of each tower (`NegativeQueue`), used by a
+        `ContrastiveLoss` as extra candidates (negatives; same-class
+        positives with `positives="labels"`); 0: no queue.
       classification_weight: > 0 gives each tower a linear classification
         head on its embedding (`spec.num_classes` classes), trained with the
         alignment loss as `alignment + classification_weight * mean over
@@ -109,6 +121,9 @@ def build_dual_encoder(
         spec=spec_to_dict(spec, [f.name for f in features]),
         initial_temperature=initial_temperature,
         learn_temperature=learn_temperature,
+        min_temperature=min_temperature,
+        max_temperature=max_temperature,
+        queue_size=queue_size,
         num_classes=spec.num_classes if classification_weight else None,
         classification_weight=classification_weight,
         branch_config={"embed_dim": branch_dim, "dropout_rate": dropout_rate, "branch_options": stored},
@@ -231,7 +246,12 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
     pair of towers is aligned (the pair losses are averaged), rows where
     either modality is missing (`<name>_present` False) are left out of that
     pair, the learned temperature is handed to the loss, and the labels are
-    passed on to losses with `positives="labels"`. With a
+    passed on to losses with `positives="labels"`. With a `queue_size`, the
+    last `queue_size` embeddings of each tower (and their labels) are kept in
+    a `NegativeQueue`: a `ContrastiveLoss` compares every row with them too,
+    and each training step enqueues its batch after computing the loss (the
+    queue is saved with the weights; evaluation neither reads nor writes
+    it). With a
     `classification_weight`, each tower also has a classification head
     (`class_logits`), trained on the labels with the alignment loss.
 
@@ -239,8 +259,10 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
       towers: feature name -> tower model (see `build_tower`), two or more.
       spec: the spec as `spec_to_dict` writes it, restricted to the towers' features.
       initial_temperature: the temperature's starting value.
-      min_temperature: the smallest temperature the loss will use.
+      min_temperature: the smallest temperature the loss will use (None: no floor).
       learn_temperature: train the temperature.
+      max_temperature: the largest temperature the loss will use (None: no ceiling).
+      queue_size: the memory queue's length (0: no queue).
       num_classes: the heads' number of classes (needed with a classification weight).
       classification_weight: the weight of the heads' crossentropy in the loss; 0: no heads.
       branch_config: how the branches were built (`embed_dim`, `dropout_rate`,
@@ -270,11 +292,13 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
         towers: Mapping[str, keras.Model],
         spec: Mapping[str, Any],
         initial_temperature: float = 0.07,
-        min_temperature: float = 0.01,
+        min_temperature: float | None = CLIP_MIN_TEMPERATURE,
         learn_temperature: bool = True,
         num_classes: int | None = None,
         classification_weight: float = 0.0,
         branch_config: Mapping[str, Any] | None = None,
+        max_temperature: float | None = None,
+        queue_size: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -291,11 +315,18 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
             )
         self.towers = dict(towers)
         self.temperature_layer = LearnableTemperature(
-            initial_temperature, min_temperature, learn_temperature, name="temperature"
+            initial_temperature, min_temperature, learn_temperature, max_temperature, name="temperature"
         )
-        self.initial_temperature = check_temperature(initial_temperature, "initial_temperature")
-        self.min_temperature = float(min_temperature)
+        self.initial_temperature = self.temperature_layer.initial_temperature
+        self.min_temperature = self.temperature_layer.min_temperature
+        self.max_temperature = self.temperature_layer.max_temperature
         self.learn_temperature = bool(learn_temperature)
+        self.queue_size = check_positive_int(queue_size, "queue_size", allow_zero=True, hint=" (0: no queue)")
+        # The queue is only made when asked for: encoders without one keep their old weights list.
+        self.negative_queue = (
+            NegativeQueue(self.queue_size, tuple(self.towers), self.embed_dim, name="negative_queue")
+            if self.queue_size else None
+        )
         self.branch_config = dict(branch_config or {})
         self.classification_weight = check_number(classification_weight, "classification_weight", inclusive=True)
         self.num_classes = None if num_classes is None else check_positive_int(num_classes, "num_classes")
@@ -344,6 +375,11 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
                 f"A DualEncoder trains with an alignment loss instance such as ContrastiveLoss() or TripletLoss(), "
                 f"got {loss!r}. Per-output losses do not apply: the loss compares the towers' outputs."
             )
+        if self.negative_queue is not None and not isinstance(loss, ContrastiveLoss):
+            raise ValueError(
+                f"{self.name} has a memory queue (queue_size={self.queue_size}), which only a ContrastiveLoss "
+                f"uses; got {type(loss).__name__}. Compile with ContrastiveLoss() or build with queue_size=0."
+            )
         # Only a loss with a temperature trains it (a triplet loss has none to learn).
         self.temperature_layer.trainable = self.learn_temperature and isinstance(loss, ContrastiveLoss)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
@@ -362,15 +398,25 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
             raise ValueError(f"Compile {self.name} with an alignment loss first: `encoder.compile('adam')`.")
         labels = y if getattr(self.loss, "positives", "pairs") == "labels" else None  # None: zeros (see AlignmentLoss)
         log_temperature = self.temperature_layer.log_value()
+        presence = {name: _presence(x, name, y_pred) for name in self.towers}
+        queued = None if self.negative_queue is None else self.negative_queue.read()
         pair_losses = []
         for first, second in itertools.combinations(self.towers, 2):
             pair = {
                 EMBEDDINGS: ops.stack([y_pred[first], y_pred[second]], axis=1),
                 LOG_TEMPERATURE: log_temperature,
-                VALID: ops.logical_and(_presence(x, first, y_pred), _presence(x, second, y_pred)),
+                VALID: ops.logical_and(presence[first], presence[second]),
             }
+            if queued is not None:
+                embeddings, present, queue_labels = queued
+                pair[QUEUE] = ops.stack([embeddings[first], embeddings[second]], axis=1)
+                pair[QUEUE_VALID] = ops.logical_and(present[first], present[second])
+                pair[QUEUE_LABELS] = queue_labels
             pair_losses.append(self.loss(labels, pair, sample_weight))
         total = ops.sum(ops.stack(pair_losses)) / len(pair_losses)
+        if queued is not None and training:
+            # After the loss read the queue: a batch is never its own negative twice.
+            self.negative_queue.enqueue({name: y_pred[name] for name in self.towers}, y, presence)
         if self.heads:
             total = total + self.classification_weight * self._classification_loss(x, y, y_pred, sample_weight)
         for extra in self.losses:
@@ -456,7 +502,9 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
             "spec": self.spec_config,
             "initial_temperature": self.initial_temperature,
             "min_temperature": self.min_temperature,
+            "max_temperature": self.max_temperature,
             "learn_temperature": self.learn_temperature,
+            "queue_size": self.queue_size,
             "num_classes": self.num_classes,
             "classification_weight": self.classification_weight,
             "branch_config": self.branch_config,
