@@ -107,7 +107,9 @@ def tune(
     Use it instead of a hand-run grid: the best fusion and options differ by
     dataset. Each trial trains `epochs` epochs (Hyperband: at most `epochs`,
     promising trials going on from shorter ones' weights) on the train split
-    and is scored on the validation split. `train_options` are fixed in every
+    and is scored on the validation split; trials are not calibrated (the
+    score is accuracy; retraining `best_config.yaml` with `train` calibrates).
+    `train_options` are fixed in every
     trial (e.g. `batch_size=64` or `model_config=...`) and are what the space
     does not vary; trials run quietly (`verbose=0`) unless they say otherwise,
     and a line per trial reports its result.
