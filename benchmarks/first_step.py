@@ -1,9 +1,9 @@
 """The first training step (trace, graph optimisation, first execution): this checkout against another.
 
-Run `python benchmarks/first_step.py --compare-with PATH [--spec avmnist] [--rounds 3]`, where PATH
-is a checkout of an older commit (`git worktree add --detach /tmp/before <commit>`). Each
-measurement runs in a fresh Python process with that checkout first on `sys.path`: it builds
-and compiles the spec's default classifier as `mmkeras.train` does (`build_and_compile`, then
+Run `python benchmarks/first_step.py --compare-with PATH [--spec avmnist] [--rounds 3]` (or `mmkeras bench
+first_step ...`), where PATH is a checkout of an older commit (`git worktree add --detach /tmp/before
+<commit>`). Each measurement runs in a fresh Python process with that checkout first on
+`sys.path`: it builds and compiles the spec's default classifier as `mmkeras.train` does (`build_and_compile`, then
 `TrainingView.build_for` where the checkout has it), and times the model build, the first
 training step on one batch of the real train split and the first evaluation step. The two
 checkouts alternate, `--rounds` times each, so a shared machine's load falls on both alike;
