@@ -199,13 +199,28 @@ def test_without_keras_hub_the_error_says_how_to_install(monkeypatch, presets):
         build_text_branch(_feature("text"), encoder="keras_hub:" + presets["bert"])
 
 
+def _reloads_and_exports_without_the_preset(model, spec, batch, tmp_path):
+    """Save and reload `model` (mmkeras' loader), export it, delete the preset copies under
+    `tmp_path/presets` and run the skew check; return the export folder and the Keras predictions."""
+    from mmkeras.export.check import check_export
+    from mmkeras.export.saved_model import export_for_serving
+    from mmkeras.models.saving import load_classifier
+
+    expected = model.predict(batch, verbose=0)["probabilities"]
+    model.save(tmp_path / "model.keras")
+    restored = load_classifier(tmp_path / "model.keras")  # mmkeras' own files: unsafe mode for preset encoders
+    np.testing.assert_allclose(restored.predict(batch, verbose=0)["probabilities"], expected, rtol=1e-5, atol=1e-6)
+    version_dir = export_for_serving(model, spec, tmp_path / "exported", measure_batching=False)
+    shutil.rmtree(tmp_path / "presets")
+    report = check_export(version_dir, spec, n=8, model=model)  # raw inputs through the export vs the pipeline
+    assert report.max_abs_diff <= report.tolerance
+    return version_dir, expected
+
+
 @pytest.mark.slow
 def test_classifier_with_keras_hub_encoders_trains_saves_and_exports_raw_input(presets, tiny_spec, tmp_path):
     from mmkeras.data.pipeline import make_dataset
-    from mmkeras.export.check import check_export
-    from mmkeras.export.saved_model import export_for_serving
     from mmkeras.models.classifier import build_classifier
-    from mmkeras.models.saving import load_classifier
 
     # Copies that this test deletes, to prove the export no longer needs them.
     # Text only, to keep the test short: the image encoder's path through a branch is tested above.
@@ -228,17 +243,9 @@ def test_classifier_with_keras_hub_encoders_trains_saves_and_exports_raw_input(p
             np.testing.assert_array_equal(weight.numpy(), value)
 
     batch, _ = next(iter(make_dataset(spec, "test", batch_size=6)))
-    expected = model.predict(batch, verbose=0)["probabilities"]
-    model.save(tmp_path / "model.keras")
+    version_dir, expected = _reloads_and_exports_without_the_preset(model, spec, batch, tmp_path)
     with pytest.raises(ValueError, match=r"KerasHubEncoder.*safe_mode=False.*export_for_serving"):
         keras.saving.load_model(tmp_path / "model.keras")
-    restored = load_classifier(tmp_path / "model.keras")  # mmkeras' own files: unsafe mode for preset encoders
-    np.testing.assert_allclose(restored.predict(batch, verbose=0)["probabilities"], expected, rtol=1e-5, atol=1e-6)
-
-    version_dir = export_for_serving(model, spec, tmp_path / "exported", measure_batching=False)
-    shutil.rmtree(tmp_path / "presets")
-    report = check_export(version_dir, spec, n=8, model=model)  # raw strings through the export vs the pipeline
-    assert report.max_abs_diff <= report.tolerance
     served = tf.saved_model.load(str(version_dir)).signatures["serving_decoded"]
     outputs = served(**{key: tf.convert_to_tensor(value) for key, value in batch.items()})
     np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-6)
@@ -248,25 +255,14 @@ def test_classifier_with_keras_hub_encoders_trains_saves_and_exports_raw_input(p
 
 @pytest.mark.slow
 def test_classifier_with_a_whisper_encoder_exports_raw_wav_input(presets, tiny_spec, tmp_path):
-    from mmkeras.export.check import check_export
-    from mmkeras.export.saved_model import export_for_serving
     from mmkeras.models.classifier import build_classifier
-    from mmkeras.models.saving import load_classifier
 
     folder = shutil.copytree(presets["whisper"], tmp_path / "presets" / "whisper")
     spec = tiny_spec.with_features(["sound"])  # 8 kHz quarter-second clips, the tiny converter's rate
     model = build_classifier(spec, units=8, embed_dim=8, seed=0,
                              branch_options={"sound": {"encoder": f"keras_hub:{folder}"}})
-    model.save(tmp_path / "model.keras")
     batch = {"sound": np.random.default_rng(3).uniform(-0.5, 0.5, (3, 2000)).astype("float32"),
              "sound_present": np.array([True, True, False])}
-    expected = model.predict(batch, verbose=0)["probabilities"]
-    restored = load_classifier(tmp_path / "model.keras")
-    np.testing.assert_allclose(restored.predict(batch, verbose=0)["probabilities"], expected, rtol=1e-5, atol=1e-6)
-
-    version_dir = export_for_serving(model, spec, tmp_path / "exported", measure_batching=False)
-    shutil.rmtree(tmp_path / "presets")
-    report = check_export(version_dir, spec, n=8, model=model)  # WAV bytes through the export vs the pipeline
-    assert report.max_abs_diff <= report.tolerance
+    version_dir, _ = _reloads_and_exports_without_the_preset(model, spec, batch, tmp_path)
     raw = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     assert raw.structured_input_signature[1]["sound"].dtype == tf.string  # the log-mel converter is in the graph
