@@ -23,7 +23,8 @@ Run: `python benchmarks/time_to_accuracy.py [--quick] [--seeds 2] [--epochs 8]` 
 `mmkeras bench tta ...`. `--quick` runs avmnist only. Writes
 `benchmarks/results/time_to_accuracy_<dataset>.{json,md}`. Candidate defaults are
 measured in the same run with `--variant 'NAME={"branch_options": ...}'` (repeatable;
-`mmkeras.train` options as JSON), and `--suffix S` writes
+`mmkeras.train` options as JSON, plus an optional `"spec"` key of feature options by modality,
+e.g. `{"spec": {"audio": {"hop_ms": 20}}}`), and `--suffix S` writes
 `time_to_accuracy_<dataset>_S.{json,md}` instead, so a comparison keeps the main results.
 """
 from __future__ import annotations
@@ -312,6 +313,18 @@ def _warm_up_keras() -> None:
     model.fit(np.zeros((2, 2)), np.zeros((2, 1)), verbose=0)
 
 
+def with_feature_options(spec, by_modality: dict):
+    """The spec with some features' options replaced: `{modality or feature name: {option: value}}`."""
+    import dataclasses
+
+    features = tuple(
+        dataclasses.replace(feature, options={**feature.options, **by_modality.get(feature.name, {}),
+                                              **by_modality.get(feature.modality, {})})
+        for feature in spec.features
+    )
+    return spec.replace(features=features)
+
+
 def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command: str,
         variants: dict | None = None) -> dict:
     """Run the benchmark and return the report (also saved by `main`).
@@ -351,8 +364,8 @@ def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command
                 if label == "plain Keras":
                     figures = run_plain(spec, seed=seed, epochs=epochs, batch_size=batch_size, test_data=test_data)
                 else:
-                    options = BEFORE_OPTIONS if label == "mmkeras before" else variants.get(label, {})
-                    figures = run_mmkeras(spec, seed=seed, epochs=epochs, batch_size=batch_size,
+                    options = dict(BEFORE_OPTIONS if label == "mmkeras before" else variants.get(label, {}))
+                    figures = run_mmkeras(with_feature_options(spec, options.pop("spec", {})), seed=seed, epochs=epochs, batch_size=batch_size,
                                           test_data=test_data, options=options)
                 figures["seconds_to_floor"] = seconds_to_reach(figures, floor, startup)
                 figures["seconds_to_0.85"] = seconds_to_reach(figures, SECOND_TARGET, startup)
