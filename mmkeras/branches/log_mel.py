@@ -35,14 +35,14 @@ class LogMelSpectrogram(layers.Layer):
 
     Example:
       >>> LogMelSpectrogram(sample_rate=8000)(np.zeros((2, 8000), "float32")).shape
-      TensorShape([2, 98, 40])
+      TensorShape([2, 50, 40])
     """
 
     def __init__(
         self,
         sample_rate: int = 16000,
         frame_ms: float = 25.0,
-        hop_ms: float = 10.0,
+        hop_ms: float = 20.0,
         num_mel_bins: int = 40,
         lower_hz: float = 20.0,
         upper_hz: float | None = None,
