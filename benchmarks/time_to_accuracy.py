@@ -50,6 +50,7 @@ BEFORE_OPTIONS = {
     "branch_options": {"image": {"stages": [32, 64, 128], "convs_per_stage": 2, "stem_stride": 1}},
     "learning_rate": 1e-3,
     "fused_optimizer": False,
+    "spec": {"audio": {"hop_ms": 10.0}},
 }
 
 
