@@ -266,6 +266,7 @@ VARIANTS = {
     "pairs": {"positives": "pairs", "classification_weight": 0.0},
     "labels": {"positives": "labels", "classification_weight": 0.0},
     "labels_joint": {"positives": "labels", "classification_weight": 1.0},
+    "labels_shared_head": {"positives": "labels", "classification_weight": 1.0, "classification_head": "shared"},
 }
 SCORINGS = ("cosine", "csls", "inverted_softmax")
 HUBNESS_K = 10
@@ -281,7 +282,8 @@ def train_variant(spec, setting, options, variant: str, seed: int, verbose: int 
         spec, setting["modalities"], epochs=options["epochs"], batch_size=options["batch_size"],
         learning_rate=options["learning_rate"], loss=ContrastiveLoss(positives=VARIANTS[variant]["positives"]),
         exclude_classes=setting["holdout"], seed=seed, verbose=verbose,
-        classification_weight=VARIANTS[variant]["classification_weight"], **options["encoder"],
+        classification_weight=VARIANTS[variant]["classification_weight"],
+        classification_head=VARIANTS[variant].get("classification_head", "per_tower"), **options["encoder"],
     )
     return encoder, {"epochs": options["epochs"], "first_loss": float(history.history["loss"][0]),
                      "final_loss": float(history.history["loss"][-1]), "temperature": encoder.temperature,
@@ -438,7 +440,8 @@ def format_markdown(figures: dict) -> str:
             f"once per seed {settings['seeds']}; every figure is the mean ± std over the seeds. Variants: "
             "`pairs` (instance pairing: only the row's own partner is a positive), `labels` (label-aware: every "
             "same-class row of the batch is a positive), `labels_joint` (label-aware plus a classification head "
-            "on each tower, crossentropy weight 1). Scorings: `cosine`; `csls` and `inverted_softmax`, the "
+            "on each tower, crossentropy weight 1), `labels_shared_head` (label-aware plus ONE classification head "
+            "shared by the towers, weight 1). Scorings: `cosine`; `csls` and `inverted_softmax`, the "
             "hub-reducing re-scorings of retrieval (no retraining)."
         ),
         "",

@@ -28,6 +28,8 @@ from mmkeras.training.training_view import FirstReplicaBuild
 
 TOWER_SUFFIX = "_tower"
 HEAD_SUFFIX = "_class_head"
+SHARED_HEAD_NAME = "shared_class_head"
+HEADS = ("per_tower", "shared")
 BRANCH_SUFFIX = "_branch"
 # Branch-builder arguments that are data, not architecture: never stored in the config.
 DATA_OPTIONS = ("vocabulary", "corpus")
@@ -48,6 +50,7 @@ def build_dual_encoder(
     max_temperature: float | None = None,
     queue_size: int = 0,
     classification_weight: float = 0.0,
+    classification_head: str = "per_tower",
     name: str | None = None,
 ) -> DualEncoder:
     """Build a dual encoder that maps two or more modalities into one shared space.
@@ -87,6 +90,11 @@ def build_dual_encoder(
         alignment loss as `alignment + classification_weight * mean over
         towers of the heads' crossentropy` (the joint objective: the labels
         shape the space, and each modality gets its own classifier); 0: no heads.
+      classification_head: "per_tower" (each tower its own linear head) or
+        "shared" (one linear head applied to every tower's embedding, as in
+        deep supervised cross-modal retrieval: the same class regions must
+        then hold for every modality, so same-class items of different
+        modalities meet in the space).
       name: the model's name; default `<spec>_<feature>_<feature>_encoder`.
 
     Returns:
@@ -126,6 +134,7 @@ def build_dual_encoder(
         queue_size=queue_size,
         num_classes=spec.num_classes if classification_weight else None,
         classification_weight=classification_weight,
+        classification_head=classification_head,
         branch_config={"embed_dim": branch_dim, "dropout_rate": dropout_rate, "branch_options": stored},
         name=name or "_".join([spec.name, *(f.name for f in features), "encoder"]),
     )
@@ -265,6 +274,7 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
       queue_size: the memory queue's length (0: no queue).
       num_classes: the heads' number of classes (needed with a classification weight).
       classification_weight: the weight of the heads' crossentropy in the loss; 0: no heads.
+      classification_head: "per_tower" (a head per tower) or "shared" (one head for every tower).
       branch_config: how the branches were built (`embed_dim`, `dropout_rate`,
         `branch_options`), for `build_classifier_from_encoder`.
 
@@ -299,6 +309,7 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
         branch_config: Mapping[str, Any] | None = None,
         max_temperature: float | None = None,
         queue_size: int = 0,
+        classification_head: str = "per_tower",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -334,8 +345,16 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
             raise ValueError(
                 f"A classification_weight of {classification_weight} needs `num_classes` for the towers' heads."
             )
+        if classification_head not in HEADS:
+            raise ValueError(f"classification_head must be one of {list(HEADS)}, got {classification_head!r}.")
+        self.classification_head = classification_head
         heads = {}
-        if self.classification_weight:
+        self.shared_head = None
+        if self.classification_weight and classification_head == "shared":
+            # One layer, tracked once (not once per tower), so its weights are saved once.
+            self.shared_head = layers.Dense(self.num_classes, dtype="float32", name=SHARED_HEAD_NAME)
+            self.shared_head.build((None, self.embed_dim))
+        elif self.classification_weight:
             for name_ in self.towers:
                 heads[name_] = layers.Dense(self.num_classes, dtype="float32", name=f"{name_}{HEAD_SUFFIX}")
                 heads[name_].build((None, self.embed_dim))
@@ -417,7 +436,7 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
         if queued is not None and training:
             # After the loss read the queue: a batch is never its own negative twice.
             self.negative_queue.enqueue({name: y_pred[name] for name in self.towers}, y, presence)
-        if self.heads:
+        if self.has_heads:
             total = total + self.classification_weight * self._classification_loss(x, y, y_pred, sample_weight)
         for extra in self.losses:
             total = total + self._aggregate_additional_loss(extra)
@@ -457,12 +476,19 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
           >>> encoder = build_dual_encoder(spec, ("image", "audio"), classification_weight=1.0)
           >>> logits = encoder.class_logits(encoder(batch))    # {"picture": (n, 10), "sound": (n, 10)}
         """
-        if not self.heads:
+        if not self.has_heads:
             raise ValueError(
                 f"{self.name} has no classification heads; build it with a classification_weight > 0 "
                 "(build_dual_encoder(..., classification_weight=1.0))."
             )
+        if self.shared_head is not None:
+            return {name: self.shared_head(value) for name, value in embeddings.items() if name in self.towers}
         return {name: self.heads[name](value) for name, value in embeddings.items() if name in self.heads}
+
+    @property
+    def has_heads(self) -> bool:
+        """Whether the encoder has classification heads (a `classification_weight` > 0)."""
+        return bool(self.heads) or self.shared_head is not None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -507,6 +533,7 @@ class DualEncoder(FirstReplicaBuild, keras.Model):
             "queue_size": self.queue_size,
             "num_classes": self.num_classes,
             "classification_weight": self.classification_weight,
+            "classification_head": self.classification_head,
             "branch_config": self.branch_config,
         }
 

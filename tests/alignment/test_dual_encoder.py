@@ -176,3 +176,31 @@ def test_a_keras_hub_text_tower_embeds_prompts_beyond_the_training_vocabulary(ti
     classifier = build_classifier_from_encoder(hub, units=8)  # checks the presets match and the branches agree
     np.testing.assert_allclose(classifier.get_layer("caption_branch")(np.array(prompts))["embedding"],
                                branch(np.array(prompts))["embedding"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_shared_head_is_one_classifier_for_every_tower_and_reloads(spec, tmp_path):
+    keras.utils.set_random_seed(0)
+    encoder = build_dual_encoder(spec, ("image", "audio"), classification_weight=1.0,
+                                 classification_head="shared", **SMALL)
+    encoder.compile(keras.optimizers.Adam(0.01), loss=ContrastiveLoss(positives="labels"))
+    assert encoder.has_heads and not encoder.heads
+    # One kernel and one bias in all: the same class regions for every modality.
+    head_weights = [w for w in encoder.weights if "shared_class_head" in w.path]
+    assert len(head_weights) == 2
+    embeddings = encoder(_batch())
+    logits = encoder.class_logits(embeddings)
+    same = encoder.shared_head(embeddings["sound"])
+    np.testing.assert_allclose(np.array(logits["sound"]), np.array(same), rtol=1e-6)
+    before = np.array(encoder.shared_head.kernel)
+    loss = encoder.train_on_batch(_batch(), np.array([0, 1, 0, 2], "int32"))
+    assert np.isfinite(loss) and not np.allclose(before, np.array(encoder.shared_head.kernel))
+    encoder.save(tmp_path / "shared.keras")
+    restored = keras.saving.load_model(tmp_path / "shared.keras")
+    assert restored.classification_head == "shared"
+    expected = encoder.class_logits(encoder(_batch(), training=False))
+    actual = restored.class_logits(restored(_batch(), training=False))
+    for name in expected:
+        np.testing.assert_allclose(np.array(actual[name]), np.array(expected[name]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="classification_head"):
+        build_dual_encoder(spec, ("image", "audio"), classification_weight=1.0, classification_head="both", **SMALL)
