@@ -110,7 +110,8 @@ def logistic_regression_floor(spec, *, train_split: str = "train", test_split: s
 
 def run(spec_name: str = "avmnist", *, seeds: int = 5, epochs: int = 12, batch_size: int = 32,
         fusions=None, modality_dropouts=(0.0, 0.3), balance_fusions=BALANCE_FUSIONS, balances=OTHER_BALANCES,
-        unimodal=None, suffix: str = "", quick: bool = False, save: bool = True, command: str | None = None) -> dict:
+        unimodal=None, suffix: str = "", blend_every: int | None = None, quick: bool = False, save: bool = True,
+        command: str | None = None) -> dict:
     """Run the whole benchmark and (by default) save its tables; returns the figures.
 
     Trains each modality alone (or only the features in `unimodal`), every
@@ -123,6 +124,7 @@ def run(spec_name: str = "avmnist", *, seeds: int = 5, epochs: int = 12, batch_s
     Args:
       unimodal: the features trained alone; None for all, () for none.
       suffix: added to the results' file names (`<dataset>_fusion<suffix>`).
+      blend_every: gradient blending's `blend_every` for every run (None: the training default).
     """
     import mmkeras
     from mmkeras.evaluation.comparison import compare_fusions, make_candidates
@@ -142,7 +144,8 @@ def run(spec_name: str = "avmnist", *, seeds: int = 5, epochs: int = 12, batch_s
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mmkeras-fusion-") as folder:
         results = compare_fusions(spec, candidates=candidates, seeds=seeds, epochs=epochs, batch_size=batch_size,
-                                  output_dir=folder)
+                                  output_dir=folder,
+                                  train_options=None if blend_every is None else {"blend_every": blend_every})
         results["blend_weights"] = blend_weight_histories(Path(folder))
     results["wall_minutes"] = (time.perf_counter() - started) / 60
     results["logistic_regression_floor"] = logistic_regression_floor(spec)
@@ -263,13 +266,15 @@ def main() -> None:
     parser.add_argument("--unimodal", nargs="*", default=None,
                         help="features trained alone (default: every feature; none when given without names)")
     parser.add_argument("--suffix", default="", help="added to the results' file names")
+    parser.add_argument("--blend-every", type=int, default=None,
+                        help="epochs between gradient blending's weight estimates (default: the training default)")
     parser.add_argument("--quick", action="store_true", help=f"a few-minute setting: {QUICK}")
     args = parser.parse_args()
     results = run(args.spec, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
                   fusions=args.fusions, modality_dropouts=tuple(args.modality_dropouts),
                   balance_fusions=tuple(args.balance_fusions), balances=tuple(args.balances),
                   unimodal=None if args.unimodal is None else tuple(args.unimodal), suffix=args.suffix,
-                  quick=args.quick, command="python benchmarks/fusion.py " + shlex.join(sys.argv[1:]))
+                  blend_every=args.blend_every, quick=args.quick, command="python benchmarks/fusion.py " + shlex.join(sys.argv[1:]))
     print((RESULTS / f"{results['dataset']}_fusion{args.suffix}.md").read_text())
 
 
