@@ -65,9 +65,19 @@ def test_the_blended_step_weights_each_head_loss(tiny_spec, tiny_model):
     view.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     view.blend_weights.assign([0.7, 0.1, 0.15, 0.05])
     x, y = next(iter(make_dataset(tiny_spec, "train", batch_size=8)))
+    traces, step = [], view.train_step
+    view.train_step = lambda data: traces.append(1) or step(data)  # Python runs once per trace
     logs = view.train_on_batch(x, y, return_dict=True)
     expected = sum(w * logs[f"head_loss_{name}"] for w, name in zip([0.7, 0.1, 0.15, 0.05], HEADS))
     assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+    # New weights are read from the variable: the step is not traced again.
+    traced = len(traces)
+    view.blend_weights.assign([0.1, 0.1, 0.1, 0.7])
+    view.reset_metrics()
+    logs = view.train_on_batch(x, y, return_dict=True)
+    expected = sum(w * logs[f"head_loss_{name}"] for w, name in zip([0.1, 0.1, 0.1, 0.7], HEADS))
+    assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+    assert len(traces) == traced
 
 
 @pytest.mark.slow
