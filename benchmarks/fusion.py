@@ -8,7 +8,10 @@ raw pixels, MFCC statistics, TF-IDF of text; each alone, concatenated (early
 fusion) and with summed log-probabilities (late fusion).
 
 Run: `python benchmarks/fusion.py --spec avmnist [--quick]` or `mmkeras bench fusion ...`.
-Writes `benchmarks/results/<dataset>_fusion.{json,md}`.
+Writes `benchmarks/results/<dataset>_fusion<suffix>.{json,md}`. A narrower comparison,
+e.g. the default model against gradient blending with text alone for reference:
+`python benchmarks/fusion.py --spec tuxpaint --seeds 2 --epochs 10 --fusions concat --modality-dropouts 0.3
+--balance-fusions concat --balances gradient_blending --unimodal text --suffix _gradient_blending`.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import argparse
 import json
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -105,13 +109,22 @@ def logistic_regression_floor(spec, *, train_split: str = "train", test_split: s
 
 
 def run(spec_name: str = "avmnist", *, seeds: int = 5, epochs: int = 12, batch_size: int = 32,
-        fusions=None, modality_dropouts=(0.0, 0.3), balance_fusions=BALANCE_FUSIONS, quick: bool = False,
-        save: bool = True, command: str | None = None) -> dict:
+        fusions=None, modality_dropouts=(0.0, 0.3), balance_fusions=BALANCE_FUSIONS, balances=OTHER_BALANCES,
+        unimodal=None, suffix: str = "", blend_every: int | None = None, quick: bool = False, save: bool = True,
+        command: str | None = None) -> dict:
     """Run the whole benchmark and (by default) save its tables; returns the figures.
 
-    Trains each modality alone, every fusion in `fusions` at each rate of
-    `modality_dropouts` with the default `balance="aux_heads"`, and each fusion
-    of `balance_fusions` with `balance="none"` and `"ogm_ge"` as well.
+    Trains each modality alone (or only the features in `unimodal`), every
+    fusion in `fusions` at each rate of `modality_dropouts` with the default
+    `balance="aux_heads"`, and each fusion of `balance_fusions` with every
+    balance in `balances` (default "none" and "ogm_ge") as well. Runs trained
+    with `balance="gradient_blending"` also report the blending weights each
+    epoch trained with (`blend_weights` in the results).
+
+    Args:
+      unimodal: the features trained alone; None for all, () for none.
+      suffix: added to the results' file names (`<dataset>_fusion<suffix>`).
+      blend_every: gradient blending's `blend_every` for every run (None: the training default).
     """
     import mmkeras
     from mmkeras.evaluation.comparison import compare_fusions, make_candidates
@@ -123,18 +136,38 @@ def run(spec_name: str = "avmnist", *, seeds: int = 5, epochs: int = 12, batch_s
     spec = mmkeras.load_spec(spec_name)
     mmkeras.prepare(spec)
     candidates = make_candidates(spec, fusions=fusions, modality_dropouts=modality_dropouts)
+    if unimodal is not None:
+        candidates = [c for c in candidates if len(c.features) > 1 or c.features[0] in unimodal]
     if balance_fusions:
         candidates += make_candidates(spec, fusions=balance_fusions, modality_dropouts=(0.3,),
-                                      balances=OTHER_BALANCES, unimodal=False)
+                                      balances=balances, unimodal=False)
     started = time.perf_counter()
-    results = compare_fusions(spec, candidates=candidates, seeds=seeds, epochs=epochs, batch_size=batch_size)
+    with tempfile.TemporaryDirectory(prefix="mmkeras-fusion-") as folder:
+        results = compare_fusions(spec, candidates=candidates, seeds=seeds, epochs=epochs, batch_size=batch_size,
+                                  output_dir=folder,
+                                  train_options=None if blend_every is None else {"blend_every": blend_every})
+        results["blend_weights"] = blend_weight_histories(Path(folder))
     results["wall_minutes"] = (time.perf_counter() - started) / 60
     results["logistic_regression_floor"] = logistic_regression_floor(spec)
     results["quick"] = quick
     results["command"] = command or f"python benchmarks/fusion.py --spec {spec_name}" + (" --quick" if quick else "")
     if save:
-        write_results(results, f"{spec.name}_fusion")
+        write_results(results, f"{spec.name}_fusion{suffix}")
     return results
+
+
+def blend_weight_histories(folder: Path) -> dict:
+    """`{run folder: {head: [weight per epoch]}}` of every gradient-blending run under `folder`."""
+    from mmkeras.training.run_dir import read_history
+
+    weights = {}
+    for history_csv in sorted(folder.glob("*/seed*/history.csv")):
+        history = read_history(history_csv)
+        heads = {name[len("blend_weight_"):]: values for name, values in history.items()
+                 if name.startswith("blend_weight_")}
+        if heads:
+            weights[f"{history_csv.parent.parent.name}/{history_csv.parent.name}"] = heads
+    return weights
 
 
 def write_results(results: dict, stem: str, directory: Path = RESULTS) -> None:
@@ -168,6 +201,12 @@ def write_results(results: dict, stem: str, directory: Path = RESULTS) -> None:
         )
     lines += ["", "Logistic-regression floor (scikit-learn, same split):", "", "| model | accuracy |", "|---|---|"]
     lines += [f"| {name} | {value:.3f} |" for name, value in results["logistic_regression_floor"].items()]
+    if results.get("blend_weights"):
+        lines += ["", ("Gradient-blending weights each epoch trained with (epoch 1 first; heads: fused, then "
+                       "each branch's auxiliary head):"), "", "| run | head | weights |", "|---|---|---|"]
+        for run_name, heads in results["blend_weights"].items():
+            lines += [f"| {run_name} | {head} | {' '.join(f'{w:.2f}' for w in values)} |"
+                      for head, values in heads.items()]
     lines += ["", "## Targets", ""] + [f"- {line}" for line in target_lines(results)]
     notes = directory / f"{stem}_notes.md"
     if notes.is_file():
@@ -221,14 +260,22 @@ def main() -> None:
     parser.add_argument("--modality-dropouts", nargs="*", type=float, default=[0.0, 0.3],
                         help="modality-dropout rates each fusion is trained with")
     parser.add_argument("--balance-fusions", nargs="*", default=list(BALANCE_FUSIONS),
-                        help=f"fusions also trained with balance={' and '.join(OTHER_BALANCES)}")
+                        help="fusions also trained with each of --balances")
+    parser.add_argument("--balances", nargs="+", default=list(OTHER_BALANCES),
+                        help=f"the other balance options of --balance-fusions (default: {' '.join(OTHER_BALANCES)})")
+    parser.add_argument("--unimodal", nargs="*", default=None,
+                        help="features trained alone (default: every feature; none when given without names)")
+    parser.add_argument("--suffix", default="", help="added to the results' file names")
+    parser.add_argument("--blend-every", type=int, default=None,
+                        help="epochs between gradient blending's weight estimates (default: the training default)")
     parser.add_argument("--quick", action="store_true", help=f"a few-minute setting: {QUICK}")
     args = parser.parse_args()
     results = run(args.spec, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
                   fusions=args.fusions, modality_dropouts=tuple(args.modality_dropouts),
-                  balance_fusions=tuple(args.balance_fusions), quick=args.quick,
-                  command="python benchmarks/fusion.py " + shlex.join(sys.argv[1:]))
-    print((RESULTS / f"{results['dataset']}_fusion.md").read_text())
+                  balance_fusions=tuple(args.balance_fusions), balances=tuple(args.balances),
+                  unimodal=None if args.unimodal is None else tuple(args.unimodal), suffix=args.suffix,
+                  blend_every=args.blend_every, quick=args.quick, command="python benchmarks/fusion.py " + shlex.join(sys.argv[1:]))
+    print((RESULTS / f"{results['dataset']}_fusion{args.suffix}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Training against one modality dominating: auxiliary heads and OGM-GE gradient modulation.
+"""Training against one modality dominating: auxiliary heads, OGM-GE and gradient blending.
 
 Joint training often leans on the easiest modality and under-trains the
 others (on avmnist the audio branch wins: without its audio the concat model fell to 0.386).
-Two remedies, chosen with `mmkeras.train(..., balance=...)`:
+Three remedies, chosen with `mmkeras.train(..., balance=...)`:
 
 - "aux_heads": each branch also feeds its own classifier (`aux_<feature>`
   outputs of `build_classifier(aux_heads=True)`), trained with its own loss on
@@ -13,6 +13,11 @@ Two remedies, chosen with `mmkeras.train(..., balance=...)`:
   the gradients of a branch whose share exceeds the others' mean are scaled
   by `1 - tanh(alpha * (ratio - 1))`, and every branch's gradients get
   Gaussian noise with the gradients' own standard deviation.
+- "gradient_blending": gradient blending (Wang et al., CVPR 2020, online as
+  in MultiBench), also on the auxiliary heads: the loss is a weighted sum of
+  the fused head's and every auxiliary head's losses, the weights estimated
+  every `blend_every` epochs from each head's generalisation and overfitting
+  (`mmkeras.training.blending`).
 """
 from __future__ import annotations
 
@@ -21,28 +26,46 @@ import tensorflow as tf
 from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution
 
 from mmkeras.models.classifier import AUX_PREFIX, PROBABILITIES
+from mmkeras.training.blending import HEAD_LOSS_PREFIX
 from mmkeras.training.training_view import TrainingView
 
-BALANCES = ("none", "aux_heads", "ogm_ge")
+BALANCES = ("none", "aux_heads", "ogm_ge", "gradient_blending")
+# The name of the main output's head in gradient blending's logs (`generalisation_gaps` uses it too).
+FUSED_HEAD = "fused"
 
 
 class BalancedTrainingView(TrainingView):
-    """A `TrainingView` that also trains the classifier's auxiliary heads, optionally with OGM-GE.
+    """A `TrainingView` that also trains the classifier's auxiliary heads, with OGM-GE or gradient blending.
 
     Its metrics and logs are those of the main output only, so histories read
-    the same with or without balancing.
+    the same with or without balancing; gradient blending adds each head's
+    loss (`head_loss_<head>`, and `val_head_loss_<head>` on validation data;
+    the heads are "fused" and the feature names), which its weights are
+    estimated from.
 
     Args:
       classifier: a model from `build_classifier(..., aux_heads=True)`.
-      method: "aux_heads" or "ogm_ge".
-      aux_weight: weight of the mean auxiliary loss against the main loss.
+      method: "aux_heads", "ogm_ge" or "gradient_blending".
+      aux_weight: weight of the mean auxiliary loss against the main loss
+        ("aux_heads" and "ogm_ge").
       alpha: OGM-GE modulation strength.
+
+    Attributes:
+      head_names: ("fused", *feature names), the order of the blending weights.
+      blend_weights: (gradient blending only) non-trainable (K,) variable of
+        the heads' loss weights, summing to 1; equal until the
+        `mmkeras.training.blending.GradientBlending` callback assigns new ones.
+      blend_reference: (gradient blending only) non-trainable (2, K) variable
+        of the heads' train and validation losses at the last blending
+        checkpoint (NaN before the first).
 
     Raises:
       ValueError: for an unknown method or a classifier without auxiliary heads.
 
     Example:
-      >>> view = BalancedTrainingView(build_classifier(spec, aux_heads=True), method="ogm_ge")
+      >>> view = BalancedTrainingView(build_classifier(spec, aux_heads=True), method="gradient_blending")
+      >>> view.head_names
+      ('fused', 'image', 'audio')
     """
 
     def __init__(self, classifier: keras.Model, *, method: str = "aux_heads", aux_weight: float = 0.5,
@@ -57,9 +80,23 @@ class BalancedTrainingView(TrainingView):
         self.aux_weight = float(aux_weight)
         self.alpha = float(alpha)
         self.feature_names = names
+        self.head_names = (FUSED_HEAD, *names)
         self.branch_variables = [
             {id(v) for v in classifier.get_layer(f"{name}_branch").trainable_variables} for name in names
         ]
+        if method == "gradient_blending":
+            # Variables, not Python numbers: the callback assigns them without retracing the step,
+            # and the run's backup saves them with the weights, so a resumed run goes on with them.
+            count = len(self.head_names)
+            self.blend_weights = self.add_weight(
+                shape=(count,), initializer=keras.initializers.Constant(1.0 / count), trainable=False,
+                dtype="float32", name="blend_weights",
+            )
+            self.blend_reference = self.add_weight(
+                shape=(2, count), initializer=keras.initializers.Constant(float("nan")), trainable=False,
+                dtype="float32", name="blend_reference",
+            )
+            self.head_losses = [keras.metrics.Mean(name=HEAD_LOSS_PREFIX + name) for name in self.head_names]
 
     def _symbolic_build(self, iterator=None, data_batch=None):
         # Under tf.distribute Keras builds the compiled loss and metrics against
@@ -77,8 +114,16 @@ class BalancedTrainingView(TrainingView):
         with tf.GradientTape() as tape:
             probabilities, *aux = self(x, training=True)
             main_loss = self._compute_loss(x=x, y=y, y_pred=probabilities, sample_weight=sample_weight, training=True)
-            aux_loss = scale_loss_for_distribution(tf.add_n(self._aux_losses(x, y, aux, sample_weight)) / len(aux))
-            loss = main_loss + self.aux_weight * aux_loss
+            aux_losses = self._aux_losses(x, y, aux, sample_weight)
+            if self.method == "gradient_blending":
+                weights = tf.unstack(tf.cast(self.blend_weights, main_loss.dtype))
+                loss = weights[0] * main_loss + scale_loss_for_distribution(
+                    tf.add_n([weight * head for weight, head in zip(weights[1:], aux_losses)])
+                )
+                self._track_head_losses(x, unscale_loss_for_distribution(main_loss), aux_losses)
+            else:
+                aux_loss = scale_loss_for_distribution(tf.add_n(aux_losses) / len(aux))
+                loss = main_loss + self.aux_weight * aux_loss
             self._loss_tracker.update_state(
                 unscale_loss_for_distribution(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
             )
@@ -92,12 +137,22 @@ class BalancedTrainingView(TrainingView):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        probabilities, *_ = self(x, training=False)
+        probabilities, *aux = self(x, training=False)
         loss = self._compute_loss(x=x, y=y, y_pred=probabilities, sample_weight=sample_weight, training=False)
+        if self.method == "gradient_blending":
+            self._track_head_losses(x, unscale_loss_for_distribution(loss), self._aux_losses(x, y, aux, sample_weight))
         self._loss_tracker.update_state(
             unscale_loss_for_distribution(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
         )
         return self._with_worker_axis(self.compute_metrics(x, y, probabilities, sample_weight=sample_weight))
+
+    def _track_head_losses(self, x, main_loss, aux_losses):
+        """Add a batch's per-head losses to the running means, each weighted by its examples."""
+        batch = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], main_loss.dtype)
+        self.head_losses[0].update_state(main_loss, sample_weight=batch)
+        for tracker, name, head_loss in zip(self.head_losses[1:], self.feature_names, aux_losses):
+            present = tf.reduce_sum(tf.cast(tf.reshape(x[f"{name}_present"], [-1]), head_loss.dtype))
+            tracker.update_state(head_loss, sample_weight=present)
 
     def _aux_losses(self, x, y, aux, sample_weight=None):
         """Each head's loss, averaged over the examples where its modality is present.

@@ -21,7 +21,7 @@ from mmkeras.checks import is_integer, is_number
 OPTIMIZERS = ("adamw", "adam", "sgd")
 LOSSES = ("crossentropy", "focal")
 CLASS_WEIGHTS = (None, "balanced")
-BALANCES = ("none", "aux_heads", "ogm_ge")
+BALANCES = ("none", "aux_heads", "ogm_ge", "gradient_blending")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 VERBOSITIES = ("auto", 0, 1, 2)
@@ -105,10 +105,14 @@ class TrainingConfig:
       learning_rate_schedule: "constant", or "cosine" (decay to zero over
         `epochs` after a one-epoch linear warm-up).
       balance: "none", "aux_heads" (a classifier per branch with its own
-        loss) or "ogm_ge" (aux heads plus gradient modulation); see
-        `mmkeras.training.balance`.
-      aux_weight: weight of the auxiliary heads' loss when balancing.
+        loss), "ogm_ge" (aux heads plus gradient modulation) or
+        "gradient_blending" (the fused and aux heads' losses weighted by how
+        each generalises, re-estimated every `blend_every` epochs; needs
+        validation data); see `mmkeras.training.balance`.
+      aux_weight: weight of the auxiliary heads' loss ("aux_heads", "ogm_ge").
       ogm_alpha: OGM-GE modulation strength.
+      blend_every: epochs between two estimates of the gradient-blending
+        weights (`mmkeras.training.blending`).
       seed: seed for weights, shuffling and dropout; None draws fresh ones.
       validation_fraction: when the spec has no "validation" split, the share
         of the train split held out for validation (stratified by class, or
@@ -136,6 +140,7 @@ class TrainingConfig:
     balance: str = "aux_heads"
     aux_weight: float = 0.5
     ogm_alpha: float = 0.5
+    blend_every: int = 1
     seed: int | None = None
     validation_fraction: float = 0.1
 
@@ -156,6 +161,7 @@ class TrainingConfig:
         _check_choice(self, "balance", BALANCES)
         _check_number(self, "aux_weight", minimum=0.0)
         _check_number(self, "ogm_alpha", minimum=0.0)
+        _check_positive_int(self, "blend_every")
         if self.seed is not None:
             _check_positive_int(self, "seed", allow_zero=True)
         _check_number(self, "validation_fraction", minimum=0.0)

@@ -27,6 +27,7 @@ from mmkeras.datasets import prepare
 from mmkeras.models.classifier import build_classifier
 from mmkeras.spec import DEFAULT_SPECS_DIR, DatasetSpec, load_spec
 from mmkeras.training.balance import BalancedTrainingView
+from mmkeras.training.blending import GradientBlending
 from mmkeras.training.calibration import calibrate_run
 from mmkeras.training.callbacks import make_callbacks
 from mmkeras.training.class_weights import balanced_class_weights, split_labels
@@ -167,6 +168,7 @@ def train(
         spec, model_config, training_config, runtime_config,
         **{key: value for key, value in named.items() if value is not None}, **overrides,
     )
+    _check_validation_for_blending(spec, config.training)
     runtime = resolve_runtime(config.runtime)  # first: a multi-worker strategy must set TensorFlow up
     paths = _run_paths(spec, config, output_dir, runtime)
     initial_epoch = _start_run(paths, config)
@@ -207,7 +209,11 @@ def train(
     trainer.build_for(train_data.element_spec)  # so that the first step is traced once, not twice
 
     monitor = "val_loss" if validation_data is not None else "loss"
-    run_callbacks = make_callbacks(
+    # Blending first: its weights go into the epoch's logs before they are written, and into the backup.
+    blending = []
+    if training.balance == "gradient_blending":
+        blending.append(GradientBlending(validation_data, blend_every=training.blend_every))
+    run_callbacks = blending + make_callbacks(
         paths, model, monitor=monitor, early_stopping_patience=training.early_stopping_patience,
         backup_every_steps=config.runtime.backup_every_steps, initial_epoch=initial_epoch, strategy=runtime.strategy,
         extra=callbacks,
@@ -380,6 +386,17 @@ def make_optimizer(config: TrainingConfig, learning_rate, fused: bool = True) ->
     if config.optimizer == "adam":
         return (FusedAdam if fused else keras.optimizers.Adam)(learning_rate)
     return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+
+
+def _check_validation_for_blending(spec: DatasetSpec, training: TrainingConfig) -> None:
+    """Gradient blending weighs heads by their validation losses: refuse it before any work when there are none."""
+    if training.balance == "gradient_blending" and VALIDATION_SPLIT not in spec.splits \
+            and training.validation_fraction == 0:
+        raise ValueError(
+            "balance='gradient_blending' needs validation data to measure how each head generalises, but the spec "
+            f"{spec.name!r} has no 'validation' split and validation_fraction=0. Give validation_fraction > 0 "
+            "(default 0.1), or use balance='aux_heads'."
+        )
 
 
 def _run_paths(spec: DatasetSpec, config: RunConfig, output_dir, runtime: ResolvedRuntime) -> RunPaths:

@@ -49,7 +49,7 @@ DEFAULT_SEARCH_SPACE: Mapping[str, Any] = types.MappingProxyType({
     "embed_dim": (64, 128),
     "dropout_rate": types.MappingProxyType({"min": 0.1, "max": 0.5, "step": 0.1}),
     "modality_dropout": types.MappingProxyType({"min": 0.0, "max": 0.5, "step": 0.1}),
-    "balance": ("none", "aux_heads", "ogm_ge"),
+    "balance": ("none", "aux_heads", "ogm_ge", "gradient_blending"),
     "learning_rate": types.MappingProxyType({"min": 3e-4, "max": 1e-2, "sampling": "log"}),
     "weight_decay": types.MappingProxyType({"min": 1e-4, "max": 1e-1, "sampling": "log"}),
     "image.stages": ((16, 32), (24, 48, 96), (32, 64, 128)),
