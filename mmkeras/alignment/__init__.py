@@ -4,7 +4,7 @@ Modules: `dual_encoder` (`build_dual_encoder`, `DualEncoder`), `temperature`
 (`LearnableTemperature`, within bounds), `negative_queue` (`NegativeQueue`: a
 memory queue of negatives for small batches), `contrastive` (`ContrastiveLoss`), `triplet`
 (`TripletLoss`), `metrics` (Recall@K, mean and median rank), `retrieval`
-(`retrieve`, `embed`, `evaluate_retrieval`), `hubness` (`hub_occurrence`,
+(`retrieve`, `embed`, `evaluate_retrieval`, `class_space`), `hubness` (`hub_occurrence`,
 CSLS and inverted-softmax `rescore`), `zero_shot`, `zero_shot_classifier`
 (`build_zero_shot_classifier`: raw images to probabilities from text prompts,
 with `mmkeras.models.zero_shot_head`), `pretrain`
@@ -31,6 +31,7 @@ _EXPORTS = {
     "embed": "mmkeras.alignment.retrieval",
     "retrieve": "mmkeras.alignment.retrieval",
     "retrieve_embeddings": "mmkeras.alignment.retrieval",
+    "class_space": "mmkeras.alignment.retrieval",
     "evaluate_retrieval": "mmkeras.alignment.retrieval",
     "RetrievalResult": "mmkeras.alignment.retrieval",
     "class_embeddings": "mmkeras.alignment.zero_shot",
@@ -67,6 +68,7 @@ __all__ = [
     "calibrate_zero_shot",
     "chance_retrieval",
     "class_embeddings",
+    "class_space",
     "classify_scores",
     "cross_modal_retrieval",
     "embed",

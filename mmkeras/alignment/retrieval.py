@@ -98,6 +98,57 @@ def embed(encoder: DualEncoder, feature_name: str, values: Any, *, batch_size: i
     return np.asarray(encoder.get_tower(feature_name).predict(batches, verbose=0), np.float32)
 
 
+SPACES = ("embedding", "classes")
+
+
+def class_space(encoder: DualEncoder, embeddings: Mapping[str, np.ndarray]) -> dict:
+    """Map embeddings into the label space: each tower's head's class probabilities.
+
+    An encoder trained with classification heads (`classification_weight` >
+    0; `classification_head="shared"` gives every modality the same head)
+    places every modality in one more shared space: the classes. The dot
+    product of two items' probability vectors is the probability that they
+    are of the same class (if the heads' errors are independent), so ranking
+    a gallery by it puts first the items most likely to share the query's
+    class, confident ones ahead of unsure ones. It needs labels to train,
+    knows only the trained classes, and puts whole classes together, so it
+    raises class-level R@1 where the heads are accurate and lowers R@10 and
+    the mean rank of queries whose head is wrong (a wrong class's items all
+    come first): `benchmarks/results/alignment_avmnist_shared_head.md`
+    measures both.
+
+    Args:
+      encoder: a `DualEncoder` with classification heads.
+      embeddings: feature name -> (n, embed_dim) embeddings of that feature's tower.
+
+    Returns:
+      Feature name -> (n, num_classes) float32 softmax probabilities, ready for
+      `retrieve_embeddings` (whose "cosine" scoring is then their dot product;
+      they are not unit vectors, so keep to that scoring).
+
+    Raises:
+      ValueError: if the encoder has no classification heads.
+
+    Example:
+      >>> vectors = class_space(encoder, {"picture": embed(encoder, "picture", images)})
+      >>> vectors["picture"].shape, vectors["picture"].sum(axis=1)[0]
+      ((n, 10), 1.0)
+    """
+    logits = encoder.class_logits({name: np.asarray(value, np.float32) for name, value in embeddings.items()})
+    return {name: tf.nn.softmax(tf.cast(value, tf.float32)).numpy() for name, value in logits.items()}
+
+
+def _check_space(space: str, scoring: str) -> str:
+    if space not in SPACES:
+        raise ValueError(f"`space` must be one of {list(SPACES)}, got {space!r}.")
+    if space == "classes" and scoring != "cosine":
+        raise ValueError(
+            f"space='classes' ranks by the dot product of class probabilities (scoring='cosine'); the "
+            f"hub-reducing scoring {scoring!r} assumes unit embeddings. Use scoring='cosine' there."
+        )
+    return space
+
+
 def retrieve_embeddings(
     query_embeddings: np.ndarray,
     gallery_embeddings: np.ndarray,
@@ -146,6 +197,7 @@ def retrieve(
     scoring: str = "cosine",
     neighbours: int = DEFAULT_NEIGHBOURS,
     reference: Mapping[str, Any] | None = None,
+    space: str = "embedding",
 ) -> RetrievalResult:
     """Find, for each query, the k nearest gallery items of another modality.
 
@@ -163,6 +215,9 @@ def retrieve(
         that measures each gallery item's neighbourhood for the hub-reducing
         scorings; default the queries themselves (fine for a large query set,
         needed for one or a few queries).
+      space: "embedding" (the shared embedding space) or "classes" (the
+        classification heads' label space, see `class_space`; needs an
+        encoder trained with heads).
 
     Returns:
       A `RetrievalResult` of (num_queries, k) gallery indices and scores, best first.
@@ -177,8 +232,14 @@ def retrieve(
       >>> result.indices.shape
       (1, 3)
     """
+    _check_space(space, scoring)
     query_name, query_values = _single(encoder, queries, "queries")
     gallery_name, gallery_values = _single(encoder, gallery, "gallery")
+
+    def vectors(name, values):
+        embedded = embed(encoder, name, values, batch_size=batch_size)
+        return class_space(encoder, {name: embedded})[name] if space == "classes" else embedded
+
     reference_embeddings = None
     if reference is not None:
         reference_name, reference_values = _single(encoder, reference, "reference")
@@ -187,10 +248,10 @@ def retrieve(
                 f"`reference` holds values of the queries' feature {query_name!r} (it stands for the queries), "
                 f"got {reference_name!r}."
             )
-        reference_embeddings = embed(encoder, reference_name, reference_values, batch_size=batch_size)
+        reference_embeddings = vectors(reference_name, reference_values)
     return retrieve_embeddings(
-        embed(encoder, query_name, query_values, batch_size=batch_size),
-        embed(encoder, gallery_name, gallery_values, batch_size=batch_size),
+        vectors(query_name, query_values),
+        vectors(gallery_name, gallery_values),
         k,
         scoring=scoring,
         neighbours=neighbours,
@@ -237,6 +298,7 @@ def evaluate_retrieval(
     scoring: str = "cosine",
     neighbours: int = DEFAULT_NEIGHBOURS,
     hubness_k: int | None = DEFAULT_NEIGHBOURS,
+    space: str = "embedding",
 ) -> dict:
     """Cross-modal retrieval metrics of an encoder on a split, in both directions, with the chance level.
 
@@ -254,6 +316,7 @@ def evaluate_retrieval(
       neighbours: CSLS's neighbourhood size.
       hubness_k: report each direction's `hub_occurrence` of its top-k lists
         under "hubness"; None: leave it out.
+      space: "embedding" or "classes" (the heads' label space, see `class_space`).
 
     Returns:
       `cross_modal_retrieval`'s dict, plus `"num_examples"`: the examples
@@ -263,10 +326,13 @@ def evaluate_retrieval(
       >>> evaluate_retrieval(encoder, "test")["picture_to_caption"]["recall@5"]
       0.73...
     """
+    _check_space(space, scoring)
     spec = spec if spec is not None else encoder.spec
     dataset = make_dataset(spec.with_features(list(encoder.feature_names)), split, batch_size=batch_size)
     embeddings, labels, complete = embed_dataset(encoder, dataset)
     kept = {name: values[complete] for name, values in embeddings.items()}
+    if space == "classes":
+        kept = class_space(encoder, kept)
     results = cross_modal_retrieval(
         kept, labels=labels[complete] if by_class else None, ks=ks, scoring=scoring, neighbours=neighbours,
         hubness_k=hubness_k,

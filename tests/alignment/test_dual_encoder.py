@@ -204,3 +204,24 @@ def test_a_shared_head_is_one_classifier_for_every_tower_and_reloads(spec, tmp_p
         np.testing.assert_allclose(np.array(actual[name]), np.array(expected[name]), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="classification_head"):
         build_dual_encoder(spec, ("image", "audio"), classification_weight=1.0, classification_head="both", **SMALL)
+
+
+def test_the_class_space_ranks_by_agreement_of_the_heads_class_probabilities(spec):
+    from mmkeras.alignment import class_space, retrieve_embeddings
+
+    encoder = build_dual_encoder(spec, ("image", "audio"), classification_weight=1.0,
+                                 classification_head="shared", **SMALL)
+    classes = spec.num_classes
+    kernel = np.zeros((SMALL["embed_dim"], classes), "float32")
+    kernel[np.arange(classes), np.arange(classes)] = 10.0  # axis i of the space votes for class i
+    encoder.shared_head.kernel.assign(kernel)
+    axes = np.eye(SMALL["embed_dim"], dtype="float32")[:classes]
+    gallery_order = np.roll(np.arange(classes), 1)
+    spaces = class_space(encoder, {"picture": axes, "sound": axes[gallery_order]})
+    assert spaces["picture"].shape == (classes, classes)
+    np.testing.assert_allclose(spaces["sound"].sum(axis=1), 1.0, rtol=1e-5)  # class probabilities
+    best = retrieve_embeddings(spaces["picture"], spaces["sound"], k=1).indices[:, 0]
+    np.testing.assert_array_equal(gallery_order[best], np.arange(classes))  # each query finds its class
+    without_heads = build_dual_encoder(spec, ("image", "audio"), **SMALL)
+    with pytest.raises(ValueError, match="classification_weight"):
+        class_space(without_heads, {"picture": axes})

@@ -84,6 +84,11 @@ def test_retrieve_gives_the_same_answer_for_raw_and_decoded_inputs(trained, tiny
     assert np.all(np.diff(from_raw.scores, axis=1) <= 1e-6)  # best first
     with pytest.raises(ValueError, match="exactly one feature"):
         retrieve(encoder, {"picture": decoded["picture"], "sound": decoded["sound"]}, {"sound": decoded["sound"]})
+    with pytest.raises(ValueError, match="space"):
+        retrieve(encoder, {"picture": decoded["picture"]}, {"sound": decoded["sound"]}, space="labels")
+    with pytest.raises(ValueError, match="scoring='cosine'"):
+        retrieve(encoder, {"picture": decoded["picture"]}, {"sound": decoded["sound"]}, space="classes",
+                 scoring="csls")
 
 
 @pytest.mark.slow
