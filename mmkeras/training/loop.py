@@ -21,6 +21,7 @@ from typing import Any
 
 import keras
 
+from mmkeras.data.common import LOGGER
 from mmkeras.data.pipeline import make_dataset
 from mmkeras.data.validation import with_validation_split
 from mmkeras.datasets import prepare
@@ -168,7 +169,7 @@ def train(
         spec, model_config, training_config, runtime_config,
         **{key: value for key, value in named.items() if value is not None}, **overrides,
     )
-    _check_validation_for_blending(spec, config.training)
+    config = _balance_for_validation(spec, config)
     runtime = resolve_runtime(config.runtime)  # first: a multi-worker strategy must set TensorFlow up
     paths = _run_paths(spec, config, output_dir, runtime)
     initial_epoch = _start_run(paths, config)
@@ -388,15 +389,21 @@ def make_optimizer(config: TrainingConfig, learning_rate, fused: bool = True) ->
     return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
 
 
-def _check_validation_for_blending(spec: DatasetSpec, training: TrainingConfig) -> None:
-    """Gradient blending weighs heads by their validation losses: refuse it before any work when there are none."""
+def _balance_for_validation(spec: DatasetSpec, config: RunConfig) -> RunConfig:
+    """Gradient blending weighs heads by their validation losses: without any, train with aux heads instead.
+
+    The run's `config.yaml` then records the balance that was used.
+    """
+    training = config.training
     if training.balance == "gradient_blending" and VALIDATION_SPLIT not in spec.splits \
             and training.validation_fraction == 0:
-        raise ValueError(
+        LOGGER.warning(
             "balance='gradient_blending' needs validation data to measure how each head generalises, but the spec "
-            f"{spec.name!r} has no 'validation' split and validation_fraction=0. Give validation_fraction > 0 "
-            "(default 0.1), or use balance='aux_heads'."
+            "%r has no 'validation' split and validation_fraction=0: training with balance='aux_heads' instead. "
+            "Give validation_fraction > 0 (default 0.1) to blend.", spec.name,
         )
+        return dataclasses.replace(config, training=dataclasses.replace(training, balance="aux_heads"))
+    return config
 
 
 def _run_paths(spec: DatasetSpec, config: RunConfig, output_dir, runtime: ResolvedRuntime) -> RunPaths:

@@ -1,6 +1,8 @@
 """Gradient blending: the weights formula, the weighted step, logging and resuming with the weights."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -37,17 +39,22 @@ def test_blend_weights_keep_the_previous_ones_when_no_head_generalised_better():
         blend_weights([1.0, 1.0], [1.0], [0.5, 0.5], [0.9, 0.9])
 
 
-def test_the_config_accepts_gradient_blending_and_rejects_unknown_methods(tiny_train_test_spec, tmp_path):
+def test_the_config_accepts_gradient_blending_and_rejects_unknown_methods(tiny_train_test_spec, tmp_path, caplog):
     config = load_run_config({"training": {"balance": "gradient_blending", "blend_every": 2}})
     assert config.training.balance == "gradient_blending" and config.training.blend_every == 2
     with pytest.raises(ValueError, match="TrainingConfig.balance must be one of .*gradient_blending"):
         TrainingConfig(balance="gradient_blend")
     with pytest.raises(ValueError, match="TrainingConfig.blend_every must be a positive integer"):
         TrainingConfig(blend_every=0)
-    with pytest.raises(ValueError, match="needs validation data.*validation_fraction > 0"):
-        mmkeras.train(tiny_train_test_spec, epochs=1, output_dir=tmp_path / "run", balance="gradient_blending",
-                      validation_fraction=0.0)
-    assert not (tmp_path / "run").exists()
+    assert TrainingConfig().balance == "gradient_blending"  # the default
+    # Without validation data there is nothing to blend by: the run says so and uses aux heads instead.
+    with caplog.at_level(logging.WARNING, logger="mmkeras"):
+        result = mmkeras.train(tiny_train_test_spec, epochs=1, output_dir=tmp_path / "run", validation_fraction=0.0,
+                               verbose=0)
+    logged = "\n".join(record.getMessage() for record in caplog.records if record.name == "mmkeras")
+    assert "needs validation data" in logged and "balance='aux_heads' instead" in logged
+    assert load_run_config(result.config_path).training.balance == "aux_heads"
+    assert not any(key.startswith("blend_weight_") for key in result.history)
     with pytest.raises(ValueError, match="needs validation data"):
         GradientBlending(None)
 
