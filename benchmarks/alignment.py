@@ -318,14 +318,16 @@ def head_figures(encoder, spec, holdout) -> dict:
 
 def run_dataset(
     name: str, *, quick: bool = True, seeds=(0, 1), variants=tuple(VARIANTS), finetune: bool = False,
-    verbose: int = 0,
+    verbose: int = 0, epochs: int | None = None,
 ) -> dict:
     """Align each variant with each seed; measure retrieval (every scoring), hubness, zero-shot, heads."""
     import keras
 
     import mmkeras
 
-    setting, options = dict(SETTINGS[name]), (QUICK if quick else FULL)[name]
+    setting, options = dict(SETTINGS[name]), dict((QUICK if quick else FULL)[name])
+    if epochs is not None:  # a longer (or shorter) pre-training than the budget's
+        options["epochs"] = int(epochs)
     started = time.time()
     spec = mmkeras.load_spec(name)
     mmkeras.prepare(spec)
@@ -399,6 +401,7 @@ def run(
     output_dir: str | Path | None = None,
     command: str | None = None,
     verbose: int = 0,
+    epochs: int | None = None,
 ) -> dict:
     """Run the benchmark on each dataset, save `alignment_<dataset>.{json,md}` and return the figures by dataset.
 
@@ -411,6 +414,7 @@ def run(
       output_dir: where to save (default `benchmarks/results`).
       command: the command line recorded with the figures.
       verbose: Keras verbosity while pre-training.
+      epochs: pre-training epochs instead of the budget's (None: the budget's).
 
     Returns:
       Dataset name -> figures (as saved in the JSON file).
@@ -419,7 +423,8 @@ def run(
     output_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in datasets:
-        figures = run_dataset(name, quick=quick, seeds=seeds, variants=variants, finetune=finetune, verbose=verbose)
+        figures = run_dataset(name, quick=quick, seeds=seeds, variants=variants, finetune=finetune, verbose=verbose,
+                              epochs=epochs)
         default_command = f"python benchmarks/alignment.py --datasets {name}" + (" --quick" if quick else "")
         figures["command"] = command or default_command
         (output_dir / f"alignment_{name}.json").write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
@@ -675,11 +680,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="also fine-tune a classifier on 10%% of the labels, from scratch and from the towers")
     parser.add_argument("--output-dir", default=None, help="where to save the figures (default: benchmarks/results)")
     parser.add_argument("--verbose", type=int, default=0, help="Keras verbosity while pre-training")
+    parser.add_argument("--epochs", type=int, default=None, help="pre-training epochs (default: the budget's)")
     args = parser.parse_args(argv)
     arguments = argv if argv is not None else sys.argv[1:]
     command = "python benchmarks/alignment.py " + " ".join(shlex.quote(a) for a in arguments)
     run(args.datasets, quick=args.quick, seeds=tuple(args.seeds), variants=tuple(args.variants),
-        finetune=args.finetune, output_dir=args.output_dir, command=command.strip(), verbose=args.verbose)
+        finetune=args.finetune, output_dir=args.output_dir, command=command.strip(), verbose=args.verbose,
+        epochs=args.epochs)
     return 0
 
 
