@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -87,8 +88,8 @@ def write_results(results: dict, directory: Path = RESULTS, stem: str = "calibra
     lines = [
         "# Calibration and per-modality attribution", "",
         f"Command: `{results['command']}`  ",
-        f"Machine: {results['machine']}; {results['wall_minutes']:.0f} minutes in all (niced, CPU shared with "
-        "other work).  ",
+        f"Machine: {results['machine']}; {results['wall_minutes']:.1f} minutes in all; load average (1, 5, 15 min) "
+        f"at the end {results.get('load_average', 'not recorded')}.  ",
         f"Budget: {results['note']}", "",
         "Default classifier (`mmkeras.train` defaults but the epochs), calibrated by `train` on the validation "
         "split with one temperature; scored on the test split. ECE: 15 equal-width bins. \"per pattern\": the same "
@@ -146,6 +147,7 @@ def main() -> None:
         "note": f"one seed, {args.epochs} epochs per dataset (short: the calibration and attribution figures, "
                 "not the accuracy, are the point here; the accuracy tables are in *_fusion.md)",
         "wall_minutes": (time.perf_counter() - started) / 60,
+        "load_average": [round(value, 2) for value in os.getloadavg()],
         "datasets": datasets,
     }
     print(write_results(results).read_text())
