@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -105,7 +106,7 @@ def header(title: str, command: str, machine: str, description: str) -> list[str
 def rows_markdown(command: str, rows: list[dict], machine: str) -> str:
     lines = header(
         "Defaults that generalise: carved validation splits (issue 18)", command, machine,
-        "Default model (`mmkeras.train` defaults: concat, modality dropout 0.3, aux heads), test split. "
+        "Default model (`mmkeras.train` defaults: concat, modality dropout 0.3, aux heads with gradient blending), test split. "
         "`group`: train+test-only spec, validation carved group-disjoint by the spec's `group` column "
         "(avmnist: speaker, tuxpaint: text); `stratified`: the same, carved by class only; `own`: the spec "
         "with its own validation split. Mean ± std over seeds; gaps are each auxiliary head's validation minus "
@@ -171,7 +172,8 @@ def main(argv=None) -> int:
     from mmkeras.evaluation.comparison import machine_description
 
     described = machine_description()
-    machine = (f"{described['cpu_count']} CPUs (shared with 3 other engineers' work), TF {described['tensorflow']}, "
+    load = [round(value, 2) for value in os.getloadavg()]
+    machine = (f"{described['cpu_count']} CPUs (load average at the start {load}), TF {described['tensorflow']}, "
                f"GPUs: {', '.join(described['gpus']) or 'none'}")
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
