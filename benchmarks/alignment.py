@@ -84,7 +84,9 @@ FULL = {
     "avmnist": {**QUICK["avmnist"], "encoder": {**QUICK["avmnist"]["encoder"], "branch_options": {
         "image": {"stages": (16, 32, 64), "convs_per_stage": 1},
         "audio": {"encoder": "conv1d", "conv_stages": (32, 64)}}},
-        "epochs": 10, "learning_rate": 1e-3, "finetune_epochs": 40},
+        # 30 epochs: 10 left the towers' heads under-trained (class-level R@1 in the label space 0.49 / 0.58
+        # against 0.61 / 0.66 at 30, alignment_avmnist_30_epochs.md), and a run now takes about 35 s.
+        "epochs": 30, "learning_rate": 1e-3, "finetune_epochs": 40},
     "tuxpaint": {**QUICK["tuxpaint"], "epochs": 40, "learning_rate": 2e-3, "finetune_epochs": 60},
 }
 PROMPT_COUNTS = (1, 5)
