@@ -169,7 +169,6 @@ def train(
         spec, model_config, training_config, runtime_config,
         **{key: value for key, value in named.items() if value is not None}, **overrides,
     )
-    config = _balance_for_validation(spec, config)
     runtime = resolve_runtime(config.runtime)  # first: a multi-worker strategy must set TensorFlow up
     paths = _run_paths(spec, config, output_dir, runtime)
     initial_epoch = _start_run(paths, config)
@@ -194,6 +193,8 @@ def train(
     elif verbose and VALIDATION_SPLIT not in spec.splits:
         print("No validation split (validation_fraction=0): early stopping and the best model watch the "
               "training loss.", flush=True)
+    config = _balance_for_validation(spec, config, paths)
+    training = config.training
     train_data = make_dataset(spec, TRAIN_SPLIT, batch_size=training.batch_size, training=True, seed=data_seed,
                               deterministic=True if multi_worker else None)
     validation_data = None
@@ -389,20 +390,24 @@ def make_optimizer(config: TrainingConfig, learning_rate, fused: bool = True) ->
     return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
 
 
-def _balance_for_validation(spec: DatasetSpec, config: RunConfig) -> RunConfig:
+def _balance_for_validation(spec: DatasetSpec, config: RunConfig, paths: RunPaths) -> RunConfig:
     """Gradient blending weighs heads by their validation losses: without any, train with aux heads instead.
 
-    The run's `config.yaml` then records the balance that was used.
+    Decided on the spec after carving (no split of its own, and none carved:
+    validation_fraction=0, or a TFRecord train split); the run's
+    `config.yaml` is rewritten to record the balance that is used.
     """
     training = config.training
-    if training.balance == "gradient_blending" and VALIDATION_SPLIT not in spec.splits \
-            and training.validation_fraction == 0:
-        LOGGER.warning(
-            "balance='gradient_blending' needs validation data to measure how each head generalises, but the spec "
-            "%r has no 'validation' split and validation_fraction=0: training with balance='aux_heads' instead. "
-            "Give validation_fraction > 0 (default 0.1) to blend.", spec.name,
-        )
-        return dataclasses.replace(config, training=dataclasses.replace(training, balance="aux_heads"))
+    if training.balance != "gradient_blending" or VALIDATION_SPLIT in spec.splits:
+        return config
+    LOGGER.warning(
+        "balance='gradient_blending' needs validation data to measure how each head generalises, but the spec %r "
+        "has no 'validation' split and none was carved: training with balance='aux_heads' instead. Give it a "
+        "validation split, or validation_fraction > 0 (default 0.1) for a manifest train split, to blend.",
+        spec.name,
+    )
+    config = dataclasses.replace(config, training=dataclasses.replace(training, balance="aux_heads"))
+    save_run_config(config, paths.config)
     return config
 
 
