@@ -27,10 +27,10 @@ from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_
 
 from mmkeras.models.classifier import AUX_PREFIX, PROBABILITIES
 from mmkeras.training.blending import HEAD_LOSS_PREFIX
+from mmkeras.training.config import BALANCES
 from mmkeras.training.training_view import TrainingView
 
-BALANCES = ("none", "aux_heads", "ogm_ge", "gradient_blending")
-# The name of the main output's head in gradient blending's logs (`generalisation_gaps` uses it too).
+# The name of the main output's head in gradient blending's logs (`generalisation_gaps` names it the same).
 FUSED_HEAD = "fused"
 
 

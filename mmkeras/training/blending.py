@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from mmkeras.checks import check_positive_int
+
 # Every head keeps at least this share of the loss: a head whose validation loss rose in the
 # last window still trains a little, and can earn its weight back in the next one.
 BLEND_FLOOR = 0.05
@@ -127,10 +129,8 @@ class GradientBlending(keras.callbacks.Callback):
         if validation_data is None:
             raise ValueError("Gradient blending needs validation data to measure how each head generalises: give "
                              "`validation_fraction > 0` or a spec with a 'validation' split, or use another `balance`.")
-        if isinstance(blend_every, bool) or not isinstance(blend_every, (int, np.integer)) or blend_every < 1:
-            raise ValueError(f"`blend_every` must be a positive integer, got {blend_every!r}.")
         self.validation_data = validation_data
-        self.blend_every = int(blend_every)
+        self.blend_every = check_positive_int(blend_every, "blend_every")
         self.floor = float(floor)
 
     def on_epoch_begin(self, epoch, logs=None):
