@@ -2,12 +2,15 @@
 
 For each dataset and seed it trains, side by side on the same data and batch size:
 - "mmkeras defaults": `mmkeras.train(spec)` as a user runs it (fed from the manifest);
-- "mmkeras before": the same call with the options that reproduce the defaults of
-  commit 4668abf (image stages (32, 64, 128) x 2 convolutions at full resolution, learning rate 1e-3,
-  Keras' own AdamW instead of the fused update), so
-  that before and after are measured on the same machine on the same day (its
-  schedule is the new cond-free one, so its first epoch is a little faster than
-  it was);
+- "mmkeras before": with `--before-checkout DIR` (a checkout of commit 4668abf, the
+  code issue 14 was filed against: `git worktree add --detach DIR 4668abf`), that
+  code's `mmkeras.train` with its own defaults, in a fresh process per seed whose
+  start-up is its own, so that before and after are measured on the same machine
+  on the same day. Without it, today's `mmkeras.train` with the options that
+  reproduce that commit's model (`BEFORE_OPTIONS`: image stages (32, 64, 128) x 2
+  convolutions at full resolution, learning rate 1e-3, Keras' own AdamW, 10 ms audio
+  hops); it then shares today's trainer (the first step traced once, the cond-free
+  schedule), so it understates the change a user sees;
 - "plain Keras": two convolutions + global pooling for each image, one LSTM over a
   log-mel spectrogram for each clip (an embedding + LSTM for each text),
   concatenation, Adam; written here and fed from memory.
@@ -19,7 +22,7 @@ steady-epoch times, steady examples/s, training FLOPs per example counted from t
 model's layers, the achieved fraction of the float32 matmul rate measured in the
 same run, and the final test accuracy over the seeds.
 
-Run: `python benchmarks/time_to_accuracy.py [--quick] [--seeds 2] [--epochs 8]` or
+Run: `python benchmarks/time_to_accuracy.py [--quick] [--seeds 2] [--epochs 8] [--before-checkout DIR]` or
 `mmkeras bench tta ...`. `--quick` runs avmnist only. Writes
 `benchmarks/results/time_to_accuracy_<dataset>.{json,md}`. Candidate defaults are
 measured in the same run with `--variant 'NAME={"branch_options": ...}'` (repeatable;
@@ -45,6 +48,8 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECOND_TARGET = 0.85
+BEFORE_COMMIT = "4668abf"  # the commit issue 14 was filed against
+BEFORE_ROW_MARKER = "BEFORE_ROW "
 # Options that give back the defaults of commit 4668abf (the "before" row).
 BEFORE_OPTIONS = {
     "branch_options": {"image": {"stages": [32, 64, 128], "convs_per_stage": 2, "stem_stride": 1}},
@@ -327,10 +332,12 @@ def with_feature_options(spec, by_modality: dict):
 
 
 def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command: str,
-        variants: dict | None = None) -> dict:
+        variants: dict | None = None, before_checkout: Path | None = None) -> dict:
     """Run the benchmark and return the report (also saved by `main`).
 
     `variants` maps extra model labels to `mmkeras.train` options, run after `models`.
+    `before_checkout`: a checkout of `BEFORE_COMMIT` for the "mmkeras before" row
+    (`run_before_checkout`); None emulates it with `BEFORE_OPTIONS`.
     """
     variants = dict(variants or {})
     models = [*models, *variants]
@@ -341,8 +348,13 @@ def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from fusion import logistic_regression_floor
 
+    probe_started = time.perf_counter()
     gflops = matmul_gflops()
+    probe_seconds = time.perf_counter() - probe_started  # the benchmark's own probe: no user waits for it
+    before = (f"code of commit {_commit(before_checkout)} ({before_checkout}), its defaults, a fresh process per seed"
+              if before_checkout else f"today's code with BEFORE_OPTIONS (the model of commit {BEFORE_COMMIT})")
     report = {"command": command, "machine": _machine(), "matmul_gflops": round(gflops, 1), "seeds": seeds,
+              "before_row": before,
               "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
               "epochs": epochs, "batch_size": batch_size, "datasets": {}}
     for name in spec_names:
@@ -354,7 +366,8 @@ def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command
         if not report["datasets"]:
             _warm_up_keras()
         # Imports, TF start-up and data preparation: every model's run pays them.
-        startup = (time.perf_counter() - PROCESS_START) if not report["datasets"] else time.perf_counter() - started
+        startup = (time.perf_counter() - PROCESS_START - probe_seconds) if not report["datasets"] \
+            else time.perf_counter() - started
         test_data = load_arrays(spec, "test")
         train_examples = mmkeras.scan_split(spec, "train").kept
         floor = logistic_regression_floor(spec)["early (concatenated)"]
@@ -362,14 +375,19 @@ def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command
         for seed in range(seeds):
             for label in models:
                 keras.backend.clear_session()
+                row_startup = startup
                 if label == "plain Keras":
                     figures = run_plain(spec, seed=seed, epochs=epochs, batch_size=batch_size, test_data=test_data)
+                elif label == "mmkeras before" and before_checkout:
+                    figures = run_before_checkout(before_checkout, name, seed=seed, epochs=epochs,
+                                                  batch_size=batch_size)
+                    row_startup = figures["startup_seconds"]
                 else:
                     options = dict(BEFORE_OPTIONS if label == "mmkeras before" else variants.get(label, {}))
                     figures = run_mmkeras(with_feature_options(spec, options.pop("spec", {})), seed=seed, epochs=epochs, batch_size=batch_size,
                                           test_data=test_data, options=options)
-                figures["seconds_to_floor"] = seconds_to_reach(figures, floor, startup)
-                figures["seconds_to_0.85"] = seconds_to_reach(figures, SECOND_TARGET, startup)
+                figures["seconds_to_floor"] = seconds_to_reach(figures, floor, row_startup)
+                figures["seconds_to_0.85"] = seconds_to_reach(figures, SECOND_TARGET, row_startup)
                 print(json.dumps({"dataset": name, "seed": seed, "model": label, **figures}), flush=True)
                 rows[label].append(figures)
         report["datasets"][name] = {
@@ -381,6 +399,42 @@ def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command
     report["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
     report["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return report
+
+
+def run_before_checkout(checkout: Path, name: str, *, seed: int, epochs: int, batch_size: int) -> dict:
+    """The "mmkeras before" row from an old checkout: a fresh process, that code's defaults, its own start-up.
+
+    The child runs this file with `checkout` first on `PYTHONPATH`, so `import mmkeras`
+    finds the old package; its figures come back as the last line of its output.
+    """
+    import subprocess
+
+    request = json.dumps({"spec": name, "seed": seed, "epochs": epochs, "batch_size": batch_size})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--before-row", request], env=env,
+                          capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(BEFORE_ROW_MARKER)]
+    if done.returncode or not lines:
+        raise RuntimeError(f"The before row from {checkout} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len(BEFORE_ROW_MARKER):])
+
+
+def before_row(request: dict) -> None:
+    """In the child: train the old checkout's defaults once and print the figures (see `run_before_checkout`)."""
+    import mmkeras
+
+    spec = mmkeras.load_spec(request["spec"])
+    mmkeras.prepare(spec)
+    for split in spec.splits:
+        mmkeras.scan_split(spec, split)
+    _warm_up_keras()
+    startup = time.perf_counter() - PROCESS_START  # the same parts as the parent's start-up
+    test_data = load_arrays(spec, "test")
+    figures = run_mmkeras(spec, seed=request["seed"], epochs=request["epochs"], batch_size=request["batch_size"],
+                          test_data=test_data, options={})
+    figures["startup_seconds"] = round(startup, 1)
+    figures["mmkeras"] = str(Path(mmkeras.__file__).resolve().parent)
+    print(BEFORE_ROW_MARKER + json.dumps(figures), flush=True)
 
 
 def _summarise(runs: list[dict], train_examples: int, gflops: float) -> dict:
@@ -410,6 +464,14 @@ def _summarise(runs: list[dict], train_examples: int, gflops: float) -> dict:
     }
 
 
+def _commit(checkout: Path) -> str:
+    import subprocess
+
+    done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=False)
+    return done.stdout.strip() or "unknown"
+
+
 def _machine() -> str:
     flags = ""
     try:
@@ -432,7 +494,18 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                         help="an extra mmkeras row: a label and `mmkeras.train` options as JSON (repeatable)")
     parser.add_argument("--suffix", default="", help="write time_to_accuracy_<dataset>_<suffix>.{json,md}")
+    parser.add_argument("--before-checkout", type=Path, metavar="DIR",
+                        help=f"a checkout of commit {BEFORE_COMMIT} for the 'mmkeras before' row (its own code and "
+                             "defaults, a fresh process per seed); without it the row emulates that model with "
+                             "today's code")
+    parser.add_argument("--before-row", help=argparse.SUPPRESS)  # internal: the child of --before-checkout
     args = parser.parse_args()
+    if args.before_row:
+        before_row(json.loads(args.before_row))
+        return
+    if args.before_checkout and not (args.before_checkout / "mmkeras" / "__init__.py").is_file():
+        parser.error(f"--before-checkout {args.before_checkout}: no mmkeras package there; make one with "
+                     f"`git worktree add --detach {args.before_checkout} {BEFORE_COMMIT}`.")
     variants = {}
     for text in args.variant:
         label, _, options = text.partition("=")
@@ -444,7 +517,7 @@ def main() -> None:
     command = "python benchmarks/time_to_accuracy.py " + shlex.join(sys.argv[1:])
     report = run(specs, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
                  models=[m.strip() for m in args.models.split(",") if m.strip()], command=command.strip(),
-                 variants=variants)
+                 variants=variants, before_checkout=args.before_checkout.resolve() if args.before_checkout else None)
     suffix = f"_{args.suffix}" if args.suffix else ""
     RESULTS.mkdir(exist_ok=True)
     for name, data in report["datasets"].items():  # one file per dataset: a later run of one keeps the other's
@@ -465,12 +538,16 @@ def format_markdown(report: dict) -> str:
         f"average (1, 5, 15 min) {report.get('load_average_at_start')} at the start, "
         f"{report.get('load_average_at_end')} at the end (2 cores: above 2 the machine was shared).",
         "",
+        f"\"mmkeras before\": {report.get('before_row', 'BEFORE_OPTIONS')}.",
+        "",
     ]
     for name, data in report["datasets"].items():
         lines += [
             f"## {name}",
             "",
-            f"Start-up (imports, TF, data preparation) {data['startup_seconds']} s, counted in every row. "
+            f"Start-up (imports, TF, data preparation) {data['startup_seconds']} s, counted in every row"
+            + (" (the before row counts its own process's)" if "fresh process" in report.get("before_row", "") else "")
+            + ". "
             f"Logistic-regression early-fusion floor: {data['floor']}.",
             "",
             "| model | s to floor | s to 0.85 | first epoch s | steady epoch s | first / steady | MFLOP/example "

@@ -67,6 +67,7 @@ def read_manifest_rows(
         dataset = dataset.shuffle(max(len(rows), 1), seed=seed, reshuffle_each_iteration=True)
     paths = file_features(spec)
 
+    @tf.autograph.experimental.do_not_convert  # graph-safe: no autograph (see mmkeras.data.decoders)
     def read_files(key, raw, label):
         raw = dict(raw)
         for feature in paths:
@@ -224,6 +225,7 @@ def read_tfrecord_files(
         )
         dataset = dataset.filter(lambda key, record: tf.equal(table.lookup(key), 0))
 
+    @tf.autograph.experimental.do_not_convert  # graph-safe: no autograph (see mmkeras.data.decoders)
     def parse(*element):
         raw, label = parse_raw_record(spec, element[-1])
         return (element[0], raw, label) if with_keys else (raw, label)

@@ -6,7 +6,10 @@ raw strings of a request, so training and serving cannot drift apart.
 
 Every function here is graph-safe (no Python control flow on tensor values), so
 it runs eagerly, inside `Dataset.map`, inside a `tf.function`, and under
-`tf.map_fn` (see `decode_batch`). Errors are `tf.errors.InvalidArgumentError`s
+`tf.map_fn` (see `decode_batch`), and is traced as written: the functions
+handed to `Dataset.map` are marked `do_not_convert`, because autograph's
+source-to-source conversion of these decoders took about 1.5 s of the first
+`make_dataset` call on avmnist, for nothing to convert. Errors are `tf.errors.InvalidArgumentError`s
 whose messages (or failing node names, `decode_<feature>/...`) name the
 feature, so a serving request with a broken input says which input is broken.
 
@@ -163,7 +166,7 @@ def declared_image_size(encoded_bytes: tf.Tensor) -> tf.Tensor:
 
 
 # A graph even when called eagerly: the walk is a loop of small ops, 2 s eager for 1024 blocks, 30 ms as a graph.
-@tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+@tf.function(input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
 def declared_gif_frame_size(gif_bytes: tf.Tensor) -> tf.Tensor:
     """The (height, width) a GIF's first image descriptor declares, read without decoding it.
 
@@ -577,6 +580,7 @@ def make_example_decoder(spec: DatasetSpec) -> Callable:
       >>> features["picture"].dtype
       tf.uint8
     """
+    @tf.autograph.experimental.do_not_convert  # graph-safe: no autograph (see the module docstring)
     def decode(raw, label):
         features = {}
         for feature in spec.features:

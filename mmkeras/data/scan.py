@@ -321,6 +321,7 @@ def _decoding_keys(spec: DatasetSpec, keyed_records: tf.data.Dataset, count: int
                 count, spec.name)
     decode = decoders.make_example_decoder(spec)
 
+    @tf.autograph.experimental.do_not_convert  # graph-safe: no autograph (see mmkeras.data.decoders)
     def decodes(key, raw, label):
         features, _ = decode(raw, label)
         # Shards carry class ids that no manifest check has seen; out of range is an unknown class.

@@ -1,10 +1,12 @@
-"""Early stopping that survives a resume: patience and best weights carry over from the run's history."""
+"""The run's callbacks: early stopping that survives a resume, and no work after each training step."""
 from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
-from mmkeras.training.callbacks import ResumableEarlyStopping
+from mmkeras.training.callbacks import EpochTensorBoard, ResumableEarlyStopping, make_callbacks
+from mmkeras.training.run_dir import RunPaths
 
 
 def _model(seed: int) -> keras.Model:
@@ -71,3 +73,31 @@ def test_a_new_run_behaves_like_keras_early_stopping(tmp_path):
     callback = ResumableEarlyStopping([], tmp_path / "best.keras", model, monitor="val_loss", patience=2)
     stopped_at = _run(callback, model, [1.0, 0.8, 0.9, 0.85, 0.7], first_epoch=0)
     assert stopped_at == 3
+
+
+def _step_hooks(callbacks):
+    from keras.src.utils import is_default
+
+    return [(type(callback).__name__, hook) for callback in callbacks
+            for hook in ("on_train_batch_begin", "on_train_batch_end") if not is_default(getattr(callback, hook))]
+
+
+def test_the_run_callbacks_do_no_work_after_each_training_step(tmp_path):
+    model = _model(0)
+    assert _step_hooks(make_callbacks(RunPaths(tmp_path), model, monitor="val_loss", early_stopping_patience=3)) == []
+    # A step-wise backup counts the steps.
+    stepwise = make_callbacks(RunPaths(tmp_path), model, monitor="val_loss", early_stopping_patience=3,
+                              backup_every_steps=10)
+    assert _step_hooks(stepwise) == [("EpochAwareBackupAndRestore", "on_train_batch_end")]
+
+
+def test_epoch_tensorboard_writes_the_epoch_logs(tmp_path):
+    pytest.importorskip("tensorboard")
+    model = _model(0)
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.zeros((8, 3), "float32"), np.ones((8, 2), "float32")
+    model.fit(x, y, validation_data=(x, y), epochs=2, verbose=0, callbacks=[EpochTensorBoard(tmp_path / "tb")])
+    assert list((tmp_path / "tb" / "train").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "tb" / "validation").glob("events.out.tfevents.*"))
+    with pytest.raises(ValueError, match="update_freq"):
+        EpochTensorBoard(tmp_path / "tb", update_freq="batch")
