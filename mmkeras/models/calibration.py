@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers
 from scipy.optimize import minimize_scalar
 
@@ -202,14 +203,21 @@ def collect_logits(model: keras.Model, batches: Iterable, *, per_pattern: bool =
     flags = [name for name in model.input if name.endswith("_present") and name[: -len("_present")] in model.input]
     runs = [None] + (flags if per_pattern else [])
     collected = {run: ([], [], []) for run in runs}
+    infer = None
     for features, labels in batches:
         features = {name: np.asarray(value) for name, value in dict(features).items()}
         size = len(np.asarray(labels))
         for flag in flags:
             features.setdefault(flag, np.ones(size, bool))
+        if infer is None:  # one trace for every batch size (`predict_on_batch` traced the last, smaller batch again)
+            signature = {name: tf.TensorSpec((None, *value.shape[1:]),
+                                             tf.string if value.dtype.kind in "OSU" else tf.as_dtype(value.dtype))
+                         for name, value in features.items()}
+            infer = tf.function(lambda inputs: probe(inputs, training=False), input_signature=[signature],
+                                autograph=False)
         for run in runs:
             inputs = features if run is None else {**features, run: np.zeros(size, bool)}
-            outputs = probe.predict_on_batch(inputs)
+            outputs = {name: value.numpy() for name, value in infer(inputs).items()}
             for values, value in zip(collected[run], (outputs["logits"], outputs["presence"], labels)):
                 values.append(np.asarray(value))
     parts = [np.concatenate(values) if values else np.zeros((0,)) for run in runs for values in collected[run]]
