@@ -1,22 +1,25 @@
 """Time to accuracy: mmkeras' defaults against a plain hand-written Keras model, in one process.
 
 For each dataset and seed it trains, side by side on the same data and batch size:
-- "mmkeras defaults": `mmkeras.train(spec)` as a user runs it (fed from the manifest);
+- "mmkeras defaults": `mmkeras.train(spec)` as a user runs it (fed from the manifest), in a
+  fresh Python process whose start-up (imports, TF, data checks) counts in its time, as a
+  user's command pays it;
 - "mmkeras before": with `--before-checkout DIR` (a checkout of commit 4668abf, the
   code issue 14 was filed against: `git worktree add --detach DIR 4668abf`), that
-  code's `mmkeras.train` with its own defaults, in a fresh process per seed whose
-  start-up is its own, so that before and after are measured on the same machine
-  on the same day. Without it, today's `mmkeras.train` with the options that
+  code's `mmkeras.train` with its own defaults, in a fresh process too, so that
+  before and after are measured on the same machine on the same day. Without it,
+  today's `mmkeras.train` with the options that
   reproduce that commit's model (`BEFORE_OPTIONS`: image stages (32, 64, 128) x 2
   convolutions at full resolution, learning rate 1e-3, Keras' own AdamW, 10 ms audio
   hops); it then shares today's trainer (the first step traced once, the cond-free
   schedule), so it understates the change a user sees;
 - "plain Keras": two convolutions + global pooling for each image, one LSTM over a
   log-mel spectrogram for each clip (an embedding + LSTM for each text),
-  concatenation, Adam; written here and fed from memory.
+  concatenation, Adam; written here, fed from memory, trained in this process (its
+  start-up: this process's imports plus the dataset's preparation).
 After every epoch a probe measures test accuracy; its own time is not counted. Per
 model it reports the wall time from process start (imports and data preparation
-included, shared by all models and counted for each) until the test accuracy first
+included) until the test accuracy first
 reaches the logistic-regression early-fusion floor and 0.85, the first-epoch and
 steady-epoch times, steady examples/s, training FLOPs per example counted from the
 model's layers, the achieved fraction of the float32 matmul rate measured in the
@@ -49,7 +52,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 SECOND_TARGET = 0.85
 BEFORE_COMMIT = "4668abf"  # the commit issue 14 was filed against
-BEFORE_ROW_MARKER = "BEFORE_ROW "
+ROW_MARKER = "MMKERAS_ROW "
 # Options that give back the defaults of commit 4668abf (the "before" row).
 BEFORE_OPTIONS = {
     "branch_options": {"image": {"stages": [32, 64, 128], "convs_per_stage": 2, "stem_stride": 1}},
@@ -337,7 +340,7 @@ def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command
 
     `variants` maps extra model labels to `mmkeras.train` options, run after `models`.
     `before_checkout`: a checkout of `BEFORE_COMMIT` for the "mmkeras before" row
-    (`run_before_checkout`); None emulates it with `BEFORE_OPTIONS`.
+    (`run_in_fresh_process`); None emulates it with `BEFORE_OPTIONS`.
     """
     variants = dict(variants or {})
     models = [*models, *variants]
@@ -348,10 +351,9 @@ def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from fusion import logistic_regression_floor
 
-    probe_started = time.perf_counter()
+    imports = time.perf_counter() - PROCESS_START  # this process's start-up, counted in the plain rows
     gflops = matmul_gflops()
-    probe_seconds = time.perf_counter() - probe_started  # the benchmark's own probe: no user waits for it
-    before = (f"code of commit {_commit(before_checkout)} ({before_checkout}), its defaults, a fresh process per seed"
+    before = (f"code of commit {_commit(before_checkout)} ({before_checkout}), its defaults"
               if before_checkout else f"today's code with BEFORE_OPTIONS (the model of commit {BEFORE_COMMIT})")
     report = {"command": command, "machine": _machine(), "matmul_gflops": round(gflops, 1), "seeds": seeds,
               "before_row": before,
@@ -366,8 +368,7 @@ def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command
         if not report["datasets"]:
             _warm_up_keras()
         # Imports, TF start-up and data preparation: every model's run pays them.
-        startup = (time.perf_counter() - PROCESS_START - probe_seconds) if not report["datasets"] \
-            else time.perf_counter() - started
+        startup = imports + time.perf_counter() - started  # the plain row's; each mmkeras row measures its own
         test_data = load_arrays(spec, "test")
         train_examples = mmkeras.scan_split(spec, "train").kept
         floor = logistic_regression_floor(spec)["early (concatenated)"]
@@ -378,20 +379,19 @@ def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command
                 row_startup = startup
                 if label == "plain Keras":
                     figures = run_plain(spec, seed=seed, epochs=epochs, batch_size=batch_size, test_data=test_data)
-                elif label == "mmkeras before" and before_checkout:
-                    figures = run_before_checkout(before_checkout, name, seed=seed, epochs=epochs,
-                                                  batch_size=batch_size)
-                    row_startup = figures["startup_seconds"]
                 else:
-                    options = dict(BEFORE_OPTIONS if label == "mmkeras before" else variants.get(label, {}))
-                    figures = run_mmkeras(with_feature_options(spec, options.pop("spec", {})), seed=seed, epochs=epochs, batch_size=batch_size,
-                                          test_data=test_data, options=options)
+                    old_code = label == "mmkeras before" and before_checkout is not None
+                    options = {} if old_code else BEFORE_OPTIONS if label == "mmkeras before" else variants.get(label, {})
+                    figures = run_in_fresh_process(name, seed=seed, epochs=epochs, batch_size=batch_size,
+                                                   options=options, checkout=before_checkout if old_code else None)
+                    row_startup = figures["startup_seconds"]
                 figures["seconds_to_floor"] = seconds_to_reach(figures, floor, row_startup)
                 figures["seconds_to_0.85"] = seconds_to_reach(figures, SECOND_TARGET, row_startup)
                 print(json.dumps({"dataset": name, "seed": seed, "model": label, **figures}), flush=True)
                 rows[label].append(figures)
         report["datasets"][name] = {
             "startup_seconds": round(startup, 1),
+            "mmkeras_startup_seconds": _mean_startup(rows),
             "floor": round(floor, 4),
             "train_examples": train_examples,
             "models": {label: _summarise(runs, train_examples, gflops) for label, runs in rows.items()},
@@ -401,26 +401,31 @@ def run(spec_names, *, seeds: int, epochs: int, batch_size: int, models, command
     return report
 
 
-def run_before_checkout(checkout: Path, name: str, *, seed: int, epochs: int, batch_size: int) -> dict:
-    """The "mmkeras before" row from an old checkout: a fresh process, that code's defaults, its own start-up.
+def run_in_fresh_process(name: str, *, seed: int, epochs: int, batch_size: int, options: dict,
+                         checkout: Path | None = None) -> dict:
+    """One mmkeras row in a fresh Python process (this file, `--row`): a user's command, start-up included.
 
-    The child runs this file with `checkout` first on `PYTHONPATH`, so `import mmkeras`
-    finds the old package; its figures come back as the last line of its output.
+    With `checkout`, that folder comes first on `PYTHONPATH`, so `import mmkeras`
+    finds the old package there (the "before" row). The child's figures come
+    back as the last marked line of its output, with its own `startup_seconds`.
     """
     import subprocess
 
-    request = json.dumps({"spec": name, "seed": seed, "epochs": epochs, "batch_size": batch_size})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--before-row", request], env=env,
+    request = json.dumps({"spec": name, "seed": seed, "epochs": epochs, "batch_size": batch_size, "options": options})
+    env = dict(os.environ)
+    if checkout is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--row", request], env=env,
                           capture_output=True, text=True, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(BEFORE_ROW_MARKER)]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(ROW_MARKER)]
     if done.returncode or not lines:
-        raise RuntimeError(f"The before row from {checkout} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len(BEFORE_ROW_MARKER):])
+        raise RuntimeError(f"The row {request} ({checkout or 'this checkout'}) failed (exit {done.returncode}):\n"
+                           f"{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len(ROW_MARKER):])
 
 
-def before_row(request: dict) -> None:
-    """In the child: train the old checkout's defaults once and print the figures (see `run_before_checkout`)."""
+def row_in_this_process(request: dict) -> None:
+    """In the child: train once with `mmkeras.train` and print the figures (see `run_in_fresh_process`)."""
     import mmkeras
 
     spec = mmkeras.load_spec(request["spec"])
@@ -428,13 +433,15 @@ def before_row(request: dict) -> None:
     for split in spec.splits:
         mmkeras.scan_split(spec, split)
     _warm_up_keras()
-    startup = time.perf_counter() - PROCESS_START  # the same parts as the parent's start-up
+    startup = time.perf_counter() - PROCESS_START  # the same parts as the plain row's start-up
     test_data = load_arrays(spec, "test")
+    options = dict(request["options"])
+    spec = with_feature_options(spec, options.pop("spec", {}))
     figures = run_mmkeras(spec, seed=request["seed"], epochs=request["epochs"], batch_size=request["batch_size"],
-                          test_data=test_data, options={})
+                          test_data=test_data, options=options)
     figures["startup_seconds"] = round(startup, 1)
     figures["mmkeras"] = str(Path(mmkeras.__file__).resolve().parent)
-    print(BEFORE_ROW_MARKER + json.dumps(figures), flush=True)
+    print(ROW_MARKER + json.dumps(figures), flush=True)
 
 
 def _summarise(runs: list[dict], train_examples: int, gflops: float) -> dict:
@@ -462,6 +469,11 @@ def _summarise(runs: list[dict], train_examples: int, gflops: float) -> dict:
         **without,
         "runs": runs,
     }
+
+
+def _mean_startup(rows: dict) -> float | None:
+    values = [run["startup_seconds"] for runs in rows.values() for run in runs if "startup_seconds" in run]
+    return round(statistics.mean(values), 1) if values else None
 
 
 def _commit(checkout: Path) -> str:
@@ -498,10 +510,10 @@ def main() -> None:
                         help=f"a checkout of commit {BEFORE_COMMIT} for the 'mmkeras before' row (its own code and "
                              "defaults, a fresh process per seed); without it the row emulates that model with "
                              "today's code")
-    parser.add_argument("--before-row", help=argparse.SUPPRESS)  # internal: the child of --before-checkout
+    parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: one mmkeras row (run_in_fresh_process)
     args = parser.parse_args()
-    if args.before_row:
-        before_row(json.loads(args.before_row))
+    if args.row:
+        row_in_this_process(json.loads(args.row))
         return
     if args.before_checkout and not (args.before_checkout / "mmkeras" / "__init__.py").is_file():
         parser.error(f"--before-checkout {args.before_checkout}: no mmkeras package there; make one with "
@@ -545,9 +557,9 @@ def format_markdown(report: dict) -> str:
         lines += [
             f"## {name}",
             "",
-            f"Start-up (imports, TF, data preparation) {data['startup_seconds']} s, counted in every row"
-            + (" (the before row counts its own process's)" if "fresh process" in report.get("before_row", "") else "")
-            + ". "
+            "Every mmkeras row runs in a fresh process and counts its own start-up (imports, TF, data checks; "
+            f"{data.get('mmkeras_startup_seconds')} s on average); the plain model's counts this process's "
+            f"({data['startup_seconds']} s). "
             f"Logistic-regression early-fusion floor: {data['floor']}.",
             "",
             "| model | s to floor | s to 0.85 | first epoch s | steady epoch s | first / steady | MFLOP/example "
