@@ -103,7 +103,9 @@ class TrainingConfig:
       scale_learning_rate_with_replicas: multiply the learning rate by the
         number of replicas in sync (use it when `batch_size` grows with them).
       learning_rate_schedule: "constant", or "cosine" (decay to zero over
-        `epochs` after a one-epoch linear warm-up).
+        `epochs` after a linear warm-up of `warmup_epochs`).
+      warmup_epochs: length of the cosine schedule's linear warm-up, in
+        epochs (a fraction is fine; 0 starts at the full rate).
       balance: "none", "aux_heads" (a classifier per branch with its own
         loss), "ogm_ge" (aux heads plus gradient modulation) or
         "gradient_blending" (the default: the fused and aux heads' losses
@@ -142,6 +144,7 @@ class TrainingConfig:
     early_stopping_patience: int | None = 5
     scale_learning_rate_with_replicas: bool = False
     learning_rate_schedule: str = "cosine"
+    warmup_epochs: float = 1.0
     balance: str = "gradient_blending"
     aux_weight: float = 0.5
     ogm_alpha: float = 0.5
@@ -163,6 +166,7 @@ class TrainingConfig:
             _check_positive_int(self, "early_stopping_patience", allow_zero=True)
         _check_bool(self, "scale_learning_rate_with_replicas")
         _check_choice(self, "learning_rate_schedule", LEARNING_RATE_SCHEDULES)
+        _check_number(self, "warmup_epochs", minimum=0.0)
         _check_choice(self, "balance", BALANCES)
         _check_number(self, "aux_weight", minimum=0.0)
         _check_number(self, "ogm_alpha", minimum=0.0)

@@ -291,7 +291,8 @@ def build_and_compile(
             trainer = TrainingView(model)
         learning_rate = effective_learning_rate(training, runtime)
         if training.learning_rate_schedule == "cosine":
-            learning_rate = cosine_schedule(learning_rate, training.epochs, steps_per_epoch)
+            learning_rate = cosine_schedule(learning_rate, training.epochs, steps_per_epoch,
+                                            warmup_epochs=training.warmup_epochs)
         trainer.compile(
             optimizer=make_optimizer(training, learning_rate, fused=runtime.fused_optimizer),
             loss=make_loss(training),
@@ -352,20 +353,22 @@ def effective_learning_rate(training: TrainingConfig, runtime: ResolvedRuntime) 
     return float(training.learning_rate) * scale
 
 
-def cosine_schedule(learning_rate: float, epochs: int, steps_per_epoch: int | None):
-    """Cosine decay to zero over the run after a one-epoch linear warm-up.
+def cosine_schedule(learning_rate: float, epochs: int, steps_per_epoch: int | None, *, warmup_epochs: float = 1.0):
+    """Cosine decay to zero over the run after a linear warm-up of `warmup_epochs` (one by default).
 
     The warm-up keeps the first steps of a freshly initialised model (batch
     norm statistics still settling) from overshooting; the decay lets the
-    last epochs settle instead of bouncing between minima.
+    last epochs settle instead of bouncing between minima. A one-epoch run
+    has no warm-up, and a warm-up never takes the whole run.
 
     Raises:
       ValueError: if `steps_per_epoch` is unknown.
     """
     if not steps_per_epoch:
         raise ValueError("The cosine learning-rate schedule needs `steps_per_epoch`.")
-    warmup = steps_per_epoch if epochs > 1 else 0
-    return WarmupCosineDecay(learning_rate, decay_steps=max(epochs * steps_per_epoch - warmup, 1), warmup_steps=warmup)
+    total = epochs * steps_per_epoch
+    warmup = min(int(round(warmup_epochs * steps_per_epoch)), total - 1) if epochs > 1 else 0
+    return WarmupCosineDecay(learning_rate, decay_steps=max(total - warmup, 1), warmup_steps=warmup)
 
 
 def make_optimizer(config: TrainingConfig, learning_rate, fused: bool = True) -> keras.optimizers.Optimizer:

@@ -33,3 +33,20 @@ def test_warmup_cosine_survives_serialization():
 def test_warmup_cosine_refuses_bad_arguments(arguments):
     with pytest.raises(ValueError, match="must be"):
         WarmupCosineDecay(**arguments)
+
+
+@pytest.mark.parametrize(("warmup_epochs", "expected"), [(1.0, 10), (0.25, 2), (0.0, 0), (100.0, 29)])
+def test_the_run_schedule_warms_up_for_warmup_epochs(warmup_epochs, expected):
+    from mmkeras.training.loop import cosine_schedule
+
+    schedule = cosine_schedule(1e-3, epochs=3, steps_per_epoch=10, warmup_epochs=warmup_epochs)
+    assert schedule.warmup_steps == expected  # never the whole run: the last step still decays
+    assert schedule.decay_steps == 30 - expected
+    assert cosine_schedule(1e-3, epochs=1, steps_per_epoch=10, warmup_epochs=1.0).warmup_steps == 0
+
+
+def test_a_negative_warmup_is_refused():
+    from mmkeras.training.config import TrainingConfig
+
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainingConfig(warmup_epochs=-0.5)
