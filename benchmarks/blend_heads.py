@@ -74,7 +74,7 @@ def head_combinations(outputs: dict, labels, blend_weights: dict) -> dict:
 
 
 def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smoothings=(0.0,), unimodal=(),
-        suffix: str = "", command: str = "") -> dict:
+        modality_dropout: float = 0.3, first_seed: int = 0, suffix: str = "", command: str = "") -> dict:
     """Train, evaluate and score the head mixes; save `<dataset>_blend_heads<suffix>.{json,md}`; return the figures."""
     import numpy as np
 
@@ -86,13 +86,14 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
     mmkeras.prepare(spec)
     candidates = [c for c in make_candidates(spec, fusions=(), modality_dropouts=()) if c.features[0] in unimodal]
     for smoothing in smoothings:
-        options = {"modality_dropout": 0.3, "balance": "gradient_blending", "blend_smoothing": float(smoothing)}
-        candidates.append(Candidate(f"concat mdrop=0.3 gradient_blending smoothing={smoothing:g}",
+        options = {"modality_dropout": modality_dropout, "balance": "gradient_blending",
+                   "blend_smoothing": float(smoothing)}
+        candidates.append(Candidate(f"concat mdrop={modality_dropout:g} gradient_blending smoothing={smoothing:g}",
                                     spec.feature_names, "concat", options))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mmkeras-blend-heads-") as folder:
         results = compare_fusions(spec, candidates=candidates, seeds=seeds, epochs=epochs, batch_size=batch_size,
-                                  output_dir=folder)
+                                  output_dir=folder, first_seed=first_seed)
         for run_row in results["runs"]:
             if len(run_row["features"]) < 2:
                 continue
@@ -125,8 +126,9 @@ def write_results(results: dict, stem: str, directory: Path = RESULTS) -> None:
     lines = [
         f"# Gradient blending's options: `{results['dataset']}`", "",
         f"Command: `{results['command']}`  ",
-        f"Budget per run: {budget['epochs']} epochs, batch {budget['batch_size']}, {budget['seeds']} seeds, "
-        f"{budget['train_examples']} training examples; test split; {results['wall_minutes']:.0f} minutes in all.  ",
+        f"Budget per run: {budget['epochs']} epochs, batch {budget['batch_size']}, {budget['seeds']} seeds "
+        f"from seed {budget['first_seed']}, {budget['train_examples']} training examples; test split; "
+        f"{results['wall_minutes']:.0f} minutes in all.  ",
         f"Machine: {machine['cpu_count']} CPUs, {machine['platform']}, TF {machine['tensorflow']}", "",
         "| model | accuracy (per seed) | macro-F1 | " + " | ".join(f"acc. without {f}" for f in features) + " |",
         "|---|---|---|" + "---|" * len(features),
@@ -161,11 +163,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--blend-smoothings", nargs="+", type=float, default=[0.0],
                         help="gradient blending's blend_smoothing values, one blended model each")
+    parser.add_argument("--modality-dropout", type=float, default=0.3, help="the blended models' modality dropout")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--unimodal", nargs="*", default=[], help="features also trained alone, for reference")
     parser.add_argument("--suffix", default="", help="added to the results' file names")
     args = parser.parse_args()
     results = run(args.spec, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
-                  smoothings=tuple(args.blend_smoothings), unimodal=tuple(args.unimodal), suffix=args.suffix,
+                  smoothings=tuple(args.blend_smoothings), unimodal=tuple(args.unimodal),
+                  modality_dropout=args.modality_dropout, first_seed=args.first_seed, suffix=args.suffix,
                   command="python benchmarks/blend_heads.py " + shlex.join(sys.argv[1:]))
     print((RESULTS / f"{results['dataset']}_blend_heads{args.suffix}.md").read_text())
 
