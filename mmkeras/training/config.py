@@ -121,7 +121,9 @@ class TrainingConfig:
       blend_smoothing: the previous gradient-blending weights' share in each
         new estimate, in [0, 1): an exponential moving average that steadies
         weights estimated on a small validation split; 0 uses each
-        estimate alone.
+        estimate alone. On tuxpaint 0.8 halved the seed-to-seed spread
+        (4 seeds) without a clear change of accuracy, so 0 stays the default
+        (benchmarks/results/generalising_defaults_notes.md).
       seed: seed for weights, shuffling and dropout; None draws fresh ones.
       validation_fraction: when the spec has no "validation" split, the share
         of the train split held out for validation (stratified by class, or
