@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from mmkeras.checks import check_positive_int
 from mmkeras.datasets import prepare
 from mmkeras.evaluation.report import evaluate
 from mmkeras.fusion import FUSIONS
@@ -100,6 +101,7 @@ def compare_fusions(
     output_dir: str | os.PathLike | None = None,
     train_options: Mapping[str, Any] | None = None,
     progress: bool = True,
+    first_seed: int = 0,
 ) -> dict:
     """Train and evaluate every candidate over `seeds` seeds with the same budget.
 
@@ -110,12 +112,14 @@ def compare_fusions(
     Args:
       spec: the dataset spec, or its name or path.
       candidates: what to train (default: `make_candidates(spec)`).
-      seeds: how many seeds per candidate (0, 1, ...).
+      seeds: how many seeds per candidate (`first_seed`, `first_seed + 1`, ...).
       epochs: epochs per run.
       batch_size: global batch size.
       output_dir: where run folders go (default: a temporary folder, removed).
       train_options: extra `mmkeras.train` options for every run.
       progress: show a progress bar over runs.
+      first_seed: the first seed, so that a later call can add seeds to an
+        earlier one's without training the same runs again.
 
     Returns:
       `{"dataset", "machine", "budget", "rows": [per-candidate mean/std],
@@ -137,7 +141,8 @@ def compare_fusions(
         temporary = tempfile.TemporaryDirectory(prefix="mmkeras-compare-")
         output_dir = temporary.name
     runs = []
-    plan = [(c, seed) for c in candidates for seed in range(seeds)]
+    first_seed = check_positive_int(first_seed, "first_seed", allow_zero=True)
+    plan = [(c, seed) for c in candidates for seed in range(first_seed, first_seed + seeds)]
     for candidate, seed in tqdm(plan, desc=f"{spec.name} runs", disable=not progress):
         sub_spec = spec.with_features(candidate.features)
         started = time.perf_counter()
@@ -161,7 +166,8 @@ def compare_fusions(
     return {
         "dataset": spec.name,
         "machine": machine_description(),
-        "budget": {"epochs": epochs, "batch_size": batch_size, "seeds": seeds, "train_examples": num_train,
+        "budget": {"epochs": epochs, "batch_size": batch_size, "seeds": seeds, "first_seed": first_seed,
+                   "train_examples": num_train,
                    **dict(train_options or {})},
         "rows": [_summarise(c, [r for r in runs if r["model"] == c.name]) for c in candidates],
         "runs": runs,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from mmkeras.checks import check_positive_int
+from mmkeras.checks import check_positive_int, is_number
 
 # Every head keeps at least this share of the loss: a head whose validation loss rose in the
 # last window still trains a little, and can earn its weight back in the next one.
@@ -45,6 +45,7 @@ def blend_weights(
     previous: Sequence[float] | None = None,
     floor: float = BLEND_FLOOR,
     epsilon: float = BLEND_EPSILON,
+    smoothing: float = 0.0,
 ) -> np.ndarray:
     """Gradient-blending loss weights of K heads from their losses at two checkpoints.
 
@@ -55,6 +56,12 @@ def blend_weights(
     (every ΔG <= 0) or a loss is not finite, the window says nothing about
     which head to trust: the previous weights are kept (equal ones if None).
 
+    With `smoothing > 0` the estimate is an exponential moving average,
+    `smoothing * previous + (1 - smoothing) * new`: one window's losses on a
+    small validation split are noisy, and without it a head can hold most of
+    the weight one epoch and sit at the floor the next. The average of two
+    weight vectors that sum to 1 and respect the floor does too.
+
     Args:
       train_before, validation_before: each head's train and validation loss
         at the earlier checkpoint.
@@ -63,16 +70,22 @@ def blend_weights(
       floor: the smallest weight of any head, in [0, 1/K).
       epsilon: added to ΔO² so that a head with unchanged overfitting gets a
         large, finite weight.
+      smoothing: the previous weights' share in the result, in [0, 1); 0
+        (no smoothing) returns this window's estimate alone.
 
     Returns:
       (K,) float64 weights, each >= `floor`, summing to 1.
 
     Raises:
-      ValueError: for losses of different lengths, or a floor outside [0, 1/K).
+      ValueError: for losses of different lengths, a floor outside [0, 1/K),
+        a smoothing outside [0, 1), or `previous` of another length.
 
     Example:
       >>> blend_weights([1.0, 1.0], [1.2, 1.2], [0.6, 0.4], [0.9, 1.1], floor=0.0).round(3)
-      array([0.99, 0.01])
+      array([0.987, 0.013])
+      >>> blend_weights([1.0, 1.0], [1.2, 1.2], [0.6, 0.4], [0.9, 1.1], floor=0.0,
+      ...               previous=[0.5, 0.5], smoothing=0.5).round(3)
+      array([0.743, 0.257])
     """
     losses = [np.asarray(values, np.float64).reshape(-1)
               for values in (train_before, validation_before, train_after, validation_after)]
@@ -82,13 +95,18 @@ def blend_weights(
                          f"{[values.size for values in losses]}.")
     if not 0.0 <= floor < 1.0 / count:
         raise ValueError(f"The blending floor must be in [0, 1/{count}) for {count} heads, got {floor}.")
+    smoothing = _check_smoothing(smoothing)
+    previous = np.full(count, 1.0 / count) if previous is None else np.asarray(previous, np.float64).reshape(-1)
+    if previous.size != count:
+        raise ValueError(f"blend_weights needs one previous weight per head ({count}), got {previous.size}.")
     train_before, validation_before, train_after, validation_after = losses
     gain = validation_before - validation_after
     overfitting_change = (validation_after - train_after) - (validation_before - train_before)
     raw = np.maximum(gain, 0.0) / (overfitting_change**2 + epsilon)
     if not np.all(np.isfinite(raw)) or raw.sum() <= 0.0:
-        return np.full(count, 1.0 / count) if previous is None else np.asarray(previous, np.float64)
-    return floor + (1.0 - count * floor) * raw / raw.sum()
+        return previous
+    estimate = floor + (1.0 - count * floor) * raw / raw.sum()
+    return smoothing * previous + (1.0 - smoothing) * estimate
 
 
 class GradientBlending(keras.callbacks.Callback):
@@ -115,16 +133,19 @@ class GradientBlending(keras.callbacks.Callback):
       validation_data: the validation dataset `fit` gets.
       blend_every: epochs between two estimates (a positive integer).
       floor: the smallest weight of any head (`blend_weights`).
+      smoothing: the previous weights' share in each new estimate, in
+        [0, 1) (`blend_weights`; 0: no smoothing).
 
     Raises:
-      ValueError: without validation data, or for a bad `blend_every`.
+      ValueError: without validation data, or for a bad `blend_every` or `smoothing`.
 
     Example:
       >>> trainer.fit(train_data, validation_data=validation_data, epochs=10,
       ...             callbacks=[GradientBlending(validation_data)])
     """
 
-    def __init__(self, validation_data, *, blend_every: int = 1, floor: float = BLEND_FLOOR):
+    def __init__(self, validation_data, *, blend_every: int = 1, floor: float = BLEND_FLOOR,
+                 smoothing: float = 0.0):
         super().__init__()
         if validation_data is None:
             raise ValueError("Gradient blending needs validation data to measure how each head generalises: give "
@@ -132,6 +153,7 @@ class GradientBlending(keras.callbacks.Callback):
         self.validation_data = validation_data
         self.blend_every = check_positive_int(blend_every, "blend_every")
         self.floor = float(floor)
+        self.smoothing = _check_smoothing(smoothing)
 
     def on_epoch_begin(self, epoch, logs=None):
         if np.isfinite(self.model.blend_reference.numpy()).all():
@@ -154,6 +176,14 @@ class GradientBlending(keras.callbacks.Callback):
             raise ValueError(f"Gradient blending found no {missing} in the epoch's logs: train a "
                              "BalancedTrainingView(method='gradient_blending') with validation data.") from None
         reference = self.model.blend_reference.numpy()
-        weights = blend_weights(reference[0], reference[1], train, validation, previous=used, floor=self.floor)
+        weights = blend_weights(reference[0], reference[1], train, validation, previous=used, floor=self.floor,
+                                smoothing=self.smoothing)
         self.model.blend_weights.assign(weights.astype(np.float32))
         self.model.blend_reference.assign(np.array([train, validation], np.float32))
+
+
+def _check_smoothing(smoothing: object) -> float:
+    """`smoothing` as a float if it is a number in [0, 1): a share of 1 would never update the weights."""
+    if not is_number(smoothing) or not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"The blending smoothing must be a number in [0, 1) (0: no smoothing), got {smoothing!r}.")
+    return float(smoothing)

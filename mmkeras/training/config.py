@@ -120,6 +120,12 @@ class TrainingConfig:
       ogm_alpha: OGM-GE modulation strength.
       blend_every: epochs between two estimates of the gradient-blending
         weights (`mmkeras.training.blending`).
+      blend_smoothing: the previous gradient-blending weights' share in each
+        new estimate, in [0, 1): an exponential moving average that steadies
+        weights estimated on a small validation split; 0 uses each
+        estimate alone. On tuxpaint 0.8 halved the seed-to-seed spread
+        (4 seeds) without a clear change of accuracy, so 0 stays the default
+        (benchmarks/results/generalising_defaults_notes.md).
       seed: seed for weights, shuffling and dropout; None draws fresh ones.
       validation_fraction: when the spec has no "validation" split, the share
         of the train split held out for validation (stratified by class, or
@@ -149,6 +155,7 @@ class TrainingConfig:
     aux_weight: float = 0.5
     ogm_alpha: float = 0.5
     blend_every: int = 1
+    blend_smoothing: float = 0.0
     seed: int | None = None
     validation_fraction: float = 0.1
 
@@ -171,6 +178,7 @@ class TrainingConfig:
         _check_number(self, "aux_weight", minimum=0.0)
         _check_number(self, "ogm_alpha", minimum=0.0)
         _check_positive_int(self, "blend_every")
+        _check_rate(self, "blend_smoothing")
         if self.seed is not None:
             _check_positive_int(self, "seed", allow_zero=True)
         _check_number(self, "validation_fraction", minimum=0.0)

@@ -214,7 +214,8 @@ def train(
     # Blending first: its weights go into the epoch's logs before they are written, and into the backup.
     blending = []
     if training.balance == "gradient_blending":
-        blending.append(GradientBlending(validation_data, blend_every=training.blend_every))
+        blending.append(GradientBlending(validation_data, blend_every=training.blend_every,
+                                         smoothing=training.blend_smoothing))
     run_callbacks = blending + make_callbacks(
         paths, model, monitor=monitor, early_stopping_patience=training.early_stopping_patience,
         backup_every_steps=config.runtime.backup_every_steps, initial_epoch=initial_epoch, strategy=runtime.strategy,

@@ -39,6 +39,32 @@ def test_blend_weights_keep_the_previous_ones_when_no_head_generalised_better():
         blend_weights([1.0, 1.0], [1.0], [0.5, 0.5], [0.9, 0.9])
 
 
+def test_blend_smoothing_averages_the_new_estimate_with_the_previous_weights():
+    window = ([1.0, 1.0], [1.2, 1.2], [0.6, 0.4], [0.9, 1.1])
+    estimate = blend_weights(*window)
+    smoothed = blend_weights(*window, previous=[0.2, 0.8], smoothing=0.75)
+    np.testing.assert_allclose(smoothed, 0.75 * np.array([0.2, 0.8]) + 0.25 * estimate)
+    assert smoothed.sum() == pytest.approx(1.0) and smoothed.min() >= 0.05
+    # No previous weights: the estimate is pulled towards equal ones; 0 is the estimate alone.
+    np.testing.assert_allclose(blend_weights(*window, smoothing=0.5), 0.25 + 0.5 * estimate)
+    np.testing.assert_allclose(blend_weights(*window, previous=[0.2, 0.8], smoothing=0.0), estimate)
+    for bad in (1.0, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match=r"smoothing must be a number in \[0, 1\)"):
+            blend_weights(*window, smoothing=bad)
+    with pytest.raises(ValueError, match="one previous weight per head"):
+        blend_weights(*window, previous=[1.0], smoothing=0.5)
+
+
+def test_the_config_and_the_callback_check_blend_smoothing():
+    assert TrainingConfig().blend_smoothing == 0.0
+    assert load_run_config({"training": {"blend_smoothing": 0.5}}).training.blend_smoothing == 0.5
+    with pytest.raises(ValueError, match=r"TrainingConfig.blend_smoothing must be a number in \[0, 1\)"):
+        TrainingConfig(blend_smoothing=1.0)
+    with pytest.raises(ValueError, match="smoothing must be a number"):
+        GradientBlending([], smoothing=-0.5)
+    assert GradientBlending([], smoothing=0.5).smoothing == 0.5
+
+
 def test_the_config_accepts_gradient_blending_and_rejects_unknown_methods(tiny_train_test_spec, tmp_path, caplog):
     config = load_run_config({"training": {"balance": "gradient_blending", "blend_every": 2}})
     assert config.training.balance == "gradient_blending" and config.training.blend_every == 2
@@ -103,7 +129,7 @@ def test_blend_weights_are_estimated_logged_and_kept_by_a_resumed_run(tiny_spec,
                 raise Interrupted
 
     options = dict(epochs=3, batch_size=16, output_dir=tmp_path / "run", verbose=0, balance="gradient_blending",
-                   seed=0, **tiny_model())
+                   blend_smoothing=0.5, seed=0, **tiny_model())
     with pytest.raises(Interrupted):
         mmkeras.train(tiny_spec, callbacks=[StopAfterSecondEpoch()], **options)
     result = mmkeras.train(tiny_spec, **options)
@@ -117,8 +143,8 @@ def test_blend_weights_are_estimated_logged_and_kept_by_a_resumed_run(tiny_spec,
     assert not np.allclose(weights[1:], 0.25), "the weights were never re-estimated"
     # The resumed epoch trained with the weights the interrupted run estimated...
     np.testing.assert_allclose(weights[2], StopAfterSecondEpoch.weights, rtol=1e-6)
-    # ...which are the formula on the logged per-head losses of epochs 0 and 1.
+    # ...which are the formula on the logged per-head losses of epochs 0 and 1, averaged with the weights before.
     train, validation = ([history[f"{prefix}head_loss_{name}"] for name in HEADS] for prefix in ("", "val_"))
     expected = blend_weights(np.array(train)[:, 0], np.array(validation)[:, 0], np.array(train)[:, 1],
-                             np.array(validation)[:, 1], previous=weights[1])
+                             np.array(validation)[:, 1], previous=weights[1], smoothing=0.5)
     np.testing.assert_allclose(weights[2], expected, rtol=1e-4)

@@ -1,0 +1,179 @@
+"""Gradient blending's options on one dataset: smoothed weights, and predicting from every head (issue 18).
+
+Trains the default fused model (concat, modality dropout 0.3,
+`balance="gradient_blending"`) once per `--blend-smoothings` value and seed
+(`mmkeras.evaluation.comparison.compare_fusions`: test accuracy, macro-F1 and
+accuracy with each modality absent), optionally with unimodal baselines. Then,
+offline, it reloads every blended run's `final.keras`, predicts the test split
+with all its heads (the fused `probabilities` and each branch's `aux_<feature>`
+head) and scores combinations of them in NumPy, to see whether serving a mix of
+the heads would beat serving the fused head alone:
+
+- "fused": the fused head alone (what `probabilities` serves today);
+- "<feature> head": one auxiliary head alone;
+- "mean of heads": the mean of the fused and auxiliary heads' probabilities;
+- "blend-weighted heads": their mean weighted by the blending weights the
+  run's last epoch trained with;
+- "mean of aux heads": the auxiliary heads only (a late fusion of the branches).
+
+Run: `python benchmarks/blend_heads.py --spec tuxpaint --seeds 2 --epochs 10 --blend-smoothings 0 0.5 --unimodal text`.
+Writes `benchmarks/results/<dataset>_blend_heads<suffix>.{json,md}`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def head_predictions(model_path: Path, spec) -> tuple[dict, object]:
+    """`({output name: (N, C) probabilities}, labels)` of a saved classifier on the test split."""
+    import numpy as np
+
+    import mmkeras
+
+    model = mmkeras.load_classifier(model_path)
+    outputs, labels = {}, []
+    for features, batch_labels in mmkeras.make_dataset(spec, "test", batch_size=64, deterministic=True):
+        labels.append(batch_labels.numpy().reshape(-1))
+        for name, value in model(features, training=False).items():
+            outputs.setdefault(name, []).append(np.asarray(value))
+    return {name: np.concatenate(parts) for name, parts in outputs.items()}, np.concatenate(labels)
+
+
+def head_combinations(outputs: dict, labels, blend_weights: dict) -> dict:
+    """Test accuracy of the fused head, each auxiliary head and three mixes of them (see the module docstring).
+
+    Args:
+      outputs: the classifier's outputs on the test split (`probabilities`, `aux_<feature>`).
+      labels: the test labels.
+      blend_weights: `{head: weight}` with heads "fused" and the feature names (equal when empty).
+    """
+    import numpy as np
+
+    features = [name[len("aux_"):] for name in outputs if name.startswith("aux_")]
+    heads = {"fused": outputs["probabilities"], **{f: outputs[f"aux_{f}"] for f in features}}
+
+    def accuracy(probabilities):
+        return float(np.mean(np.argmax(probabilities, axis=1) == labels))
+
+    weights = np.array([blend_weights.get(name, 1.0) for name in heads])  # equal without blending
+    return {
+        "fused": accuracy(heads["fused"]),
+        **{f"{feature} head": accuracy(heads[feature]) for feature in features},
+        "mean of heads": accuracy(np.mean(list(heads.values()), axis=0)),
+        "blend-weighted heads": accuracy(np.tensordot(weights / weights.sum(), np.stack(list(heads.values())), 1)),
+        "mean of aux heads": accuracy(np.mean([heads[f] for f in features], axis=0)),
+    }
+
+
+def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smoothings=(0.0,), unimodal=(),
+        modality_dropout: float = 0.3, first_seed: int = 0, suffix: str = "", command: str = "") -> dict:
+    """Train, evaluate and score the head mixes; save `<dataset>_blend_heads<suffix>.{json,md}`; return the figures."""
+    import numpy as np
+
+    import mmkeras
+    from mmkeras.evaluation.comparison import Candidate, compare_fusions, make_candidates
+    from mmkeras.training.run_dir import read_history
+
+    spec = mmkeras.load_spec(spec_name)
+    mmkeras.prepare(spec)
+    candidates = [c for c in make_candidates(spec, fusions=(), modality_dropouts=()) if c.features[0] in unimodal]
+    for smoothing in smoothings:
+        options = {"modality_dropout": modality_dropout, "balance": "gradient_blending",
+                   "blend_smoothing": float(smoothing)}
+        candidates.append(Candidate(f"concat mdrop={modality_dropout:g} gradient_blending smoothing={smoothing:g}",
+                                    spec.feature_names, "concat", options))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mmkeras-blend-heads-") as folder:
+        results = compare_fusions(spec, candidates=candidates, seeds=seeds, epochs=epochs, batch_size=batch_size,
+                                  output_dir=folder, first_seed=first_seed)
+        for run_row in results["runs"]:
+            if len(run_row["features"]) < 2:
+                continue
+            run_dir = Path(folder) / "".join(c if c.isalnum() else "-" for c in run_row["model"]).strip("-")
+            run_dir = run_dir / f"seed{run_row['seed']}"
+            history = read_history(run_dir / "history.csv")
+            weights = {name[len("blend_weight_"):]: values for name, values in history.items()
+                       if name.startswith("blend_weight_")}
+            outputs, labels = head_predictions(run_dir / "final.keras", spec)
+            run_row["blend_weights"] = weights
+            run_row["heads"] = head_combinations(outputs, labels, {h: w[-1] for h, w in weights.items()})
+    for row in results["rows"]:
+        runs = [r for r in results["runs"] if r["model"] == row["model"] and "heads" in r]
+        if runs:
+            row["heads"] = {name: [float(np.mean([r["heads"][name] for r in runs])),
+                                   float(np.std([r["heads"][name] for r in runs], ddof=1)) if len(runs) > 1 else 0.0]
+                            for name in runs[0]["heads"]}
+    results["wall_minutes"] = (time.perf_counter() - started) / 60
+    results["command"] = command
+    write_results(results, f"{spec.name}_blend_heads{suffix}")
+    return results
+
+
+def write_results(results: dict, stem: str, directory: Path = RESULTS) -> None:
+    """Save the figures as JSON and as Markdown tables (models, then head mixes, then weights) in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    budget, machine = results["budget"], results["machine"]
+    features = list(results["rows"][-1]["absent_accuracy"])
+    lines = [
+        f"# Gradient blending's options: `{results['dataset']}`", "",
+        f"Command: `{results['command']}`  ",
+        f"Budget per run: {budget['epochs']} epochs, batch {budget['batch_size']}, {budget['seeds']} seeds "
+        f"from seed {budget['first_seed']}, {budget['train_examples']} training examples; test split; "
+        f"{results['wall_minutes']:.0f} minutes in all.  ",
+        f"Machine: {machine['cpu_count']} CPUs, {machine['platform']}, TF {machine['tensorflow']}", "",
+        "| model | accuracy (per seed) | macro-F1 | " + " | ".join(f"acc. without {f}" for f in features) + " |",
+        "|---|---|---|" + "---|" * len(features),
+    ]
+    for row in results["rows"]:
+        per_seed = ", ".join(f"{r['accuracy']:.3f}" for r in results["runs"] if r["model"] == row["model"])
+        absent = [f"{row['absent_accuracy'][f]:.3f}" if f in row["absent_accuracy"] else "-" for f in features]
+        lines.append(f"| {row['model']} | {row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f} ({per_seed}) | "
+                     f"{row['macro_f1_mean']:.3f} ± {row['macro_f1_std']:.3f} | " + " | ".join(absent) + " |")
+    mixed = [row for row in results["rows"] if "heads" in row]
+    if mixed:
+        names = list(mixed[0]["heads"])
+        lines += ["", "Test accuracy of each head and of mixes of the heads' probabilities, from each run's saved "
+                  "`final.keras` (offline, NumPy):", "",
+                  "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {row['model']} | " + " | ".join(f"{row['heads'][n][0]:.3f} ± {row['heads'][n][1]:.3f}"
+                                                    for n in names) + " |" for row in mixed]
+        lines += ["", "Gradient-blending weights each epoch trained with (epoch 1 first):", "",
+                  "| run | head | weights |", "|---|---|---|"]
+        for run_row in results["runs"]:
+            for head, values in run_row.get("blend_weights", {}).items():
+                lines.append(f"| {run_row['model']} seed {run_row['seed']} | {head} | "
+                             f"{' '.join(f'{w:.2f}' for w in values)} |")
+    (directory / f"{stem}.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", default="tuxpaint")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--blend-smoothings", nargs="+", type=float, default=[0.0],
+                        help="gradient blending's blend_smoothing values, one blended model each")
+    parser.add_argument("--modality-dropout", type=float, default=0.3, help="the blended models' modality dropout")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--unimodal", nargs="*", default=[], help="features also trained alone, for reference")
+    parser.add_argument("--suffix", default="", help="added to the results' file names")
+    args = parser.parse_args()
+    results = run(args.spec, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
+                  smoothings=tuple(args.blend_smoothings), unimodal=tuple(args.unimodal),
+                  modality_dropout=args.modality_dropout, first_seed=args.first_seed, suffix=args.suffix,
+                  command="python benchmarks/blend_heads.py " + shlex.join(sys.argv[1:]))
+    print((RESULTS / f"{results['dataset']}_blend_heads{args.suffix}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
