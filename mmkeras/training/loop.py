@@ -368,7 +368,7 @@ def cosine_schedule(learning_rate: float, epochs: int, steps_per_epoch: int | No
     if not steps_per_epoch:
         raise ValueError("The cosine learning-rate schedule needs `steps_per_epoch`.")
     total = epochs * steps_per_epoch
-    warmup = min(int(round(warmup_epochs * steps_per_epoch)), total - 1) if epochs > 1 else 0
+    warmup = min(round(warmup_epochs * steps_per_epoch), total - 1) if epochs > 1 else 0
     return WarmupCosineDecay(learning_rate, decay_steps=max(total - warmup, 1), warmup_steps=warmup)
 
 
