@@ -8,7 +8,7 @@ Every function here is graph-safe (no Python control flow on tensor values), so
 it runs eagerly, inside `Dataset.map`, inside a `tf.function`, and under
 `tf.map_fn` (see `decode_batch`), and is traced as written: the functions
 handed to `Dataset.map` are marked `do_not_convert`, because autograph's
-source-to-source conversion of these decoders took about 1.5 s of the first
+source-to-source conversion of these decoders took about 2 s of the first
 `make_dataset` call on avmnist, for nothing to convert. Errors are `tf.errors.InvalidArgumentError`s
 whose messages (or failing node names, `decode_<feature>/...`) name the
 feature, so a serving request with a broken input says which input is broken.

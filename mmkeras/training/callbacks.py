@@ -55,7 +55,7 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     Keras' `TensorBoard` logs per epoch by default (`update_freq="epoch"`) but
     still runs a hook after every step, which hands each of the step's logs to
     a summary call that writes nothing: on avmnist's defaults about 2 ms of a
-    50 ms step (its twelve logs under gradient blending). This one logs the
+    30-45 ms step (its twelve logs under gradient blending). This one logs the
     same epoch summaries (training and validation metrics, written by Keras)
     and leaves the step hooks to Keras' no-ops.
 
