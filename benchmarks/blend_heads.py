@@ -79,7 +79,7 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
     import numpy as np
 
     import mmkeras
-    from mmkeras.evaluation.comparison import Candidate, compare_fusions, make_candidates
+    from mmkeras.evaluation.comparison import Candidate, compare_fusions, make_candidates, run_folder
     from mmkeras.training.run_dir import read_history
 
     spec = mmkeras.load_spec(spec_name)
@@ -97,8 +97,7 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
         for run_row in results["runs"]:
             if len(run_row["features"]) < 2:
                 continue
-            run_dir = Path(folder) / "".join(c if c.isalnum() else "-" for c in run_row["model"]).strip("-")
-            run_dir = run_dir / f"seed{run_row['seed']}"
+            run_dir = run_folder(folder, run_row["model"], run_row["seed"])
             history = read_history(run_dir / "history.csv")
             weights = {name[len("blend_weight_"):]: values for name, values in history.items()
                        if name.startswith("blend_weight_")}

@@ -148,7 +148,7 @@ def compare_fusions(
         started = time.perf_counter()
         result = train(
             sub_spec, fusion=candidate.fusion, epochs=epochs, batch_size=batch_size, seed=seed,
-            output_dir=Path(output_dir) / _slug(candidate.name) / f"seed{seed}", verbose=0,
+            output_dir=run_folder(output_dir, candidate.name, seed), verbose=0,
             **{**(train_options or {}), **candidate.options},
         )
         seconds = time.perf_counter() - started
@@ -208,5 +208,12 @@ def _summarise(candidate: Candidate, runs: list[dict]) -> dict:
     }
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name).strip("-")
+def run_folder(output_dir: str | os.PathLike, candidate_name: str, seed: int) -> Path:
+    """The folder `compare_fusions` trains a candidate's seed in, under its `output_dir`.
+
+    Example:
+      >>> run_folder("runs", "concat mdrop=0.3", 1)
+      PosixPath('runs/concat-mdrop-0-3/seed1')
+    """
+    slug = "".join(c if c.isalnum() else "-" for c in candidate_name).strip("-")
+    return Path(output_dir) / slug / f"seed{seed}"
