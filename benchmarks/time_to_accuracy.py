@@ -146,7 +146,11 @@ def matmul_gflops(size: int = 1024, seconds: float = 3.0) -> float:
 
 
 class AccuracyProbe:
-    """Keras callback factory: test accuracy after each epoch, with the probe's own time set aside."""
+    """Keras callback factory: test accuracy after each epoch, with the probe's own time set aside.
+
+    The first epoch runs from the start of training (after the run's own `on_train_begin`), the others
+    from their `on_epoch_begin`.
+    """
 
     def __init__(self, evaluate, started: float):
         import keras
@@ -154,8 +158,15 @@ class AccuracyProbe:
         probe = self
 
         class Callback(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
+            # It runs after the run's own callbacks, so the first epoch starts at its `on_train_begin`:
+            # what those callbacks do before the first step (gradient blending's evaluation of the
+            # untrained model) is part of the first epoch, as a user sees it.
+            def on_train_begin(self, logs=None):
                 probe.epoch_started = time.perf_counter()
+
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch:
+                    probe.epoch_started = time.perf_counter()
 
             def on_epoch_end(self, epoch, logs=None):
                 ended = time.perf_counter()
