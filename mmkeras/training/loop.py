@@ -30,7 +30,7 @@ from mmkeras.spec import DEFAULT_SPECS_DIR, DatasetSpec, load_spec
 from mmkeras.training.balance import BalancedTrainingView
 from mmkeras.training.blending import GradientBlending
 from mmkeras.training.calibration import calibrate_run
-from mmkeras.training.callbacks import make_callbacks
+from mmkeras.training.callbacks import ResumableEarlyStopping, make_callbacks
 from mmkeras.training.class_weights import balanced_class_weights, split_labels
 from mmkeras.training.config import (
     ModelConfig,
@@ -228,7 +228,8 @@ def train(
     )
     if calibrate and validation_data is not None:
         with runtime.strategy.scope():  # the temperature's variable is made where the model's were
-            model = calibrate_run(model, validation_data, paths, verbose=bool(verbose))
+            model = calibrate_run(model, validation_data, paths, best_is_final=_restored_best(run_callbacks),
+                                  verbose=bool(verbose))
     else:
         save_model(model, paths.final_model)
     history = read_history(paths.history_csv)
@@ -249,6 +250,19 @@ def train(
         initial_epoch=initial_epoch,
         runtime=runtime.describe(),
     )
+
+
+def _restored_best(run_callbacks: Sequence[keras.callbacks.Callback]) -> bool:
+    """Whether the run's early stopping put the best epoch's weights (those of `best.keras`) back at the end.
+
+    It restores them whenever it is on (`ResumableEarlyStopping`, from the best-model file after a resume),
+    unless the user added an `EarlyStopping` of their own, which runs after it and restores weights of its
+    own choosing.
+    """
+    ours = [callback for callback in run_callbacks if isinstance(callback, ResumableEarlyStopping)]
+    others = [callback for callback in run_callbacks
+              if isinstance(callback, keras.callbacks.EarlyStopping) and callback not in ours]
+    return bool(ours) and ours[0].restore_best_weights and not others
 
 
 def build_and_compile(

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 
 from mmkeras.data.pipeline import make_dataset
 from mmkeras.models.calibration import temperatures_of
 from mmkeras.runs.load import load_run, load_run_spec
+from mmkeras.training.callbacks import ResumableEarlyStopping
 from mmkeras.training.config import ModelConfig, TrainingConfig, load_run_config
-from mmkeras.training.loop import train
+from mmkeras.training.loop import _restored_best, train
 from mmkeras.training.run_dir import RunPaths
 
 # The tiny model (tests/conftest.py) with fixed images: these tests compare runs.
@@ -63,12 +65,36 @@ def test_train_writes_every_artefact_of_the_run(tiny_spec, tmp_path, tiny_model)
     assert calibration["final"]["temperatures"] == pytest.approx(temperatures_of(result.model))
     assert calibration["final"]["nll_after"] <= calibration["final"]["nll_before"]
     assert temperatures_of(restored) == pytest.approx(temperatures_of(result.model))
-    assert temperatures_of(load_run(run_dir)[0]) is not None  # best.keras too
+    # Early stopping (on by default) put the best epoch's weights back, so best.keras is the calibrated final
+    # model, saved once more rather than loaded and calibrated again.
+    best = load_run(run_dir)[0]
+    assert calibration["best"] == calibration["final"]
+    assert temperatures_of(best) == pytest.approx(temperatures_of(result.model))
+    np.testing.assert_allclose(best.predict(features, verbose=0)["probabilities"],
+                               restored.predict(features, verbose=0)["probabilities"], rtol=1e-6, atol=1e-7)
 
     # The same command on a finished run does not silently train again.
     with pytest.raises(FileExistsError, match="already holds a finished run"):
         train(tiny_spec, fusion="attention", epochs=1, batch_size=8, output_dir=run_dir, seed=0, verbose=0,
               **tiny_model(branch_options=NO_AUGMENT))
+
+
+def test_best_is_final_only_when_our_early_stopping_restores_the_best_weights(tmp_path):
+    ours = ResumableEarlyStopping([], tmp_path / "best.keras", None, patience=2, restore_best_weights=True)
+    assert _restored_best([ours])
+    assert not _restored_best([])  # no early stopping: the final weights are the last epoch's
+    assert not _restored_best([ResumableEarlyStopping([], tmp_path / "best.keras", None, patience=2)])
+    assert not _restored_best([ours, keras.callbacks.EarlyStopping(patience=1, restore_best_weights=True)])
+
+
+@pytest.mark.slow
+def test_without_early_stopping_best_keras_is_calibrated_on_its_own(tiny_spec, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_spec.with_features(["picture"]), epochs=2, batch_size=16, output_dir=run_dir, seed=0, verbose=0,
+          early_stopping_patience=None, units=8, embed_dim=8, balance="none")
+    calibration = json.loads(RunPaths(run_dir).calibration.read_text())
+    assert set(calibration) == {"final", "best"}
+    assert temperatures_of(load_run(run_dir)[0]) == pytest.approx(calibration["best"]["temperatures"])
 
 
 @pytest.mark.slow
