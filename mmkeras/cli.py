@@ -30,6 +30,7 @@ BENCHMARKS = {
     "tta": "time_to_accuracy.py",
     "step": "optimizer_step.py",
     "first_step": "first_step.py",
+    "step_options": "step_options.py",
     "tune": "tune.py",
     "calibration": "calibration.py",
     "keras_hub": "keras_hub_cost.py",
