@@ -2,7 +2,7 @@
 
 Modules: `decoders` (raw values -> tensors; shared with the serving export),
 `manifest` (CSV/JSONL tables), `scan` (bad-input policy), `pipeline`
-(`read_split`, `make_dataset`, `text_corpus`), `tfrecords`
+(`read_split`, `make_dataset`, `DecodeAhead`, `text_corpus`), `tfrecords`
 (`write_tfrecords`) and `validation` (`carve_validation`,
 `with_validation_split`: a validation split held out of the train split). Names are imported on first use.
 """
@@ -21,6 +21,7 @@ _EXPORTS = {
     "read_manifest": "mmkeras.data.manifest",
     "read_split": "mmkeras.data.pipeline",
     "make_dataset": "mmkeras.data.pipeline",
+    "DecodeAhead": "mmkeras.data.pipeline",
     "text_corpus": "mmkeras.data.pipeline",
     "carve_validation": "mmkeras.data.validation",
     "with_validation_split": "mmkeras.data.validation",
@@ -36,6 +37,7 @@ _EXPORTS = {
 __all__ = [
     "BadExample",
     "BadInputError",
+    "DecodeAhead",
     "ScanReport",
     "ValidationSplit",
     "decode_audio",

@@ -11,6 +11,8 @@ run or are skipped and counted.
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import Future
 
 import tensorflow as tf
 
@@ -89,7 +91,8 @@ def make_dataset(
     drop_remainder: bool | None = None,
     return_report: bool = False,
     cache_budget_bytes: int | None = None,
-) -> tf.data.Dataset | tuple[tf.data.Dataset, ScanReport]:
+    decode_ahead: bool = False,
+) -> tf.data.Dataset | tuple[tf.data.Dataset | ScanReport | DecodeAhead | None, ...]:
     """The input pipeline of a split: batches of decoded features and labels.
 
     One linear chain: raw records -> decode (in parallel) -> cache (when the
@@ -115,13 +118,19 @@ def make_dataset(
       return_report: also return the bad-input `ScanReport`.
       cache_budget_bytes: the budget for `cache=None`; defaults to the
         smaller of 2 GiB and a quarter of the machine's memory.
+      decode_ahead: when the split is cached, start decoding it into the
+        cache now, in a background thread (see `DecodeAhead`), so that the
+        first epoch does not wait for it: `train` builds and traces the model
+        meanwhile. The shuffle and every later stage are untouched.
 
     Returns:
       A dataset of `(features, label)`: `features` maps each feature name to a
       (batch, *feature.shape) tensor of the feature's dtype (string text,
       uint8 images, float32 audio) and `"<name>_present"` to a (batch,) bool
       tensor; `label` is a (batch,) int32 class id. With `return_report`, a
-      `(dataset, report)` pair.
+      `(dataset, report)` pair. With `decode_ahead`, the `DecodeAhead` (or
+      None when the split is not cached) comes last: `(dataset, decoding)` or
+      `(dataset, report, decoding)`.
 
     Raises:
       ValueError: if `batch_size` is not a positive integer.
@@ -150,8 +159,11 @@ def make_dataset(
     dataset = _raw_records(spec, checked, training and not cache, seed, deterministic)
     decode = decoders.make_example_decoder(spec)  # the serving signature uses it too
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    decoding = None
     if cache:
         dataset = dataset.cache()
+        if decode_ahead:
+            decoding = DecodeAhead(dataset, f"{spec.name}/{split}")
     if training:  # before batching, and with no repeat: every example once per epoch
         buffer = count if cache else min(count, SHUFFLE_BUFFER_BYTES // example_bytes, MAX_SHUFFLE_BUFFER)
         dataset = dataset.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
@@ -165,7 +177,64 @@ def make_dataset(
     policy = tf.data.experimental.AutoShardPolicy
     options.experimental_distribute.auto_shard_policy = policy.DATA if checked.rows is not None else policy.FILE
     dataset = dataset.with_options(options)
-    return (dataset, checked.report) if return_report else dataset
+    returned = (dataset, checked.report) if return_report else (dataset,)
+    return (*returned, decoding) if decode_ahead else (returned if return_report else dataset)
+
+
+class DecodeAhead:
+    """One pass over a cached stage of a pipeline in a background thread, which fills its in-memory cache.
+
+    The first epoch over a cached split otherwise decodes every example before
+    its first batch (the shuffle buffer holds the whole split), while the
+    model's first step waits. Here the pass is one op running in tf.data's
+    own threads (every core but one) without the GIL, so it overlaps with
+    building and tracing the model, which are Python. A later iterator over any dataset built on the same
+    cached stage reads the finished cache. Call `wait` before the first
+    epoch starts reading: an iterator made earlier would decode the split a
+    second time (the same examples, so only time is lost).
+
+    Args:
+      cached: the pipeline's stage that ends with `cache()`.
+      name: what is decoded ("<spec>/<split>"), in the thread's name.
+
+    Example:
+      >>> dataset, decoding = make_dataset(spec, "train", training=True, decode_ahead=True)
+      >>> ...  # build and compile the model
+      >>> if decoding is not None:
+      ...     decoding.wait()
+    """
+
+    def __init__(self, cached: tf.data.Dataset, name: str):
+        self.name = name
+        self._done: Future = Future()
+        self._thread = threading.Thread(target=self._run, args=(cached,), name=f"decode {name}", daemon=True)
+        self._thread.start()
+
+    def _run(self, cached: tf.data.Dataset) -> None:
+        # Every core but one decodes: that one stays with the Python thread that builds and traces the model
+        # (with all of them, the model's set-up slowed down by about as much as the decoding saved).
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = max(1, (os.cpu_count() or 2) - 1)
+        options.threading.max_intra_op_parallelism = 1
+        try:
+            # One op for the whole pass, with no Python per example: the thread holds the GIL only to start it.
+            cached.with_options(options).reduce(tf.constant(0, tf.int64), lambda count, _: count + 1)
+        except Exception as error:  # noqa: BLE001 - handed to `wait`, in the thread that needs the data
+            self._done.set_exception(error)
+        else:
+            self._done.set_result(None)
+
+    def done(self) -> bool:
+        """Whether the pass has ended (the cache is full, or the pass failed)."""
+        return self._done.done()
+
+    def wait(self) -> None:
+        """Block until the split is in the cache; raise the pass's error if it failed.
+
+        Raises:
+          Whatever decoding the split raised (the same error the first epoch would raise).
+        """
+        self._done.result()
 
 
 def decoded_bytes_per_example(spec: DatasetSpec) -> int:

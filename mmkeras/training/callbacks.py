@@ -76,6 +76,29 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
 
 
+class AwaitDecoding(keras.callbacks.Callback):
+    """Wait, when the first epoch of a `fit` begins, for a split decoded ahead (`mmkeras.data.DecodeAhead`).
+
+    Place it before the first callback that reads the split at an epoch's start, or anywhere to have the
+    split ready for the epoch's first step. With `None` (nothing decoded ahead) it does nothing.
+
+    Args:
+      decoding: the split's `DecodeAhead`, or None.
+
+    Raises:
+      Whatever decoding the split raised, from `on_epoch_begin`.
+    """
+
+    def __init__(self, decoding):
+        super().__init__()
+        self.decoding = decoding
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.decoding is not None:
+            self.decoding.wait()
+            self.decoding = None
+
+
 class BestModelCheckpoint(keras.callbacks.Callback):
     """Save a model to one `.keras` file whenever the monitored value improves.
 

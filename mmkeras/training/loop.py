@@ -30,7 +30,11 @@ from mmkeras.spec import DEFAULT_SPECS_DIR, DatasetSpec, load_spec
 from mmkeras.training.balance import BalancedTrainingView
 from mmkeras.training.blending import GradientBlending
 from mmkeras.training.calibration import calibrate_run
-from mmkeras.training.callbacks import ResumableEarlyStopping, make_callbacks
+from mmkeras.training.callbacks import (
+    AwaitDecoding,
+    ResumableEarlyStopping,
+    make_callbacks,
+)
 from mmkeras.training.class_weights import balanced_class_weights, split_labels
 from mmkeras.training.config import (
     ModelConfig,
@@ -195,11 +199,16 @@ def train(
               "training loss.", flush=True)
     config = _balance_for_validation(spec, config, paths)
     training = config.training
-    train_data = make_dataset(spec, TRAIN_SPLIT, batch_size=training.batch_size, training=True, seed=data_seed,
-                              deterministic=True if multi_worker else None)
-    validation_data = None
+    # Without a distribution strategy `fit` reads the pipelines as built, so their caches can be filled in the
+    # background while the model is built and traced (a strategy rewrites them, and would decode again).
+    ahead = runtime.strategy_name == "default"
+    train_data, train_decoding = _make_dataset(spec, TRAIN_SPLIT, ahead, batch_size=training.batch_size,
+                                               training=True, seed=data_seed,
+                                               deterministic=True if multi_worker else None)
+    validation_data = validation_decoding = None
     if VALIDATION_SPLIT in spec.splits:
-        validation_data = make_dataset(spec, VALIDATION_SPLIT, batch_size=training.batch_size)
+        validation_data, validation_decoding = _make_dataset(spec, VALIDATION_SPLIT, ahead,
+                                                             batch_size=training.batch_size)
     class_weight = None
     if training.class_weight == "balanced":
         class_weight = balanced_class_weights(split_labels(spec, TRAIN_SPLIT), spec.num_classes)
@@ -216,7 +225,10 @@ def train(
     if training.balance == "gradient_blending":
         blending.append(GradientBlending(validation_data, blend_every=training.blend_every,
                                          smoothing=training.blend_smoothing))
-    run_callbacks = blending + make_callbacks(
+    # The validation split must be in its cache before blending evaluates the untrained model, the training
+    # split before the first epoch's iterator is made.
+    awaits = [AwaitDecoding(validation_decoding)], [AwaitDecoding(train_decoding)]
+    run_callbacks = awaits[0] + blending + awaits[1] + make_callbacks(
         paths, model, monitor=monitor, early_stopping_patience=training.early_stopping_patience,
         backup_every_steps=config.runtime.backup_every_steps, initial_epoch=initial_epoch, strategy=runtime.strategy,
         extra=callbacks,
@@ -250,6 +262,13 @@ def train(
         initial_epoch=initial_epoch,
         runtime=runtime.describe(),
     )
+
+
+def _make_dataset(spec: DatasetSpec, split: str, ahead: bool, **options: Any) -> tuple:
+    """`make_dataset(spec, split, **options)` and its `DecodeAhead` when `ahead` (else, or when not cached, None)."""
+    if not ahead:
+        return make_dataset(spec, split, **options), None
+    return make_dataset(spec, split, decode_ahead=True, **options)
 
 
 def _restored_best(run_callbacks: Sequence[keras.callbacks.Callback]) -> bool:

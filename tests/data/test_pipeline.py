@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from mmkeras.data import decoders
 from mmkeras.data.manifest import read_manifest
-from mmkeras.data.pipeline import make_dataset, read_split, text_corpus
+from mmkeras.data.pipeline import DecodeAhead, make_dataset, read_split, text_corpus
 
 
 def stages(dataset) -> list[str]:
@@ -65,6 +65,41 @@ def test_cache_follows_the_budget_or_the_argument(tiny_spec):
     assert "CacheDataset" not in stages(make_dataset(tiny_spec, "test", cache_budget_bytes=1000))
     assert "CacheDataset" not in stages(make_dataset(tiny_spec, "test", cache=False))
     assert "CacheDataset" in stages(make_dataset(tiny_spec, "test", cache=True, cache_budget_bytes=0))
+
+
+def test_decode_ahead_fills_the_cache_without_changing_the_batches(tiny_spec):
+    options = {"batch_size": 7, "training": True, "seed": 1, "deterministic": True}
+    dataset, decoding = make_dataset(tiny_spec, "train", decode_ahead=True, **options)
+    decoding.wait()
+    assert decoding.done()
+    # The same shuffled epochs as without it: the background pass reads the cache's stage, not the shuffle.
+    plain = make_dataset(tiny_spec, "train", **options)
+    assert captions(dataset) == captions(plain) and captions(dataset) == captions(plain)
+    _, report, decoding = make_dataset(tiny_spec, "test", decode_ahead=True, return_report=True)
+    assert report.kept == 24 and decoding is not None
+    decoding.wait()
+    # Nothing to fill when the split is not cached.
+    assert make_dataset(tiny_spec, "test", cache=False, decode_ahead=True)[1] is None
+
+
+def test_a_later_iterator_reads_the_cache_the_background_pass_filled():
+    decoded = []
+
+    def decode(value):
+        return tf.py_function(lambda v: decoded.append(int(v)) or v, [value], tf.int64)
+
+    cached = tf.data.Dataset.range(40).map(decode).cache()
+    DecodeAhead(cached, "numbers").wait()
+    assert sorted(decoded) == list(range(40))
+    epoch = [int(v) for batch in cached.shuffle(40, seed=0).batch(8).prefetch(2) for v in batch]
+    assert sorted(epoch) == list(range(40)) and len(decoded) == 40  # read from the cache, not decoded again
+
+
+def test_decode_ahead_hands_its_error_to_wait():
+    failing = tf.data.Dataset.from_tensor_slices(["1", "one"]).map(tf.strings.to_number)
+    decoding = DecodeAhead(failing.cache(), "bad/split")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one"):
+        decoding.wait()
 
 
 def test_manifest_splits_shard_by_data_across_workers(tiny_spec):

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from mmkeras.training.callbacks import EpochTensorBoard, ResumableEarlyStopping, make_callbacks
+from mmkeras.training.callbacks import AwaitDecoding, EpochTensorBoard, ResumableEarlyStopping, make_callbacks
 from mmkeras.training.run_dir import RunPaths
 
 
@@ -101,3 +101,17 @@ def test_epoch_tensorboard_writes_the_epoch_logs(tmp_path):
     assert list((tmp_path / "tb" / "validation").glob("events.out.tfevents.*"))
     with pytest.raises(ValueError, match="update_freq"):
         EpochTensorBoard(tmp_path / "tb", update_freq="batch")
+
+
+def test_await_decoding_waits_once_and_raises_the_decoding_error():
+    import tensorflow as tf
+
+    from mmkeras.data.pipeline import DecodeAhead
+
+    AwaitDecoding(None).on_epoch_begin(0)  # nothing decoded ahead: nothing to wait for
+    good = AwaitDecoding(DecodeAhead(tf.data.Dataset.range(5).cache(), "numbers"))
+    good.on_epoch_begin(0)
+    assert good.decoding is None  # done, and not waited for again
+    bad = AwaitDecoding(DecodeAhead(tf.data.Dataset.from_tensor_slices(["x"]).map(tf.strings.to_number).cache(), "bad"))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        bad.on_epoch_begin(0)
