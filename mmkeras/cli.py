@@ -31,6 +31,7 @@ BENCHMARKS = {
     "step": "optimizer_step.py",
     "first_step": "first_step.py",
     "step_options": "step_options.py",
+    "timeline": "train_timeline.py",
     "tune": "tune.py",
     "calibration": "calibration.py",
     "keras_hub": "keras_hub_cost.py",
