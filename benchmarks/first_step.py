@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from _report import commit_of
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -74,19 +76,13 @@ def run(spec_name: str, other: Path, rounds: int, batch_size: int) -> dict:
                for label, rows in runs.items()}
     return {
         "spec": spec_name, "batch_size": batch_size, "rounds": rounds, "other": str(other),
-        "other_commit": _commit(other), "this_commit": _commit(CHECKOUT),
+        "other_commit": commit_of(other), "this_commit": commit_of(CHECKOUT),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_average_at_start": load_start, "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": runs, "medians": medians,
         "ratios": {key: round(medians["this checkout"][key] / medians["other checkout"][key], 2)
                    for key in medians["this checkout"]},
     }
-
-
-def _commit(checkout: Path) -> str:
-    done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          check=False)
-    return done.stdout.strip() or "unknown"
 
 
 def format_markdown(report: dict) -> str:

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from _report import save_report
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_VARIANTS = ('bfloat16={"mixed_precision": true}', 'steps_per_execution 4={"steps_per_execution": 4}')
 
@@ -214,11 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                  batch_size=args.batch_size)
     markdown = format_markdown(report)
     print(markdown)
-    output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    name = Path(args.spec).stem + (f"_{args.suffix}" if args.suffix else "")
-    (output / f"step_options_{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    (output / f"step_options_{name}.md").write_text(markdown, encoding="utf-8")
+    save_report(args.output_dir, f"step_options_{Path(args.spec).stem}" + (f"_{args.suffix}" if args.suffix else ""),
+                report, markdown)
     return 0
 
 

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import commit_of, save_report
+
 PROCESS_START = time.perf_counter()
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -93,18 +95,12 @@ def run(spec_name: str, epochs: int, rounds: int, other: Path | None) -> dict:
     return {
         "command": "python benchmarks/train_timeline.py " + " ".join(sys.argv[1:]),
         "spec": spec_name, "epochs": epochs, "rounds": rounds,
-        "commits": {label: _commit(path) for label, path in checkouts.items()},
+        "commits": {label: commit_of(path) for label, path in checkouts.items()},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average_at_start": load_start, "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         "runs": runs, "medians": medians,
     }
-
-
-def _commit(checkout: Path) -> str:
-    done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          check=False)
-    return done.stdout.strip() or "unknown"
 
 
 def format_markdown(report: dict) -> str:
@@ -146,11 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args.spec, args.epochs, args.rounds, args.compare_with.resolve() if args.compare_with else None)
     markdown = format_markdown(report)
     print(markdown)
-    output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    name = Path(args.spec).stem + (f"_{args.suffix}" if args.suffix else "")
-    (output / f"train_timeline_{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    (output / f"train_timeline_{name}.md").write_text(markdown, encoding="utf-8")
+    save_report(args.output_dir, f"train_timeline_{Path(args.spec).stem}" + (f"_{args.suffix}" if args.suffix else ""),
+                report, markdown)
     return 0
 
 

@@ -290,6 +290,7 @@ def _bench(args) -> int:
     if not script.is_file():
         raise FileNotFoundError(f"No benchmark script {script}: run from a source checkout of mmkeras.")
     sys.argv = [str(script), *args.options]
+    sys.path.insert(0, str(script.parent))  # as `python benchmarks/<script>` has it: the scripts share helpers
     runpy.run_path(str(script), run_name="__main__")
     return 0
 
