@@ -71,6 +71,12 @@ def test_modality_dropout_rejects_bad_names_and_rates(rate, names, message):
         ModalityDropout(rate, names=names)
 
 
+def test_modality_dropout_rates_must_match_the_flag_columns():
+    layer = ModalityDropout({"image": 0.3, "text": 0.5}, names=["image", "text"])
+    with pytest.raises(ValueError, match=r"rates for 2 modalities \['image', 'text'\].*3 columns"):
+        layer(np.ones((2, 3), "float32"), training=True)
+
+
 def test_missing_embedding_replaces_only_absent_modalities():
     layer = MissingModalityEmbedding()
     embeddings = [np.full((2, 3), 5.0, "float32"), np.full((2, 2), 7.0, "float32")]
