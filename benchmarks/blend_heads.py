@@ -16,6 +16,10 @@ the heads would beat serving the fused head alone:
   run's last epoch trained with;
 - "mean of aux heads": the auxiliary heads only (a late fusion of the branches).
 
+`--modality-dropout` takes one or more values, each a rate or a JSON mapping of
+rates per modality (`'{"text": 0.5, "image": 0.3, "audio": 0.3}'`); every
+smoothing is trained with each of them.
+
 Run: `python benchmarks/blend_heads.py --spec tuxpaint --seeds 2 --epochs 10 --blend-smoothings 0 0.5 --unimodal text`.
 Writes `benchmarks/results/<dataset>_blend_heads<suffix>.{json,md}`.
 """
@@ -30,6 +34,32 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_modality_dropout(text: str) -> float | dict:
+    """A `--modality-dropout` value: a rate ("0.3") or a JSON mapping of rates ('{"text": 0.5, "image": 0.3}').
+
+    Raises:
+      argparse.ArgumentTypeError: for anything else (the classifier checks the names and rates).
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dict):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"expected a rate such as 0.3 or a JSON mapping such as '{{\"text\": 0.5, \"image\": 0.3}}', got {text!r}"
+    )
+
+
+def modality_dropout_label(modality_dropout: float | dict) -> str:
+    """How a model's name shows its modality dropout: "0.3", or "text:0.5/image:0.3/audio:0.3"."""
+    if isinstance(modality_dropout, dict):
+        return "/".join(f"{name}:{rate:g}" for name, rate in modality_dropout.items())
+    return f"{modality_dropout:g}"
 
 
 def head_predictions(model_path: Path, spec) -> tuple[dict, object]:
@@ -74,22 +104,31 @@ def head_combinations(outputs: dict, labels, blend_weights: dict) -> dict:
 
 
 def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smoothings=(0.0,), unimodal=(),
-        modality_dropout: float = 0.3, first_seed: int = 0, suffix: str = "", command: str = "") -> dict:
-    """Train, evaluate and score the head mixes; save `<dataset>_blend_heads<suffix>.{json,md}`; return the figures."""
+        modality_dropouts=(0.3,), first_seed: int = 0, suffix: str = "", command: str = "") -> dict:
+    """Train, evaluate and score the head mixes; save `<dataset>_blend_heads<suffix>.{json,md}`; return the figures.
+
+    Every smoothing is trained with each of `modality_dropouts` (a rate, or a mapping of rates per modality).
+    """
     import numpy as np
 
     import mmkeras
-    from mmkeras.evaluation.comparison import Candidate, compare_fusions, make_candidates, run_folder
+    from mmkeras.evaluation.comparison import (
+        Candidate,
+        compare_fusions,
+        make_candidates,
+        run_folder,
+    )
     from mmkeras.training.run_dir import read_history
 
     spec = mmkeras.load_spec(spec_name)
     mmkeras.prepare(spec)
     candidates = [c for c in make_candidates(spec, fusions=(), modality_dropouts=()) if c.features[0] in unimodal]
-    for smoothing in smoothings:
-        options = {"modality_dropout": modality_dropout, "balance": "gradient_blending",
-                   "blend_smoothing": float(smoothing)}
-        candidates.append(Candidate(f"concat mdrop={modality_dropout:g} gradient_blending smoothing={smoothing:g}",
-                                    spec.feature_names, "concat", options))
+    for modality_dropout in modality_dropouts:
+        for smoothing in smoothings:
+            options = {"modality_dropout": modality_dropout, "balance": "gradient_blending",
+                       "blend_smoothing": float(smoothing)}
+            name = f"concat mdrop={modality_dropout_label(modality_dropout)} gradient_blending smoothing={smoothing:g}"
+            candidates.append(Candidate(name, spec.feature_names, "concat", options))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mmkeras-blend-heads-") as folder:
         results = compare_fusions(spec, candidates=candidates, seeds=seeds, epochs=epochs, batch_size=batch_size,
@@ -125,9 +164,9 @@ def write_results(results: dict, stem: str, directory: Path = RESULTS) -> None:
     lines = [
         f"# Gradient blending's options: `{results['dataset']}`", "",
         f"Command: `{results['command']}`  ",
-        f"Budget per run: {budget['epochs']} epochs, batch {budget['batch_size']}, {budget['seeds']} seeds "
-        f"from seed {budget['first_seed']}, {budget['train_examples']} training examples; test split; "
-        f"{results['wall_minutes']:.0f} minutes in all.  ",
+        (f"Budget per run: {budget['epochs']} epochs, batch {budget['batch_size']}, {budget['seeds']} seeds "
+         f"from seed {budget['first_seed']}, {budget['train_examples']} training examples; test split; "
+         f"{results['wall_minutes']:.0f} minutes in all.  "),
         f"Machine: {machine['cpu_count']} CPUs, {machine['platform']}, TF {machine['tensorflow']}", "",
         "| model | accuracy (per seed) | macro-F1 | " + " | ".join(f"acc. without {f}" for f in features) + " |",
         "|---|---|---|" + "---|" * len(features),
@@ -140,8 +179,8 @@ def write_results(results: dict, stem: str, directory: Path = RESULTS) -> None:
     mixed = [row for row in results["rows"] if "heads" in row]
     if mixed:
         names = list(mixed[0]["heads"])
-        lines += ["", "Test accuracy of each head and of mixes of the heads' probabilities, from each run's saved "
-                  "`final.keras` (offline, NumPy):", "",
+        lines += ["", ("Test accuracy of each head and of mixes of the heads' probabilities, from each run's saved "
+                       "`final.keras` (offline, NumPy):"), "",
                   "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         lines += [f"| {row['model']} | " + " | ".join(f"{row['heads'][n][0]:.3f} ± {row['heads'][n][1]:.3f}"
                                                     for n in names) + " |" for row in mixed]
@@ -162,14 +201,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--blend-smoothings", nargs="+", type=float, default=[0.0],
                         help="gradient blending's blend_smoothing values, one blended model each")
-    parser.add_argument("--modality-dropout", type=float, default=0.3, help="the blended models' modality dropout")
+    parser.add_argument("--modality-dropout", nargs="+", type=parse_modality_dropout, default=[0.3],
+                        help="the blended models' modality dropout, one model each: a rate, or a JSON mapping of "
+                             "rates per modality, e.g. '{\"text\": 0.5, \"image\": 0.3, \"audio\": 0.3}'")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--unimodal", nargs="*", default=[], help="features also trained alone, for reference")
     parser.add_argument("--suffix", default="", help="added to the results' file names")
     args = parser.parse_args()
     results = run(args.spec, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
                   smoothings=tuple(args.blend_smoothings), unimodal=tuple(args.unimodal),
-                  modality_dropout=args.modality_dropout, first_seed=args.first_seed, suffix=args.suffix,
+                  modality_dropouts=tuple(args.modality_dropout), first_seed=args.first_seed, suffix=args.suffix,
                   command="python benchmarks/blend_heads.py " + shlex.join(sys.argv[1:]))
     print((RESULTS / f"{results['dataset']}_blend_heads{args.suffix}.md").read_text())
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
-__all__ = ["check_int_at_least", "check_number", "check_positive_int", "is_integer", "is_number"]
+__all__ = ["check_int_at_least", "check_number", "check_positive_int", "check_rate", "is_integer", "is_number"]
 
 
 def is_integer(value: object) -> bool:
@@ -88,4 +88,28 @@ def check_number(
         else:
             expected = f"a number {'>=' if inclusive else '>'} {minimum:g}"
         raise ValueError(f"`{name}` must be {expected}{hint}, got {value!r}.")
+    return float(value)
+
+
+def check_rate(value: object, name: str, *, hint: str = "") -> float:
+    """Return `value` as a `float` if it is a probability in [0, 1) (a dropout rate: 1 would drop everything).
+
+    Args:
+      value: what the caller passed.
+      name: the argument's name, for the message (e.g. "rate['text']").
+      hint: text added after what was expected.
+
+    Returns:
+      `float(value)`.
+
+    Raises:
+      ValueError: for booleans, non-numbers, NaN and values outside [0, 1), e.g.
+        "`rate['text']` must be a number in [0, 1), got 1.2."
+
+    Example:
+      >>> check_rate(0.3, "modality_dropout")
+      0.3
+    """
+    if not is_number(value) or not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be a number in [0, 1){hint}, got {value!r}.")
     return float(value)

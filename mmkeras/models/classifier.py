@@ -32,7 +32,7 @@ def build_classifier(
     units: int = 256,
     embed_dim: int = 128,
     dropout_rate: float = 0.3,
-    modality_dropout: float = 0.3,
+    modality_dropout: float | Mapping[str, float] = 0.3,
     vocabularies: Mapping[str, Sequence[str]] | None = None,
     branch_options: Mapping[str, Mapping[str, Any]] | None = None,
     fusion_options: Mapping[str, Any] | None = None,
@@ -53,7 +53,11 @@ def build_classifier(
       units: width of the fused features.
       embed_dim: width of every branch's embedding.
       dropout_rate: dropout in branches, fusion and head.
-      modality_dropout: probability of hiding each modality of each training example.
+      modality_dropout: probability of hiding each modality of each training
+        example: one number for all, or a mapping keyed by modality or by
+        feature name (the feature name wins) with a rate for every feature,
+        e.g. `{"text": 0.5, "image": 0.3, "audio": 0.3}` to hide a branch that
+        memorises more often than the others.
       vocabularies: text feature name -> token list; by default each text
         feature's vocabulary is learned from the spec's train split.
       branch_options: extra branch-builder arguments keyed by modality or by
@@ -72,7 +76,10 @@ def build_classifier(
       `"aux_<feature>": (batch, num_classes)` with `aux_heads`.
 
     Raises:
-      ValueError: for an unknown fusion or modality, or bad options.
+      ValueError: for an unknown fusion or modality, or bad options; a
+        `modality_dropout` mapping with a key that is neither a feature nor a
+        modality of the spec, a feature left without a rate, or a rate
+        outside [0, 1).
 
     Example:
       >>> model = build_classifier(load_spec("tiny"), fusion="attention")
@@ -95,7 +102,9 @@ def build_classifier(
             )(logits)
 
     presence = PresenceFlags(name="presence")(embeddings, [flags[f.presence_key] for f in spec.features])
-    presence = ModalityDropout(modality_dropout, seed=seed, name="modality_dropout")(presence)
+    rates = modality_dropout_rates(spec, modality_dropout)
+    names = spec.feature_names if isinstance(rates, Mapping) else None
+    presence = ModalityDropout(rates, names=names, seed=seed, name="modality_dropout")(presence)
     embeddings = MissingModalityEmbedding(name="missing_embedding")(embeddings, presence)
 
     produces_logits = getattr(fusion_class, "produces_logits", False)
@@ -111,6 +120,58 @@ def build_classifier(
         logits = layers.Dense(spec.num_classes, name="logits")(layers.Dropout(dropout_rate)(fused))
     model_outputs[PROBABILITIES] = layers.Activation("softmax", dtype="float32", name=PROBABILITIES)(logits)
     return keras.Model({**inputs, **flags}, model_outputs, name=f"{spec.name}_{fusion}_classifier")
+
+
+def modality_dropout_rates(
+    spec: DatasetSpec, modality_dropout: float | Mapping[str, float]
+) -> float | dict[str, float]:
+    """Resolve `build_classifier`'s `modality_dropout` into a rate, or one rate per feature name.
+
+    A mapping may be keyed by modality (`"text"`) or by feature name
+    (`"caption"`); a feature's own name wins over its modality, as in
+    `branch_options`. Every feature needs a rate, so that a misspelt key
+    cannot silently leave a modality at some default.
+
+    Args:
+      spec: the dataset spec (its features and their modalities).
+      modality_dropout: one rate for every feature, or `{modality or feature: rate}`.
+
+    Returns:
+      The number unchanged, or `{feature name: rate}` in the spec's feature order.
+
+    Raises:
+      ValueError: for a key that is neither a feature nor a modality of the
+        spec, or a feature without a rate, naming it and the valid keys. The
+        rates themselves are checked by `ModalityDropout`.
+
+    Example:
+      >>> modality_dropout_rates(load_spec("tiny"), {"text": 0.5, "image": 0.3, "sound": 0.2})
+      {'caption': 0.5, 'picture': 0.3, 'sound': 0.2}
+    """
+    if not isinstance(modality_dropout, Mapping):
+        return modality_dropout
+    valid = sorted({f.modality for f in spec.features} | set(spec.feature_names))
+    unknown = [key for key in modality_dropout if key not in valid]
+    if unknown:
+        raise ValueError(
+            f"modality_dropout names {unknown[0]!r}, which is neither a modality nor a feature of spec "
+            f"{spec.name!r}; expected keys from {valid}."
+        )
+    rates, missing = {}, []
+    for feature in spec.features:
+        for key in (feature.name, feature.modality):
+            if key in modality_dropout:
+                rates[feature.name] = modality_dropout[key]
+                break
+        else:
+            missing.append(feature.name)
+    if missing:
+        raise ValueError(
+            f"modality_dropout gives no rate for feature(s) {missing} of spec {spec.name!r}; give one per "
+            f"modality or feature, keys from {valid}, e.g. "
+            f"{ {f.modality: 0.3 for f in spec.features}!r}."
+        )
+    return rates
 
 
 def build_branch(

@@ -9,8 +9,12 @@ for a learned one.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import keras
 from keras import layers, ops
+
+from mmkeras.checks import check_rate
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
@@ -47,10 +51,17 @@ class ModalityDropout(layers.Layer):
     Training with modalities hidden at random teaches the model to use every
     modality and to cope when one is missing at test time. At least one
     modality of each example always stays: if every present one would be
-    dropped, the example keeps its original flags.
+    dropped, the example keeps its original flags. A mapping gives each
+    modality its own rate, so that a branch that memorises its training
+    examples (tuxpaint's text names the objects) can be hidden more often
+    than the others.
 
     Args:
-      rate: probability of dropping each modality of each example.
+      rate: probability of dropping each modality of each example: one number
+        for every modality, or a mapping `{name: rate}` with one rate per
+        entry of `names`.
+      names: the flags' column names, in order (the classifier uses feature
+        names); needed with a mapping `rate`, which must name each exactly once.
       seed: optional seed for the random draws.
 
     Call arguments:
@@ -60,23 +71,49 @@ class ModalityDropout(layers.Layer):
     Returns:
       The (batch, M) flags with some present modalities set to 0.
 
+    Raises:
+      ValueError: for a rate outside [0, 1), a mapping without `names`, or a
+        mapping that names a column not in `names` or leaves one out (the
+        message names it and the valid names).
+
     Example:
       >>> ModalityDropout(0.5)(np.ones((4, 3)), training=True).shape
       (4, 3)
+      >>> ModalityDropout({"image": 0.3, "text": 0.6}, names=["image", "text"])(np.ones((4, 2)), training=True).shape
+      (4, 2)
     """
 
-    def __init__(self, rate: float = 0.1, seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        rate: float | Mapping[str, float] = 0.1,
+        names: Sequence[str] | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        if not 0.0 <= float(rate) < 1.0:
-            raise ValueError(f"`rate` must be in [0, 1), got {rate!r}.")
-        self.rate = float(rate)
+        self.names = None if names is None else [str(name) for name in names]
+        if isinstance(rate, Mapping):
+            self.rate = _check_rates(rate, self.names)
+            self.rates = [self.rate[name] for name in self.names]
+        else:
+            self.rate = check_rate(rate, "rate")
+            self.rates = None
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
+    def build(self, presence_shape):
+        if self.rates is not None and presence_shape[-1] is not None and presence_shape[-1] != len(self.rates):
+            raise ValueError(
+                f"ModalityDropout has rates for {len(self.rates)} modalities {self.names}, "
+                f"but its presence flags have {presence_shape[-1]} columns."
+            )
+
     def call(self, presence, training=None):
-        if not training or self.rate == 0.0:
+        if not training or max(self.rates or [self.rate]) == 0.0:
             return presence
-        keep = keras.random.uniform(ops.shape(presence), seed=self.seed_generator) >= self.rate
+        # A (M,) vector of rates broadcasts over the batch: column i is dropped with rates[i].
+        threshold = self.rate if self.rates is None else ops.convert_to_tensor(self.rates, dtype="float32")
+        keep = keras.random.uniform(ops.shape(presence), seed=self.seed_generator) >= threshold
         dropped = presence * ops.cast(keep, presence.dtype)
         survivors = ops.sum(dropped, axis=1, keepdims=True)
         return ops.where(survivors > 0, dropped, presence)
@@ -85,7 +122,29 @@ class ModalityDropout(layers.Layer):
         return presence_shape
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+        rate = dict(self.rate) if self.rates is not None else self.rate
+        return {**super().get_config(), "rate": rate, "names": self.names, "seed": self.seed}
+
+
+def _check_rates(rates: Mapping[str, float], names: Sequence[str] | None) -> dict[str, float]:
+    """`rates` as `{name: float}` if it gives a rate in [0, 1) to each of `names` and to nothing else."""
+    if names is None:
+        raise ValueError(
+            f"ModalityDropout got a rate per modality ({dict(rates)!r}) but no `names`: pass the presence "
+            "flags' column names in order, e.g. names=['image', 'text']."
+        )
+    unknown = [key for key in rates if key not in names]
+    if unknown:
+        raise ValueError(
+            f"ModalityDropout's `rate` names {unknown[0]!r}, which is not one of its modalities; "
+            f"expected names from {sorted(names)}."
+        )
+    missing = [name for name in names if name not in rates]
+    if missing:
+        raise ValueError(
+            f"ModalityDropout's `rate` gives no rate for {missing}; give one for each of {sorted(names)}."
+        )
+    return {name: check_rate(rates[name], f"rate[{name!r}]") for name in names}
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")

@@ -41,7 +41,10 @@ class ModelConfig:
       embed_dim: width of every branch's embedding.
       dropout_rate: dropout in branches, fusion and head, in [0, 1).
       modality_dropout: probability of hiding each modality of a training
-        example, in [0, 1).
+        example, in [0, 1): one number for all, or a mapping keyed by
+        modality or feature name with a rate for every feature (e.g.
+        `{"text": 0.5, "image": 0.3, "audio": 0.3}`; `build_classifier`
+        checks the keys against the spec).
       fusion_options: extra arguments of the fusion layer.
       branch_options: extra branch-builder arguments keyed by modality or
         feature name (e.g. `{"image": {"stages": [16, 32]}}`).
@@ -54,7 +57,7 @@ class ModelConfig:
     units: int = 256
     embed_dim: int = 128
     dropout_rate: float = 0.3
-    modality_dropout: float = 0.3
+    modality_dropout: float | Mapping[str, float] = 0.3
     fusion_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     branch_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -64,7 +67,7 @@ class ModelConfig:
         _check_positive_int(self, "units")
         _check_positive_int(self, "embed_dim")
         _check_rate(self, "dropout_rate")
-        _check_rate(self, "modality_dropout")
+        _check_modality_dropout(self)
         _check_mapping(self, "fusion_options")
         _check_mapping(self, "branch_options")
         for key, options in self.branch_options.items():
@@ -405,6 +408,21 @@ def _check_rate(config: Any, name: str) -> None:
     value = getattr(config, name)
     if not is_number(value) or not 0.0 <= value < 1.0:
         raise _fail(config, name, "a number in [0, 1)")
+
+
+def _check_modality_dropout(config: Any) -> None:
+    # One rate, or a non-empty {modality or feature name: rate}; the names are checked against the spec later.
+    value = config.modality_dropout
+    if not isinstance(value, Mapping):
+        _check_rate(config, "modality_dropout")
+        return
+    if not value:
+        raise _fail(config, "modality_dropout", "a number in [0, 1) or a mapping {modality: rate} with entries")
+    for key, rate in value.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"ModelConfig.modality_dropout's keys must be modality or feature names, got {key!r}.")
+        if not is_number(rate) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"ModelConfig.modality_dropout[{key!r}] must be a number in [0, 1), got {rate!r}.")
 
 
 def _check_choice(config: Any, name: str, choices: tuple) -> None:

@@ -110,6 +110,41 @@ def test_inference_is_deterministic_despite_augmentation_and_dropout(spec):
     np.testing.assert_allclose(model(batch, training=False)["probabilities"].numpy(), first, rtol=1e-6)
 
 
+def test_modality_dropout_mapping_gives_each_feature_its_rate_and_reloads(spec, tmp_path):
+    # Keyed by modality ("text", "image") or by feature name ("sound"); the layer's columns are the features.
+    model = _build(spec, "concat", modality_dropout={"text": 0.5, "image": 0.3, "sound": 0.1})
+    layer = model.get_layer("modality_dropout")
+    assert layer.names == ["caption", "picture", "sound"] and layer.rates == [0.5, 0.3, 0.1]
+    batch = _batch(spec)
+    probabilities = model.predict(batch, verbose=0)["probabilities"]
+    model.save(tmp_path / "model.keras")
+    restored = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert restored.get_layer("modality_dropout").get_config()["rate"] == {"caption": 0.5, "picture": 0.3, "sound": 0.1}
+    np.testing.assert_allclose(restored.predict(batch, verbose=0)["probabilities"], probabilities, rtol=1e-6, atol=1e-7)
+
+
+def test_a_feature_name_wins_over_its_modality_and_one_rate_stays_one_rate(spec):
+    rates = {"text": 0.5, "caption": 0.2, "image": 0.3, "audio": 0.0}
+    assert _build(spec, "concat", modality_dropout=rates).get_layer("modality_dropout").rates == [0.2, 0.3, 0.0]
+    layer = _build(spec, "concat", modality_dropout=0.4).get_layer("modality_dropout")
+    assert (layer.rate, layer.rates, layer.names) == (0.4, None, None)
+
+
+@pytest.mark.parametrize(
+    ("modality_dropout", "message"),
+    [
+        ({"txt": 0.5, "image": 0.3, "audio": 0.3},
+         (r"names 'txt', which is neither a modality nor a feature of spec 'tiny'; expected keys from "
+          r"\['audio', 'caption', 'image', 'picture', 'sound', 'text'\]")),
+        ({"text": 0.5, "image": 0.3}, r"no rate for feature\(s\) \['sound'\]"),
+        ({"text": 1.5, "image": 0.3, "audio": 0.3}, r"`rate\['caption'\]` must be a number in \[0, 1\)"),
+    ],
+)
+def test_a_bad_modality_dropout_mapping_names_the_key_and_the_valid_ones(spec, modality_dropout, message):
+    with pytest.raises(ValueError, match=message):
+        _build(spec, "concat", modality_dropout=modality_dropout)
+
+
 def test_unimodal_spec_and_unknown_fusion(spec):
     model = _build(spec.with_features(["sound"]), "concat")
     assert [i.name for i in model.inputs] == ["sound", "sound_present"]

@@ -18,7 +18,8 @@ from mmkeras.training.config import (
 
 def test_run_config_survives_a_yaml_round_trip(tmp_path):
     config = RunConfig(
-        model=ModelConfig(fusion="gated", units=16, fusion_options={"activation": "tanh"},
+        model=ModelConfig(fusion="gated", units=16, modality_dropout={"text": 0.5, "image": 0.3},
+                          fusion_options={"activation": "tanh"},
                           branch_options={"image": {"stages": [8, 16]}}),
         training=TrainingConfig(epochs=3, class_weight="balanced", loss="focal", focal_gamma=1.5, seed=7,
                                 early_stopping_patience=None),
@@ -62,6 +63,9 @@ def test_unknown_field_names_it_and_the_allowed_ones(tmp_path):
         ("runtime", {"mixed_precision": "yes"}, r"mixed_precision must be true or false"),
         ("model", {"dropout_rate": 1.5}, r"ModelConfig.dropout_rate must be a number in \[0, 1\)"),
         ("model", {"branch_options": {"image": 3}}, r"branch_options\['image'\] must be a mapping"),
+        ("model", {"modality_dropout": {"text": 1.0}}, r"ModelConfig.modality_dropout\['text'\] must be a number in \[0, 1\)"),
+        ("model", {"modality_dropout": {}}, r"ModelConfig.modality_dropout must be a number in \[0, 1\) or a mapping"),
+        ("model", {"modality_dropout": {3: 0.5}}, r"modality_dropout's keys must be modality or feature names, got 3"),
     ],
 )
 def test_bad_values_are_rejected_with_the_field_name(section, values, message):
