@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
-__all__ = ["check_int_at_least", "check_number", "check_positive_int", "check_rate", "is_integer", "is_number"]
+__all__ = [
+    "check_int_at_least", "check_number", "check_positive_int", "check_rate", "is_integer", "is_number", "is_rate",
+]
 
 
 def is_integer(value: object) -> bool:
@@ -22,6 +24,11 @@ def is_integer(value: object) -> bool:
 def is_number(value: object) -> bool:
     """True for Python and numpy integers and floats, False for `bool`."""
     return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def is_rate(value: object) -> bool:
+    """True for a number in [0, 1): a probability of dropping, or a share that must leave something."""
+    return is_number(value) and 0.0 <= value < 1.0
 
 
 def check_positive_int(value: object, name: str, *, allow_zero: bool = False, hint: str = "") -> int:
@@ -110,6 +117,6 @@ def check_rate(value: object, name: str, *, hint: str = "") -> float:
       >>> check_rate(0.3, "modality_dropout")
       0.3
     """
-    if not is_number(value) or not 0.0 <= value < 1.0:
+    if not is_rate(value):
         raise ValueError(f"`{name}` must be a number in [0, 1){hint}, got {value!r}.")
     return float(value)

@@ -6,7 +6,8 @@ read with a parallel interleave), decode them with the decoders the serving
 export also uses, cache them when they fit in memory, shuffle, batch and
 prefetch. Bad examples are handled before any of that by the scan (see
 `mmkeras.data.scan`): the spec's `on_error` decides whether they stop the
-run or are skipped and counted.
+run or are skipped and counted. `DecodeAhead` fills a cached split's cache
+in the background, so that `train` builds and traces the model meanwhile.
 """
 from __future__ import annotations
 
@@ -177,8 +178,8 @@ def make_dataset(
     policy = tf.data.experimental.AutoShardPolicy
     options.experimental_distribute.auto_shard_policy = policy.DATA if checked.rows is not None else policy.FILE
     dataset = dataset.with_options(options)
-    returned = (dataset, checked.report) if return_report else (dataset,)
-    return (*returned, decoding) if decode_ahead else (returned if return_report else dataset)
+    returned = (dataset, *([checked.report] if return_report else []), *([decoding] if decode_ahead else []))
+    return returned if len(returned) > 1 else dataset
 
 
 class DecodeAhead:

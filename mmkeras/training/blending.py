@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from mmkeras.checks import check_positive_int, is_number
+from mmkeras.checks import check_positive_int, is_rate
 
 # Every head keeps at least this share of the loss: a head whose validation loss rose in the
 # last window still trains a little, and can earn its weight back in the next one.
@@ -184,6 +184,6 @@ class GradientBlending(keras.callbacks.Callback):
 
 def _check_smoothing(smoothing: object) -> float:
     """`smoothing` as a float if it is a number in [0, 1): a share of 1 would never update the weights."""
-    if not is_number(smoothing) or not 0.0 <= smoothing < 1.0:
+    if not is_rate(smoothing):
         raise ValueError(f"The blending smoothing must be a number in [0, 1) (0: no smoothing), got {smoothing!r}.")
     return float(smoothing)

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mmkeras.checks import is_integer, is_number
+from mmkeras.checks import is_integer, is_number, is_rate
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 LOSSES = ("crossentropy", "focal")
@@ -405,8 +405,7 @@ def _check_number(config: Any, name: str, *, minimum: float, inclusive: bool = T
 
 
 def _check_rate(config: Any, name: str) -> None:
-    value = getattr(config, name)
-    if not is_number(value) or not 0.0 <= value < 1.0:
+    if not is_rate(getattr(config, name)):
         raise _fail(config, name, "a number in [0, 1)")
 
 
@@ -421,7 +420,7 @@ def _check_modality_dropout(config: Any) -> None:
     for key, rate in value.items():
         if not isinstance(key, str) or not key:
             raise ValueError(f"ModelConfig.modality_dropout's keys must be modality or feature names, got {key!r}.")
-        if not is_number(rate) or not 0.0 <= rate < 1.0:
+        if not is_rate(rate):
             raise ValueError(f"ModelConfig.modality_dropout[{key!r}] must be a number in [0, 1), got {rate!r}.")
 
 

@@ -227,12 +227,11 @@ def train(
                                          smoothing=training.blend_smoothing))
     # The validation split must be in its cache before blending evaluates the untrained model, the training
     # split before the first epoch's iterator is made.
-    awaits = [AwaitDecoding(validation_decoding)], [AwaitDecoding(train_decoding)]
-    run_callbacks = awaits[0] + blending + awaits[1] + make_callbacks(
+    run_callbacks = [AwaitDecoding(validation_decoding), *blending, AwaitDecoding(train_decoding), *make_callbacks(
         paths, model, monitor=monitor, early_stopping_patience=training.early_stopping_patience,
         backup_every_steps=config.runtime.backup_every_steps, initial_epoch=initial_epoch, strategy=runtime.strategy,
         extra=callbacks,
-    )
+    )]
     started = time.time()
     trainer.fit(
         train_data, validation_data=validation_data, epochs=training.epochs,
