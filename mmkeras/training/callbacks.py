@@ -14,7 +14,7 @@ from pathlib import Path
 
 import keras
 
-from mmkeras.training.run_dir import RunPaths, read_history, save_model
+from mmkeras.training.run_dir import RunPaths, fill_keras_save_cache, read_history, save_model
 
 
 class EpochAwareBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -47,6 +47,10 @@ class EpochAwareBackupAndRestore(keras.callbacks.BackupAndRestore):
         if self.save_freq != "epoch":
             self._save_model()
             self._batches_seen_since_last_saving = 0
+
+    def _save_model(self):
+        fill_keras_save_cache()  # a quarter of each backup otherwise (`mmkeras.training.run_dir`)
+        super()._save_model()
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):

@@ -104,6 +104,36 @@ class RunPaths:
         return self.backup.is_dir() and any(self.backup.iterdir())
 
 
+# The kinds of object whose attribute skip set Keras' saving code computes (`saving_lib.get_attr_skipset`).
+SAVEABLE_KINDS = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
+
+
+def fill_keras_save_cache() -> None:
+    """Store Keras' attribute skip sets under the key its saving code reads, so that saves stop rebuilding them.
+
+    Keras 3.15's `saving_lib.get_attr_skipset(kind)` caches each set under
+    "saving_attr_skipset_<kind>" but looks it up under
+    "saving_attr_skiplist_<kind>": the lookup never hits, and every save
+    builds a throwaway `Layer` (or `Metric`, `Optimizer`) for each object it
+    walks. On avmnist's default classifier that was a quarter of a save
+    (`save_model` 120 -> 90 ms, `save_weights` 100 -> 70 ms), and a run
+    saves twice per epoch (the best model and the backup). The sets stored
+    are the ones Keras computes; only where they are kept changes. Keras
+    keeps them per thread and `keras.utils.clear_session` drops them, so
+    this is called before each save (a dictionary lookup once filled). With
+    a Keras without these private modules it does nothing.
+    """
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.saving.saving_lib import get_attr_skipset
+    except ImportError:
+        return
+    for kind in SAVEABLE_KINDS:
+        key = f"saving_attr_skiplist_{kind}"
+        if global_state.get_global_attribute(key) is None:
+            global_state.set_global_attribute(key, get_attr_skipset(kind))
+
+
 def save_model(model, path: str | os.PathLike) -> Path:
     """Save a Keras model to `path` (a `.keras` file) atomically.
 
@@ -113,6 +143,7 @@ def save_model(model, path: str | os.PathLike) -> Path:
     Returns:
       The file's path.
     """
+    fill_keras_save_cache()
     path = Path(path)
     partial = path.with_name(f".{path.stem}.partial.keras")
     model.save(partial)

@@ -5,8 +5,14 @@ import keras
 import numpy as np
 import pytest
 
-from mmkeras.training.callbacks import AwaitDecoding, EpochTensorBoard, ResumableEarlyStopping, make_callbacks
-from mmkeras.training.run_dir import RunPaths
+from mmkeras.training.callbacks import (
+    AwaitDecoding,
+    EpochAwareBackupAndRestore,
+    EpochTensorBoard,
+    ResumableEarlyStopping,
+    make_callbacks,
+)
+from mmkeras.training.run_dir import RunPaths, fill_keras_save_cache, save_model
 
 
 def _model(seed: int) -> keras.Model:
@@ -115,3 +121,30 @@ def test_await_decoding_waits_once_and_raises_the_decoding_error():
     bad = AwaitDecoding(DecodeAhead(tf.data.Dataset.from_tensor_slices(["x"]).map(tf.strings.to_number).cache(), "bad"))
     with pytest.raises(tf.errors.InvalidArgumentError):
         bad.on_epoch_begin(0)
+
+
+def test_saves_build_no_throwaway_layers_once_the_keras_save_cache_is_filled(tmp_path, monkeypatch):
+    from keras.src.layers.layer import Layer
+
+    model = _model(0)
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)  # optimizer slots to save too
+    callback = EpochAwareBackupAndRestore(tmp_path / "backup")
+    callback.set_model(model)
+    fill_keras_save_cache()
+    built = []
+    original_init = Layer.__init__
+
+    def counted_init(self, *args, **kwargs):
+        built.append(type(self).__name__)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Layer, "__init__", counted_init)
+    save_model(model, tmp_path / "best.keras")  # fills the cache itself too
+    callback.on_epoch_end(0)  # the backup's save
+    monkeypatch.undo()
+    assert built == [], f"a save built throwaway layers: {built}"
+    reloaded = keras.saving.load_model(tmp_path / "best.keras")
+    for value, saved in zip(model.get_weights(), reloaded.get_weights()):
+        np.testing.assert_array_equal(value, saved)
+    assert any((tmp_path / "backup").iterdir())
