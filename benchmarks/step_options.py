@@ -3,8 +3,7 @@
 Run `python benchmarks/step_options.py [--spec avmnist] [--variant NAME=JSON ...] [--rounds 3]` (or
 `mmkeras bench step_options ...`). Each variant is a set of `RuntimeConfig` fields (by default
 `bfloat16={"mixed_precision": true}` and `steps_per_execution 4={"steps_per_execution": 4}`) and
-`"grappler": false` to switch TensorFlow's graph optimiser off, `"trace_ahead": true` to trace the training
-step before `fit` (`TrainingView.trace_ahead`, counted in the first steps' time). Each measurement runs in a fresh
+`"grappler": false` to switch TensorFlow's graph optimiser off. Each measurement runs in a fresh
 Python process that builds and compiles the spec's default classifier as `mmkeras.train` does
 (`build_and_compile`, `TrainingView.build_for`) and fits it on the same batches of the real train
 split, cached in memory: the first `--first-steps` steps (tracing, graph optimisation, first
@@ -42,7 +41,6 @@ def measure(spec_name: str, options: dict, *, first_steps: int, steps: int, batc
     requested, options = options, dict(options)
     if not options.pop("grappler", True):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    trace_ahead = options.pop("trace_ahead", False)
 
     from mmkeras.data.pipeline import make_dataset
     from mmkeras.datasets import prepare
@@ -62,8 +60,6 @@ def measure(spec_name: str, options: dict, *, first_steps: int, steps: int, batc
                                    steps_per_epoch=first_steps + steps)
     trainer.build_for(batches.element_spec)
     started = time.perf_counter()
-    if trace_ahead:
-        trainer.trace_ahead(batches.element_spec)
     trainer.fit(batches.take(first_steps), epochs=1, verbose=0)
     first = time.perf_counter() - started
     per_step = []
@@ -200,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="avmnist", help="bundled spec name or YAML path (default: avmnist)")
     parser.add_argument("--variant", action="append", type=parse_variant, metavar="NAME=JSON",
-                        help="RuntimeConfig fields (and \"grappler\": false, \"trace_ahead\": true) to compare with the default (repeatable)")
+                        help="RuntimeConfig fields (and \"grappler\": false) to compare with the default (repeatable)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--first-steps", type=int, default=8)
     parser.add_argument("--steps", type=int, default=48)

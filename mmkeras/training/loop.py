@@ -218,9 +218,6 @@ def train(
                                        steps_per_epoch=steps_per_epoch)
     runtime = dataclasses.replace(runtime, jit_compile=bool(trainer.jit_compile))  # Keras may refuse XLA
     trainer.build_for(train_data.element_spec)  # so that the first step is traced once, not twice
-    if ahead:  # traced while the splits decode; a class weight changes the training step's input
-        trainer.trace_ahead(train_data.element_spec if class_weight is None else None,
-                            None if validation_data is None else validation_data.element_spec)
 
     monitor = "val_loss" if validation_data is not None else "loss"
     # Blending first: its weights go into the epoch's logs before they are written, and into the backup.

@@ -56,7 +56,6 @@ class TrainingView(FirstReplicaBuild, keras.Model):
         kwargs.setdefault("name", f"{classifier.name}_training_view")
         outputs = [classifier.output[name] for name in output_names]
         super().__init__(inputs=classifier.input, outputs=outputs[0] if len(outputs) == 1 else outputs, **kwargs)
-        self._steps_ahead = {}  # "train" / "test" -> the step as a `tf.function` traced by `trace_ahead`
 
     def build_for(self, element_spec) -> None:
         """Create the loss, metric and optimizer variables for batches like `element_spec`, eagerly.
@@ -73,54 +72,6 @@ class TrainingView(FirstReplicaBuild, keras.Model):
         batch = tf.nest.map_structure(lambda spec: keras.KerasTensor(spec.shape, spec.dtype.name), element_spec)
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=batch)
-
-    def trace_ahead(self, train_spec=None, test_spec=None) -> bool:
-        """Trace the training and evaluation steps now, for batches like `train_spec` and `test_spec`.
-
-        `fit` traces each step when it first runs it: on avmnist's defaults
-        about 1.2 s of Python for the training step and 0.8 s for the
-        evaluation step, while the cores that decode the data
-        (`mmkeras.data.DecodeAhead`) are done or idle. Called before `fit`,
-        while the splits are still decoding, the traces overlap with it. Each
-        step becomes a `tf.function`, traced here, that Keras' own step
-        function calls: the graph is the same and is traced once. Call it
-        after `build_for`, with the specs of the batches `fit` will get
-        (`(features, labels)`; a `class_weight` adds sample weights, and the
-        step would be traced again).
-
-        Without effect (returns False) under a distribution strategy, with XLA
-        or when the model runs eagerly: there Keras' own functions are kept.
-
-        Args:
-          train_spec: the training dataset's `element_spec`, or None.
-          test_spec: the validation dataset's `element_spec`, or None.
-
-        Returns:
-          Whether the steps were traced ahead.
-        """
-        if self.run_eagerly or self.jit_compile or self._distribute_strategy is not None:
-            return False
-        for kind, step, spec in (("train", self.train_step, train_spec), ("test", self.test_step, test_spec)):
-            if spec is not None:
-                traced = tf.function(step, reduce_retracing=True)
-                traced.get_concrete_function(spec)
-                self._steps_ahead[kind] = traced
-        self.train_function = self.test_function = None  # made again, around the traced steps
-        return True
-
-    def make_train_function(self, force=False):
-        if "train" not in self._steps_ahead:
-            return super().make_train_function(force)
-        if self.train_function is None or force:
-            self.train_function = self._make_function(self._steps_ahead["train"])
-        return self.train_function
-
-    def make_test_function(self, force=False):
-        if "test" not in self._steps_ahead:
-            return super().make_test_function(force)
-        if self.test_function is None or force:
-            self.test_function = self._make_function(self._steps_ahead["test"])
-        return self.test_function
 
     def train_step(self, data):
         return self._with_worker_axis(super().train_step(data))
