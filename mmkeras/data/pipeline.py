@@ -158,7 +158,9 @@ def make_dataset(
     # A cached split is shuffled after the cache (so each epoch reshuffles it); an
     # uncached one also shuffles its rows or shards, which costs no memory.
     dataset = _raw_records(spec, checked, training and not cache, seed, deterministic)
-    decode = decoders.make_example_decoder(spec)  # the serving signature uses it too
+    # The serving signature decodes with the same functions. The scan has checked every kept example's size
+    # against its feature's limit with them, so the pipeline skips those header reads.
+    decode = decoders.make_example_decoder(spec, check_limits=not checked.decoding_checked)
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     decoding = None
     if cache:

@@ -291,3 +291,50 @@ def test_training_raises_naming_the_row_file_and_option(tmp_path):
     assert f"{manifest} row 2: file {tmp_path / 'bad' / 'bomb.png'}: image too large" in message
     assert f"{manifest} row 3: file {tmp_path / 'bad' / 'hour.wav'}: audio too long" in message
     assert f"{manifest} row 4: text too long" in message and "max_text_bytes" in message
+
+
+def real_wav(seconds: float, rate: int = 8000) -> bytes:
+    """A complete 16-bit mono WAV of `seconds` of a quiet tone."""
+    samples = 0.1 * np.sin(np.arange(int(seconds * rate), dtype=np.float32) / 5.0)
+    return tf.audio.encode_wav(samples[:, None], rate).numpy()
+
+
+def test_decoders_told_the_limits_were_checked_decode_the_same_tensors_and_skip_only_the_limits():
+    small_png = tf.io.encode_png(np.full((8, 8, 3), 7, np.uint8)).numpy()
+    large_png = tf.io.encode_png(np.full((80, 80, 3), 7, np.uint8)).numpy()  # 6400 px > max_image_pixels 4096
+    cases = {
+        "picture": (small_png, large_png, "max_image_pixels"),
+        "sound": (real_wav(0.1), real_wav(0.3), "max_audio_seconds"),  # 0.3 s > max_audio_seconds 0.2
+        "caption": (b"a short caption", b"x" * 150, "max_text_bytes"),  # 150 bytes > 100
+    }
+    for name, (within, beyond, option) in cases.items():
+        feature = SPEC.feature(name)
+        decode = decoders.DECODERS[feature.modality]
+        checked, unchecked = decode(feature, tf.constant(within)), decode(feature, tf.constant(within), check_limit=False)
+        np.testing.assert_array_equal(checked.numpy(), unchecked.numpy())
+        with pytest.raises(tf.errors.InvalidArgumentError, match=option):
+            decode(feature, tf.constant(beyond))
+        assert decode(feature, tf.constant(beyond), check_limit=False).shape == checked.shape
+
+
+def test_the_training_pipeline_leaves_the_limits_to_the_scan(tmp_path, monkeypatch):
+    write_manifest(tmp_path / "manifest.csv", write_hostile_rows(tmp_path) + [good_row(tmp_path, 9)])
+    spec = small_spec(tmp_path, on_error="skip")
+
+    def batches():
+        dataset, report = make_dataset(spec, "train", batch_size=8, return_report=True)
+        return report, [tf.nest.map_structure(lambda value: value.numpy(), batch) for batch in dataset]
+
+    report, first = batches()  # the scan decodes every row with the limits on, and refuses three
+    assert report.skipped == {"image too large": 1, "audio too long": 1, "text too long": 1}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the pipeline read a declared size that the scan had checked")
+
+    monkeypatch.setattr(decoders, "check_image_size", refuse)
+    monkeypatch.setattr(decoders, "check_audio_length", refuse)
+    again, second = batches()  # the scan's result is cached: only the pipeline decodes now
+    assert again == report
+    assert len(first) == len(second) == 1
+    for one, other in zip(tf.nest.flatten(first), tf.nest.flatten(second)):
+        np.testing.assert_array_equal(one, other)
