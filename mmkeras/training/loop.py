@@ -202,18 +202,18 @@ def train(
     # Without a distribution strategy `fit` reads the pipelines as built, so their caches can be filled in the
     # background while the model is built and traced (a strategy rewrites them, and would decode again).
     ahead = runtime.strategy_name == "default"
-    train_data, train_decoding = _make_dataset(spec, TRAIN_SPLIT, ahead, batch_size=training.batch_size,
-                                               training=True, seed=data_seed,
-                                               deterministic=True if multi_worker else None)
+    train_data, train_report, train_decoding = _make_dataset(spec, TRAIN_SPLIT, ahead, batch_size=training.batch_size,
+                                                             training=True, seed=data_seed,
+                                                             deterministic=True if multi_worker else None)
     validation_data = validation_decoding = None
     if VALIDATION_SPLIT in spec.splits:
-        validation_data, validation_decoding = _make_dataset(spec, VALIDATION_SPLIT, ahead,
-                                                             batch_size=training.batch_size)
+        validation_data, _, validation_decoding = _make_dataset(spec, VALIDATION_SPLIT, ahead,
+                                                                batch_size=training.batch_size)
     class_weight = None
     if training.class_weight == "balanced":
         class_weight = balanced_class_weights(split_labels(spec, TRAIN_SPLIT), spec.num_classes)
 
-    steps_per_epoch = max(len(split_labels(spec, TRAIN_SPLIT)) // training.batch_size, 1)
+    steps_per_epoch = max(train_report.kept // training.batch_size, 1)
     model, trainer = build_and_compile(spec, config.model, training, runtime, prepare_model=prepare_model,
                                        steps_per_epoch=steps_per_epoch)
     runtime = dataclasses.replace(runtime, jit_compile=bool(trainer.jit_compile))  # Keras may refuse XLA
@@ -264,10 +264,11 @@ def train(
 
 
 def _make_dataset(spec: DatasetSpec, split: str, ahead: bool, **options: Any) -> tuple:
-    """`make_dataset(spec, split, **options)` and its `DecodeAhead` when `ahead` (else, or when not cached, None)."""
+    """`make_dataset(spec, split, **options)`, its `ScanReport` (how many examples it keeps: no second scan to count
+    them) and its `DecodeAhead` when `ahead` (else, or when the split is not cached, None)."""
     if not ahead:
-        return make_dataset(spec, split, **options), None
-    return make_dataset(spec, split, decode_ahead=True, **options)
+        return (*make_dataset(spec, split, return_report=True, **options), None)
+    return make_dataset(spec, split, decode_ahead=True, return_report=True, **options)
 
 
 def _restored_best(run_callbacks: Sequence[keras.callbacks.Callback]) -> bool:
