@@ -56,7 +56,7 @@ def test_blend_smoothing_averages_the_new_estimate_with_the_previous_weights():
 
 
 def test_the_config_and_the_callback_check_blend_smoothing():
-    assert TrainingConfig().blend_smoothing == 0.0
+    assert TrainingConfig().blend_smoothing == 0.8
     assert load_run_config({"training": {"blend_smoothing": 0.5}}).training.blend_smoothing == 0.5
     with pytest.raises(ValueError, match=r"TrainingConfig.blend_smoothing must be a number in \[0, 1\)"):
         TrainingConfig(blend_smoothing=1.0)
