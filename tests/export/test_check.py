@@ -16,9 +16,9 @@ from mmkeras.export.saved_model import versions
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _inverted_image_decoder(feature, encoded_bytes):
+def _inverted_image_decoder(feature, encoded_bytes, **options):
     """A decoder with a bug: it inverts the pixels (as a pipeline that drifted from serving would)."""
-    return 255 - decoders.decode_image(feature, encoded_bytes)
+    return 255 - decoders.decode_image(feature, encoded_bytes, **options)
 
 
 def test_check_export_passes_on_tiny(exported):
@@ -50,8 +50,8 @@ def test_check_export_refuses_a_spec_with_other_features(exported):
 def test_an_export_that_fails_its_check_is_never_published(exported, tmp_path, monkeypatch):
     skewed = decoders.make_example_decoder
 
-    def make_skewed_decoder(spec):
-        decode = skewed(spec)
+    def make_skewed_decoder(spec, **options):
+        decode = skewed(spec, **options)
 
         def decode_with_skew(raw, label):
             features, label = decode(raw, label)
