@@ -536,7 +536,9 @@ def missing_value(feature: FeatureSpec) -> tf.Tensor:
     return tf.zeros(feature.shape, tf.as_dtype(feature.dtype))
 
 
-def decode_feature(feature: FeatureSpec, value: tf.Tensor, present: tf.Tensor, *, check_limit: bool = True) -> tf.Tensor:
+def decode_feature(
+    feature: FeatureSpec, value: tf.Tensor, present: tf.Tensor, *, check_limit: bool = True
+) -> tf.Tensor:
     """Decode one example's raw value, or return `missing_value` where `present` is False.
 
     The per-example step that both the tf.data pipeline (`make_example_decoder`)

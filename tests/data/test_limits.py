@@ -310,7 +310,8 @@ def test_decoders_told_the_limits_were_checked_decode_the_same_tensors_and_skip_
     for name, (within, beyond, option) in cases.items():
         feature = SPEC.feature(name)
         decode = decoders.DECODERS[feature.modality]
-        checked, unchecked = decode(feature, tf.constant(within)), decode(feature, tf.constant(within), check_limit=False)
+        checked = decode(feature, tf.constant(within))
+        unchecked = decode(feature, tf.constant(within), check_limit=False)
         np.testing.assert_array_equal(checked.numpy(), unchecked.numpy())
         with pytest.raises(tf.errors.InvalidArgumentError, match=option):
             decode(feature, tf.constant(beyond))
