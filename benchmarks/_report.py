@@ -13,8 +13,12 @@ def commit_of(checkout: Path) -> str:
     return done.stdout.strip() or "unknown"
 
 
-def save_report(output_dir: str | Path, name: str, report: dict, markdown: str) -> None:
-    """Write `<name>.json` (the report) and `<name>.md` (its Markdown) into `output_dir`, creating it."""
+def save_report(output_dir: str | Path, name: str, report: dict, markdown: str, *, suffix: str = "") -> None:
+    """Write `<name>.json` (the report) and `<name>.md` (its Markdown) into `output_dir`, creating it.
+
+    A `suffix` (a benchmark's `--suffix`) makes the name `<name>_<suffix>`.
+    """
+    name = f"{name}_{suffix}" if suffix else name
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -216,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                  batch_size=args.batch_size)
     markdown = format_markdown(report)
     print(markdown)
-    save_report(args.output_dir, f"step_options_{Path(args.spec).stem}" + (f"_{args.suffix}" if args.suffix else ""),
-                report, markdown)
+    save_report(args.output_dir, f"step_options_{Path(args.spec).stem}", report, markdown, suffix=args.suffix)
     return 0
 
 

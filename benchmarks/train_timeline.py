@@ -142,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args.spec, args.epochs, args.rounds, args.compare_with.resolve() if args.compare_with else None)
     markdown = format_markdown(report)
     print(markdown)
-    save_report(args.output_dir, f"train_timeline_{Path(args.spec).stem}" + (f"_{args.suffix}" if args.suffix else ""),
-                report, markdown)
+    save_report(args.output_dir, f"train_timeline_{Path(args.spec).stem}", report, markdown, suffix=args.suffix)
     return 0
 
 
