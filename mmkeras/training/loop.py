@@ -8,6 +8,7 @@ the same `output_dir` resumes an unfinished run instead of starting over.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -22,10 +23,12 @@ from typing import Any
 import keras
 
 from mmkeras.data.common import LOGGER
-from mmkeras.data.pipeline import make_dataset
+from mmkeras.data.pipeline import DecodeAhead, make_dataset
 from mmkeras.data.validation import with_validation_split
 from mmkeras.datasets import prepare
+from mmkeras.fusion import FUSIONS
 from mmkeras.models.classifier import build_classifier
+from mmkeras.registry import lookup
 from mmkeras.spec import DEFAULT_SPECS_DIR, DatasetSpec, load_spec
 from mmkeras.training.balance import BalancedTrainingView
 from mmkeras.training.blending import GradientBlending
@@ -173,6 +176,8 @@ def train(
         spec, model_config, training_config, runtime_config,
         **{key: value for key, value in named.items() if value is not None}, **overrides,
     )
+    # Before any data is read: a background decode still running when a bad option ends the process aborts it.
+    lookup(FUSIONS, config.model.fusion, "fusion")
     runtime = resolve_runtime(config.runtime)  # first: a multi-worker strategy must set TensorFlow up
     paths = _run_paths(spec, config, output_dir, runtime)
     initial_epoch = _start_run(paths, config)
@@ -214,8 +219,9 @@ def train(
         class_weight = balanced_class_weights(split_labels(spec, TRAIN_SPLIT), spec.num_classes)
 
     steps_per_epoch = max(train_report.kept // training.batch_size, 1)
-    model, trainer = build_and_compile(spec, config.model, training, runtime, prepare_model=prepare_model,
-                                       steps_per_epoch=steps_per_epoch)
+    with _settled(train_decoding, validation_decoding):
+        model, trainer = build_and_compile(spec, config.model, training, runtime, prepare_model=prepare_model,
+                                           steps_per_epoch=steps_per_epoch)
     runtime = dataclasses.replace(runtime, jit_compile=bool(trainer.jit_compile))  # Keras may refuse XLA
     trainer.build_for(train_data.element_spec)  # so that the first step is traced once, not twice
 
@@ -269,6 +275,20 @@ def _make_dataset(spec: DatasetSpec, split: str, ahead: bool, **options: Any) ->
     if not ahead:
         return (*make_dataset(spec, split, return_report=True, **options), None)
     return make_dataset(spec, split, decode_ahead=True, return_report=True, **options)
+
+
+@contextlib.contextmanager
+def _settled(*decodings: DecodeAhead | None):
+    """Let the splits decoding in the background finish before an error leaves `train`: a process that exits
+    while a tf.data pass still runs in a thread can abort in TensorFlow's C++ teardown, hiding the error."""
+    try:
+        yield
+    except BaseException:
+        for decoding in decodings:
+            if decoding is not None:
+                with contextlib.suppress(Exception):  # the error being raised is the one to report
+                    decoding.wait()
+        raise
 
 
 def _restored_best(run_callbacks: Sequence[keras.callbacks.Callback]) -> bool:

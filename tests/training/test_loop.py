@@ -122,6 +122,38 @@ def test_unknown_options_are_named(tiny_spec, tmp_path):
         train(tiny_spec, epochs=0, output_dir=tmp_path)
 
 
+def test_an_unknown_fusion_is_refused_before_any_data_is_read(tiny_spec, tmp_path, monkeypatch):
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the data was read before the fusion name was checked")
+
+    monkeypatch.setattr("mmkeras.training.loop.make_dataset", no_reading)
+    with pytest.raises(ValueError, match=r"Unknown fusion 'average'\. Expected one of \['attention'"):
+        train(tiny_spec, fusion="average", epochs=1, output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failing_build_waits_for_the_background_decoding(tiny_spec, tmp_path, monkeypatch):
+    waited = []
+    real = make_dataset
+
+    def recorded(*args, **kwargs):
+        outputs = real(*args, **kwargs)
+        decoding = outputs[-1]
+        if decoding is not None:
+            wait = decoding.wait
+            decoding.wait = lambda: waited.append(wait())
+        return outputs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no model today")
+
+    monkeypatch.setattr("mmkeras.training.loop.make_dataset", recorded)
+    monkeypatch.setattr("mmkeras.training.loop.build_and_compile", broken)
+    with pytest.raises(RuntimeError, match="no model today"):
+        train(tiny_spec, epochs=1, output_dir=tmp_path / "run")
+    assert waited, "train raised while a split was still decoding in the background"
+
+
 def test_load_run_spec_keeps_the_features_the_model_read(tiny_spec, tmp_path):
     RunPaths(tmp_path).config.write_text("spec: tiny\nfeatures: [picture, sound]\n")
     assert load_run_spec(tmp_path).feature_names == ("picture", "sound")
