@@ -143,11 +143,37 @@ def hub_occurrence(scores: np.ndarray, k: int = DEFAULT_NEIGHBOURS, *, hub_fract
     if scores.ndim != 2 or 0 in scores.shape:
         raise ValueError(f"`scores` must be a non-empty (num_queries, num_gallery) matrix, got {scores.shape}.")
     k = min(check_positive_int(k, "k"), scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return list_hub_occurrence(top, scores.shape[1], hub_fraction=hub_fraction)
+
+
+def list_hub_occurrence(lists: np.ndarray, num_gallery: int, *, hub_fraction: float = HUB_FRACTION) -> dict:
+    """`hub_occurrence` of given top-k lists (e.g. a diversified ranking's), not of the lists a score matrix gives.
+
+    Args:
+      lists: (num_queries, k) gallery indices, each row one query's list.
+      num_gallery: the gallery's size (items in no list count as anti-hubs).
+      hub_fraction: see `hub_occurrence`.
+
+    Returns:
+      The dict of `hub_occurrence`.
+
+    Raises:
+      ValueError: for empty lists, indices outside the gallery, or a bad fraction.
+
+    Example:
+      >>> list_hub_occurrence(np.array([[0], [0], [2]]), 3, hub_fraction=0.34)["hub_share"]
+      0.666...
+    """
+    top = np.asarray(lists)
+    if top.ndim != 2 or 0 in top.shape or top.min() < 0 or top.max() >= num_gallery:
+        raise ValueError(f"`lists` must be a non-empty (num_queries, k) array of indices below {num_gallery}, "
+                         f"got shape {top.shape}.")
     hub_fraction = check_number(hub_fraction, "hub_fraction")
     if hub_fraction > 1:
         raise ValueError(f"`hub_fraction` is a share of the gallery in (0, 1], got {hub_fraction}.")
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    counts = np.bincount(top.ravel(), minlength=scores.shape[1]).astype(np.float64)
+    k = top.shape[1]
+    counts = np.bincount(top.ravel(), minlength=num_gallery).astype(np.float64)
     num_hubs = max(1, round(hub_fraction * len(counts)))
     hubs = np.argsort(-counts, kind="stable")[:num_hubs]
     spread = counts.std()

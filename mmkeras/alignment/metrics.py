@@ -1,4 +1,4 @@
-"""Cross-modal retrieval metrics: Recall@K, mean and median rank, both directions (NumPy).
+"""Cross-modal retrieval metrics: Recall@K, precision@K, mean and median rank, both directions (NumPy).
 
 A query (an embedding of one modality) ranks the gallery (embeddings of the
 other modality) by cosine similarity. Its rank is the 1-based position of
@@ -14,7 +14,10 @@ worst ranks, not the best.
 
 Every function takes a `scoring` ("cosine", "csls", "inverted_softmax"; see
 `mmkeras.alignment.hubness`): the hub-reducing scorings rank by scores that
-pull back gallery items close to every query.
+pull back gallery items close to every query. And a `diversity`: above 0,
+each list is ordered by maximal marginal relevance (see
+`mmkeras.alignment.diversity`), which lists items of several regions of the
+space early instead of one cluster after another.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from mmkeras.alignment.hubness import DEFAULT_NEIGHBOURS, hub_occurrence, rescore
+from mmkeras.alignment.diversity import DEFAULT_DEPTH, check_diversity, diversified_order, ranked_lists
+from mmkeras.alignment.hubness import DEFAULT_NEIGHBOURS, hub_occurrence, list_hub_occurrence, rescore
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -36,6 +40,8 @@ def retrieval_ranks(
     gallery_labels: np.ndarray | None = None,
     scoring: str = "cosine",
     neighbours: int = DEFAULT_NEIGHBOURS,
+    diversity: float = 0.0,
+    depth: int = DEFAULT_DEPTH,
 ) -> np.ndarray:
     """The 1-based rank of each query's first relevant gallery item.
 
@@ -49,13 +55,18 @@ def retrieval_ranks(
       scoring: how the gallery is ranked: "cosine", or a hub-reducing
         "csls" / "inverted_softmax" (the queries are the reference pool).
       neighbours: CSLS's neighbourhood size.
+      diversity: 0 ranks by score; in (0, 1), the first `depth` items of
+        each list are chosen by MMR (`mmkeras.alignment.diversity`; cosine
+        scoring only) and the rest follow by score.
+      depth: how many items MMR orders per list.
 
     Returns:
       A (num_queries,) int array of ranks in 1..num_gallery; a query without
       any relevant item gets `num_gallery + 1`.
 
     Raises:
-      ValueError: for mismatched shapes, or only one of the two label arrays.
+      ValueError: for mismatched shapes, only one of the two label arrays, or
+        a diversity with a scoring other than "cosine".
 
     Example:
       >>> retrieval_ranks(np.eye(2), np.eye(2)[::-1]).tolist()   # each partner is the other's nearest
@@ -68,11 +79,31 @@ def retrieval_ranks(
             f"Embeddings must be 2D with the same width, got queries {queries.shape} and gallery {gallery.shape}."
         )
     relevant = relevance_matrix(len(queries), len(gallery), query_labels, gallery_labels)
-    scores = rescore(queries, gallery, scoring, neighbours=neighbours)
-    best_relevant = np.where(relevant, scores, -np.inf).max(axis=1)
-    ahead = np.where(relevant, False, scores >= best_relevant[:, None]).sum(axis=1)
-    ranks = ahead + 1
+    scores = rescore(queries, gallery, check_diverse_scoring(scoring, diversity), neighbours=neighbours)
+    listed = np.zeros(scores.shape, bool)
+    position = np.zeros(len(queries), np.int64)
+    if diversity:
+        order = diversified_order(scores, gallery, diversity=diversity, depth=depth, demote=relevant)
+        rows = np.arange(len(queries))[:, None]
+        listed[rows, order] = True
+        hits = relevant[rows, order]
+        position = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, 0)
+    # After the MMR prefix (or from the start), by score; ties count against the query.
+    rest = relevant & ~listed
+    best_relevant = np.where(rest, scores, -np.inf).max(axis=1)
+    ahead = np.where(relevant | listed, False, scores >= best_relevant[:, None]).sum(axis=1)
+    ranks = np.where(position > 0, position, listed.sum(axis=1) + ahead + 1)
     return np.where(relevant.any(axis=1), ranks, len(gallery) + 1).astype(np.int64)
+
+
+def check_diverse_scoring(scoring: str, diversity: float) -> str:
+    """MMR weighs scores against cosines, so it takes the cosine scoring (or dot products in the label space)."""
+    if check_diversity(diversity) and scoring != "cosine":
+        raise ValueError(
+            f"A diversity above 0 re-ranks by maximal marginal relevance, which weighs each score against "
+            f"cosines between gallery items; use it with scoring='cosine', not {scoring!r}."
+        )
+    return scoring
 
 
 def relevance_matrix(
@@ -141,28 +172,42 @@ def retrieval_metrics(
     scoring: str = "cosine",
     neighbours: int = DEFAULT_NEIGHBOURS,
     hubness_k: int | None = None,
+    diversity: float = 0.0,
+    depth: int = DEFAULT_DEPTH,
 ) -> dict:
     """Recall@K, mean rank and median rank of one retrieval direction, optionally with its hubness.
 
+    With class labels it also gives precision@K, the mean share of the first
+    K items that share the query's class: what a diversified ranking gives up
+    for its recall.
+
     Args:
       query_embeddings, gallery_embeddings, query_labels, gallery_labels,
-        scoring, neighbours: see `retrieval_ranks`.
-      ks: the K of each Recall@K.
+        scoring, neighbours, diversity, depth: see `retrieval_ranks`.
+      ks: the K of each Recall@K (and precision@K).
       hubness_k: also report `hub_occurrence` of the top-`hubness_k` lists
-        (under the same scoring) as "hubness"; None: leave it out.
+        (under the same scoring and diversity) as "hubness"; None: leave it out.
 
     Returns:
       `{"recall@1": ..., "recall@5": ..., "recall@10": ..., "mean_rank": ..., "median_rank": ...}`
-      (and "hubness" with `hubness_k`).
+      (and "precision@<k>" with labels, "hubness" with `hubness_k`).
     """
     ranks = retrieval_ranks(
         query_embeddings, gallery_embeddings, query_labels=query_labels, gallery_labels=gallery_labels,
-        scoring=scoring, neighbours=neighbours,
+        scoring=scoring, neighbours=neighbours, diversity=diversity, depth=depth,
     )
     result = summarize_ranks(ranks, ks)
-    if hubness_k is not None:
+    longest = max([*ks, hubness_k or 0]) if query_labels is not None or hubness_k is not None else 0
+    if longest:
         scores = rescore(query_embeddings, gallery_embeddings, scoring, neighbours=neighbours)
-        result["hubness"] = hub_occurrence(scores, hubness_k)
+        relevant = relevance_matrix(len(scores), scores.shape[1], query_labels, gallery_labels)
+        lists = ranked_lists(scores, gallery_embeddings, longest, diversity=diversity, demote=relevant)
+        if query_labels is not None:
+            hits = np.take_along_axis(relevant, lists, axis=1)
+            result.update({f"precision@{k}": float(hits[:, :k].mean()) for k in ks})
+        if hubness_k is not None:
+            result["hubness"] = (hub_occurrence(scores, hubness_k) if not diversity
+                                 else list_hub_occurrence(lists[:, :hubness_k], scores.shape[1]))
     return result
 
 
@@ -174,6 +219,8 @@ def cross_modal_retrieval(
     scoring: str = "cosine",
     neighbours: int = DEFAULT_NEIGHBOURS,
     hubness_k: int | None = None,
+    diversity: float = 0.0,
+    depth: int = DEFAULT_DEPTH,
 ) -> dict:
     """Retrieval metrics in both directions between every two modalities of the same examples.
 
@@ -183,7 +230,7 @@ def cross_modal_retrieval(
       labels: (num_examples,) class ids for class-level relevance; None for
         instance-level (the same example).
       ks: the K of each Recall@K.
-      scoring, neighbours, hubness_k: see `retrieval_metrics`.
+      scoring, neighbours, hubness_k, diversity, depth: see `retrieval_metrics`.
 
     Returns:
       `"<query>_to_<gallery>"` -> `retrieval_metrics` for every ordered pair,
@@ -202,7 +249,7 @@ def cross_modal_retrieval(
             if query != gallery:
                 results[f"{query}_to_{gallery}"] = retrieval_metrics(
                     embeddings[query], embeddings[gallery], ks=ks, query_labels=labels, gallery_labels=labels,
-                    scoring=scoring, neighbours=neighbours, hubness_k=hubness_k,
+                    scoring=scoring, neighbours=neighbours, hubness_k=hubness_k, diversity=diversity, depth=depth,
                 )
     count = len(embeddings[names[0]])
     results["chance"] = chance_retrieval(count, count, ks=ks, query_labels=labels, gallery_labels=labels)
@@ -240,4 +287,6 @@ def chance_retrieval(
     expected = np.where(relevant > 0, (n + 1) / (relevant + 1), n + 1)
     result["mean_rank"] = float(np.mean(expected))
     result["median_rank"] = float(np.median(expected))
+    if query_labels is not None:  # any K: each listed item is relevant with probability r / n
+        result.update({f"precision@{k}": float(np.mean(relevant / n)) for k in ks})
     return result

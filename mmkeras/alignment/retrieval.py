@@ -14,9 +14,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.alignment.diversity import DEFAULT_DEPTH, ranked_lists
 from mmkeras.alignment.dual_encoder import DualEncoder
 from mmkeras.alignment.hubness import DEFAULT_NEIGHBOURS, rescore
-from mmkeras.alignment.metrics import DEFAULT_KS, cross_modal_retrieval
+from mmkeras.alignment.metrics import DEFAULT_KS, check_diverse_scoring, cross_modal_retrieval
 from mmkeras.checks import check_positive_int
 from mmkeras.data.decoders import decode_batch
 from mmkeras.data.pipeline import make_dataset
@@ -157,6 +158,7 @@ def retrieve_embeddings(
     scoring: str = "cosine",
     neighbours: int = DEFAULT_NEIGHBOURS,
     reference_embeddings: np.ndarray | None = None,
+    diversity: float = 0.0,
 ) -> RetrievalResult:
     """The k best gallery embeddings of each query embedding, by cosine or a hub-reducing scoring.
 
@@ -169,9 +171,13 @@ def retrieve_embeddings(
       reference_embeddings: query-modality embeddings that measure each
         gallery item's neighbourhood for CSLS / inverted softmax (default the
         queries; pass a larger pool when asking a few queries at a time).
+      diversity: 0 lists by score; in (0, 1), by maximal marginal relevance
+        (`mmkeras.alignment.diversity`, cosine scoring only): items much like
+        one already listed wait, so the list spans several regions of the space.
 
     Raises:
-      ValueError: if k is not a positive integer, or for an unknown scoring.
+      ValueError: if k is not a positive integer, for an unknown scoring, or a
+        diversity outside [0, 1) or with a scoring other than "cosine".
 
     Example:
       >>> retrieve_embeddings(np.eye(2), np.eye(2)[::-1], k=1).indices.tolist()
@@ -179,11 +185,11 @@ def retrieve_embeddings(
     """
     k = check_positive_int(k, "k")
     scores = rescore(
-        query_embeddings, gallery_embeddings, scoring, neighbours=neighbours, reference_embeddings=reference_embeddings
+        query_embeddings, gallery_embeddings, check_diverse_scoring(scoring, diversity), neighbours=neighbours,
+        reference_embeddings=reference_embeddings,
     ).astype(np.float32)
-    k = min(int(k), scores.shape[1])
-    # A stable sort keeps equal scores in gallery order.
-    indices = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    # Equal scores stay in gallery order.
+    indices = ranked_lists(scores, gallery_embeddings, k, diversity=diversity)
     return RetrievalResult(indices, np.take_along_axis(scores, indices, axis=1))
 
 
@@ -198,6 +204,7 @@ def retrieve(
     neighbours: int = DEFAULT_NEIGHBOURS,
     reference: Mapping[str, Any] | None = None,
     space: str = "embedding",
+    diversity: float = 0.0,
 ) -> RetrievalResult:
     """Find, for each query, the k nearest gallery items of another modality.
 
@@ -218,6 +225,8 @@ def retrieve(
       space: "embedding" (the shared embedding space) or "classes" (the
         classification heads' label space, see `class_space`; needs an
         encoder trained with heads).
+      diversity: 0 lists the nearest items; in (0, 1), a diversified list
+        (see `retrieve_embeddings`), for queries whose class is uncertain.
 
     Returns:
       A `RetrievalResult` of (num_queries, k) gallery indices and scores, best first.
@@ -256,6 +265,7 @@ def retrieve(
         scoring=scoring,
         neighbours=neighbours,
         reference_embeddings=reference_embeddings,
+        diversity=diversity,
     )
 
 
@@ -299,6 +309,8 @@ def evaluate_retrieval(
     neighbours: int = DEFAULT_NEIGHBOURS,
     hubness_k: int | None = DEFAULT_NEIGHBOURS,
     space: str = "embedding",
+    diversity: float = 0.0,
+    depth: int = DEFAULT_DEPTH,
 ) -> dict:
     """Cross-modal retrieval metrics of an encoder on a split, in both directions, with the chance level.
 
@@ -317,6 +329,9 @@ def evaluate_retrieval(
       hubness_k: report each direction's `hub_occurrence` of its top-k lists
         under "hubness"; None: leave it out.
       space: "embedding" or "classes" (the heads' label space, see `class_space`).
+      diversity, depth: rank each list by maximal marginal relevance (see
+        `mmkeras.alignment.metrics.retrieval_ranks`); with `by_class`, the
+        results' precision@K says what it costs.
 
     Returns:
       `cross_modal_retrieval`'s dict, plus `"num_examples"`: the examples
@@ -335,7 +350,7 @@ def evaluate_retrieval(
         kept = class_space(encoder, kept)
     results = cross_modal_retrieval(
         kept, labels=labels[complete] if by_class else None, ks=ks, scoring=scoring, neighbours=neighbours,
-        hubness_k=hubness_k,
+        hubness_k=hubness_k, diversity=diversity, depth=depth,
     )
     results["num_examples"] = int(complete.sum())
     return results

@@ -72,16 +72,15 @@ def test_cross_modal_retrieval_reports_both_directions_and_chance():
 def test_chance_level_matches_an_exhaustive_average_over_random_rankings():
     labels = np.array([0, 0, 1, 1, 1])
     n = len(labels)
-    exact = {"recall@1": 0.0, "recall@2": 0.0, "mean_rank": 0.0}
+    exact = {"recall@1": 0.0, "recall@2": 0.0, "mean_rank": 0.0, "precision@1": 0.0, "precision@2": 0.0}
     permutations = list(itertools.permutations(range(n)))
     for order in permutations:
         # `order` lists the gallery from best to worst for every query.
         scores = np.empty((n, n))
         scores[:, list(order)] = np.arange(n, 0, -1)
-        ranks = retrieval_ranks(*_from_scores(scores), query_labels=labels, gallery_labels=labels)
-        exact["recall@1"] += np.mean(ranks <= 1) / len(permutations)
-        exact["recall@2"] += np.mean(ranks <= 2) / len(permutations)
-        exact["mean_rank"] += ranks.mean() / len(permutations)
+        metrics = retrieval_metrics(*_from_scores(scores), query_labels=labels, gallery_labels=labels, ks=(1, 2))
+        for key in exact:
+            exact[key] += metrics[key] / len(permutations)
     chance = chance_retrieval(n, n, ks=(1, 2), query_labels=labels, gallery_labels=labels)
     for key, value in exact.items():
         assert chance[key] == pytest.approx(value)
