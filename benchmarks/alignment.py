@@ -107,12 +107,13 @@ def load_arrays(spec, split: str) -> tuple[dict, np.ndarray]:
     return {key: np.concatenate(values) for key, values in parts.items()}, np.concatenate(labels)
 
 
-def retrieval_figures(encoder, spec, levels, holdout, scoring="cosine", space="embedding", diversity=0.0) -> dict:
+def retrieval_figures(encoder, spec, levels, holdout, scoring="cosine", space="embedding", diversity=0.0,
+                      nearest_first=1) -> dict:
     """Test-split retrieval in both directions at each relevance level, with chance and hubness, all and seen classes.
 
     `space="classes"` retrieves in the heads' label space (`mmkeras.alignment.class_space`): by the dot
     product of class probabilities, the probability that query and item share a class. `diversity` > 0 orders
-    each list by maximal marginal relevance (`mmkeras.alignment.diversity`).
+    each list by maximal marginal relevance (`mmkeras.alignment.diversity`) after its `nearest_first` items.
     """
     from mmkeras.alignment.metrics import cross_modal_retrieval
     from mmkeras.alignment.retrieval import class_space, embed_dataset
@@ -127,7 +128,8 @@ def retrieval_figures(encoder, spec, levels, holdout, scoring="cosine", space="e
         kept = {name: values[keep] for name, values in embeddings.items()}
         for level in levels:
             result = cross_modal_retrieval(kept, labels=labels[keep] if level == "class" else None,
-                                           scoring=scoring, hubness_k=HUBNESS_K, diversity=diversity)
+                                           scoring=scoring, hubness_k=HUBNESS_K, diversity=diversity,
+                                           nearest_first=nearest_first)
             result["num_examples"] = int(keep.sum())
             figures[f"{subset}/{level}"] = result
     return figures
@@ -280,9 +282,12 @@ VARIANTS = {
 SCORINGS = ("cosine", "csls", "inverted_softmax")
 # Variants with classification heads are also measured in the heads' label space (cosine there).
 CLASS_SPACE = "class_space"
-# Lists ordered by maximal marginal relevance: by cosine in the embedding space, and in the label space.
+# Lists ordered by maximal marginal relevance (MMR's usual even weight, not tuned on these splits): classic MMR by
+# cosine in the embedding space, and MMR after the 5 nearest items (the first five stay the plain ranking's) in the
+# embedding space and in the label space (variants with heads). Name -> (space, nearest_first).
 DIVERSITY = 0.5
-DIVERSE = ("cosine_mmr", "class_space_mmr")
+DIVERSE = {"cosine_mmr": ("embedding", 1), "cosine_mmr_after_5": ("embedding", 5),
+           "class_space_mmr_after_5": ("classes", 5)}
 HUBNESS_K = 10
 
 
@@ -356,14 +361,16 @@ def run_dataset(
                 "zero_shot": zero_shot_figures(encoder, spec, setting, train, train_labels,
                                                (test, test_labels), (validation, validation_labels), seed),
             }
-            run["retrieval"]["cosine_mmr"] = retrieval_figures(encoder, spec, setting["retrieval_levels"],
-                                                               setting["holdout"], diversity=DIVERSITY)
-            if VARIANTS[variant]["classification_weight"]:
+            heads = bool(VARIANTS[variant]["classification_weight"])
+            if heads:
                 run["heads"] = head_figures(encoder, spec, setting["holdout"])
-                for scoring, diversity in ((CLASS_SPACE, 0.0), ("class_space_mmr", DIVERSITY)):
-                    run["retrieval"][scoring] = retrieval_figures(encoder, spec, setting["retrieval_levels"],
-                                                               setting["holdout"], space="classes",
-                                                               diversity=diversity)
+                run["retrieval"][CLASS_SPACE] = retrieval_figures(encoder, spec, setting["retrieval_levels"],
+                                                                  setting["holdout"], space="classes")
+            for scoring, (space, nearest_first) in DIVERSE.items():
+                if space == "embedding" or heads:
+                    run["retrieval"][scoring] = retrieval_figures(
+                        encoder, spec, setting["retrieval_levels"], setting["holdout"], space=space,
+                        diversity=DIVERSITY, nearest_first=nearest_first)
             if finetune:
                 run["finetuning"] = finetune_figures(encoder, spec, options, train, train_labels, test, test_labels,
                                                      seed)
@@ -374,7 +381,8 @@ def run_dataset(
         "dataset": name,
         "modalities": [f.name for f in spec.features],
         "settings": {"quick": quick, "seeds": list(seeds), "variants": {v: VARIANTS[v] for v in variants},
-                     "scorings": list(SCORINGS), "diversity": DIVERSITY, "hubness_k": HUBNESS_K,
+                     "scorings": list(SCORINGS), "diversity": DIVERSITY,
+                     "diversified": {name: list(value) for name, value in DIVERSE.items()}, "hubness_k": HUBNESS_K,
                      **_jsonable(options),
                      "loss": "ContrastiveLoss", "holdout": list(setting["holdout"])},
         "runs": runs,
@@ -478,9 +486,10 @@ def format_markdown(figures: dict) -> str:
             "shared by the towers, weight 1). Scorings: `cosine`; `csls` and `inverted_softmax`, the "
             "hub-reducing re-scorings of retrieval (no retraining); `class_space` (variants with heads): the dot "
             "product of the heads' class probabilities, the chance that two items share a class (`mmkeras.alignment.class_space`); "
-            f"`cosine_mmr` and `class_space_mmr`: the same scores, each list ordered by maximal marginal relevance "
+            f"`cosine_mmr`: the cosines, each list ordered by maximal marginal relevance "
             f"(diversity {settings.get('diversity', DIVERSITY)}, `mmkeras.alignment.diversity`): an item much like "
-            "one already listed waits behind items of other regions of the space."
+            "one already listed waits behind items of other regions of the space; `cosine_mmr_after_5` and "
+            "`class_space_mmr_after_5`: the five nearest items first, as the plain ranking lists them, then MMR."
         ),
         "",
         "## Training",
@@ -500,13 +509,13 @@ def format_markdown(figures: dict) -> str:
             "Instance level: the match of a query is the same example's other modality. Class level: any item of "
             f"the query's class matches. Hubness of the top-{settings['hubness_k']} lists: skewness of the "
             "k-occurrence N_k (0: even; > 1: strong hubs) and the share of queries whose list holds one of the 1% "
-            "most retrieved gallery items ('hub q.'). P@10 (class level): the share of the first ten items of the "
-            "query's class. Chance: the expectation for a random ranking."
+            "most retrieved gallery items ('hub q.'). P@5, P@10 (class level): the share of the first five / ten "
+            "items of the query's class. Chance: the expectation for a random ranking."
         ),
         "",
-        ("| examples | level | direction | variant | scoring | R@1 | R@5 | R@10 | P@10 | mean rank | median rank "
-        "| N_k skew | hub q. |"),
-        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ("| examples | level | direction | variant | scoring | R@1 | R@5 | R@10 | P@5 | P@10 | mean rank "
+        "| median rank | N_k skew | hub q. |"),
+        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     any_variant = next(iter(summary.values()))
     for group, result in any_variant["retrieval"]["cosine"].items():
@@ -521,13 +530,15 @@ def format_markdown(figures: dict) -> str:
                     lines.append(
                         f"| {examples} | {level} | {direction.replace('_to_', ' -> ')} | {variant} | {scoring} "
                         f"| {_pm(entry['recall@1'])} | {_pm(entry['recall@5'])} | {_pm(entry['recall@10'])} "
-                        f"| {_precision(entry)} | {entry['mean_rank']['mean']:.1f} | {entry['median_rank']['mean']:.1f} "
+                        f"| {_precision(entry, 5)} | {_precision(entry, 10)} | {entry['mean_rank']['mean']:.1f} "
+                        f"| {entry['median_rank']['mean']:.1f} "
                         f"| {hub['skewness']['mean']:.2f} "
                         f"| {hub['queries_with_hub']['mean']:.2f} |"
                     )
         chance = result["chance"]
         lines.append(f"| {examples} | {level} | | *chance* | | {chance['recall@1']['mean']:.3f} "
-                     f"| {chance['recall@5']['mean']:.3f} | {chance['recall@10']['mean']:.3f} | {_precision(chance)} "
+                     f"| {chance['recall@5']['mean']:.3f} | {chance['recall@10']['mean']:.3f} "
+                     f"| {_precision(chance, 5)} | {_precision(chance, 10)} "
                      f"| {chance['mean_rank']['mean']:.1f} | {chance['median_rank']['mean']:.1f} | | |")
     lines += ["", "## Targets of issue 17 (cosine scoring unless said)", "", *target_lines(figures), ""]
     lines += [
@@ -619,13 +630,13 @@ def target_lines(figures: dict) -> list[str]:
 def _scorings(settings: dict, values: dict) -> list[str]:
     """The scorings a variant was measured with: every one of the run's, the label space if it has heads, and the
     diversified orderings (in files made since they exist)."""
-    extra = (CLASS_SPACE, *DIVERSE)
+    extra = (CLASS_SPACE, "class_space_mmr", *DIVERSE)  # class_space_mmr: in files of the first MMR run
     return [*settings["scorings"], *(name for name in extra if name in values["retrieval"])]
 
 
-def _precision(entry: dict) -> str:
-    """Precision@10 of a class-level entry, mean over the seeds ('' where it was not measured)."""
-    value = entry.get("precision@10")
+def _precision(entry: dict, k: int) -> str:
+    """Precision@k of a class-level entry, mean over the seeds ('' where it was not measured)."""
+    value = entry.get(f"precision@{k}")
     return f"{value['mean']:.3f}" if isinstance(value, dict) else ""
 
 

@@ -48,6 +48,7 @@ def diversified_order(
     diversity: float = 0.5,
     depth: int = DEFAULT_DEPTH,
     demote: np.ndarray | None = None,
+    nearest_first: int = 1,
 ) -> np.ndarray:
     """The first `depth` gallery indices of each query's list, chosen one at a time by MMR.
 
@@ -61,6 +62,9 @@ def diversified_order(
       demote: optional (num_queries, num_gallery) bool; among items whose MMR
         value ties, these are taken last (the metrics pass the relevant items,
         so that ties count against the query, as in `retrieval_ranks`).
+      nearest_first: how many items are listed by score alone before MMR
+        takes over (1: classic MMR, whose first item is always the nearest);
+        more keeps the head of the list as precise as the plain ranking's.
 
     Returns:
       A (num_queries, min(depth, num_gallery)) int64 array of gallery indices, best first.
@@ -75,6 +79,7 @@ def diversified_order(
     """
     diversity = check_diversity(diversity)
     depth = check_positive_int(depth, "depth")
+    nearest_first = check_positive_int(nearest_first, "nearest_first")
     scores = np.asarray(scores, np.float64)
     gallery = np.asarray(gallery_embeddings, np.float64)
     if scores.ndim != 2 or gallery.ndim != 2 or scores.shape[1] != gallery.shape[0]:
@@ -92,7 +97,7 @@ def diversified_order(
     redundancy = None
     order = np.empty((num_queries, depth), np.int64)
     for step in range(depth):
-        value = scores if redundancy is None else (1.0 - diversity) * scores - diversity * redundancy
+        value = scores if step < nearest_first else (1.0 - diversity) * scores - diversity * redundancy
         value = np.where(taken, -np.inf, value)
         tied = value == value.max(axis=1, keepdims=True)
         if demote is not None:
@@ -113,11 +118,12 @@ def ranked_lists(
     *,
     diversity: float = 0.0,
     demote: np.ndarray | None = None,
+    nearest_first: int = 1,
 ) -> np.ndarray:
     """Each query's first k gallery indices: by score (ties: gallery order, `demote`d items last), or by MMR.
 
     Args:
-      scores, gallery_embeddings, demote: see `diversified_order`.
+      scores, gallery_embeddings, demote, nearest_first: see `diversified_order`.
       k: the list length (clipped to the gallery size).
       diversity: 0 ranks by score; above 0, by `diversified_order`.
 
@@ -126,7 +132,8 @@ def ranked_lists(
     """
     k = check_positive_int(k, "k")
     if check_diversity(diversity):
-        return diversified_order(scores, gallery_embeddings, diversity=diversity, depth=k, demote=demote)
+        return diversified_order(scores, gallery_embeddings, diversity=diversity, depth=k, demote=demote,
+                                 nearest_first=nearest_first)
     scores = np.asarray(scores, np.float64)
     keys = (np.zeros(scores.shape, bool) if demote is None else np.asarray(demote, bool), -scores)
     return np.lexsort(keys, axis=1)[:, : min(k, scores.shape[1])].astype(np.int64)

@@ -42,6 +42,7 @@ def retrieval_ranks(
     neighbours: int = DEFAULT_NEIGHBOURS,
     diversity: float = 0.0,
     depth: int = DEFAULT_DEPTH,
+    nearest_first: int = 1,
 ) -> np.ndarray:
     """The 1-based rank of each query's first relevant gallery item.
 
@@ -59,6 +60,8 @@ def retrieval_ranks(
         each list are chosen by MMR (`mmkeras.alignment.diversity`; cosine
         scoring only) and the rest follow by score.
       depth: how many items MMR orders per list.
+      nearest_first: how many items lead each list by score alone before MMR
+        (1: classic MMR; see `mmkeras.alignment.diversity.diversified_order`).
 
     Returns:
       A (num_queries,) int array of ranks in 1..num_gallery; a query without
@@ -83,7 +86,8 @@ def retrieval_ranks(
     listed = np.zeros(scores.shape, bool)
     position = np.zeros(len(queries), np.int64)
     if diversity:
-        order = diversified_order(scores, gallery, diversity=diversity, depth=depth, demote=relevant)
+        order = diversified_order(scores, gallery, diversity=diversity, depth=depth, demote=relevant,
+                                  nearest_first=nearest_first)
         rows = np.arange(len(queries))[:, None]
         listed[rows, order] = True
         hits = relevant[rows, order]
@@ -174,6 +178,7 @@ def retrieval_metrics(
     hubness_k: int | None = None,
     diversity: float = 0.0,
     depth: int = DEFAULT_DEPTH,
+    nearest_first: int = 1,
 ) -> dict:
     """Recall@K, mean rank and median rank of one retrieval direction, optionally with its hubness.
 
@@ -183,7 +188,7 @@ def retrieval_metrics(
 
     Args:
       query_embeddings, gallery_embeddings, query_labels, gallery_labels,
-        scoring, neighbours, diversity, depth: see `retrieval_ranks`.
+        scoring, neighbours, diversity, depth, nearest_first: see `retrieval_ranks`.
       ks: the K of each Recall@K (and precision@K).
       hubness_k: also report `hub_occurrence` of the top-`hubness_k` lists
         (under the same scoring and diversity) as "hubness"; None: leave it out.
@@ -194,14 +199,15 @@ def retrieval_metrics(
     """
     ranks = retrieval_ranks(
         query_embeddings, gallery_embeddings, query_labels=query_labels, gallery_labels=gallery_labels,
-        scoring=scoring, neighbours=neighbours, diversity=diversity, depth=depth,
+        scoring=scoring, neighbours=neighbours, diversity=diversity, depth=depth, nearest_first=nearest_first,
     )
     result = summarize_ranks(ranks, ks)
     longest = max([*ks, hubness_k or 0]) if query_labels is not None or hubness_k is not None else 0
     if longest:
         scores = rescore(query_embeddings, gallery_embeddings, scoring, neighbours=neighbours)
         relevant = relevance_matrix(len(scores), scores.shape[1], query_labels, gallery_labels)
-        lists = ranked_lists(scores, gallery_embeddings, longest, diversity=diversity, demote=relevant)
+        lists = ranked_lists(scores, gallery_embeddings, longest, diversity=diversity, demote=relevant,
+                             nearest_first=nearest_first)
         if query_labels is not None:
             hits = np.take_along_axis(relevant, lists, axis=1)
             result.update({f"precision@{k}": float(hits[:, :k].mean()) for k in ks})
@@ -221,6 +227,7 @@ def cross_modal_retrieval(
     hubness_k: int | None = None,
     diversity: float = 0.0,
     depth: int = DEFAULT_DEPTH,
+    nearest_first: int = 1,
 ) -> dict:
     """Retrieval metrics in both directions between every two modalities of the same examples.
 
@@ -230,7 +237,7 @@ def cross_modal_retrieval(
       labels: (num_examples,) class ids for class-level relevance; None for
         instance-level (the same example).
       ks: the K of each Recall@K.
-      scoring, neighbours, hubness_k, diversity, depth: see `retrieval_metrics`.
+      scoring, neighbours, hubness_k, diversity, depth, nearest_first: see `retrieval_metrics`.
 
     Returns:
       `"<query>_to_<gallery>"` -> `retrieval_metrics` for every ordered pair,
@@ -250,6 +257,7 @@ def cross_modal_retrieval(
                 results[f"{query}_to_{gallery}"] = retrieval_metrics(
                     embeddings[query], embeddings[gallery], ks=ks, query_labels=labels, gallery_labels=labels,
                     scoring=scoring, neighbours=neighbours, hubness_k=hubness_k, diversity=diversity, depth=depth,
+                    nearest_first=nearest_first,
                 )
     count = len(embeddings[names[0]])
     results["chance"] = chance_retrieval(count, count, ks=ks, query_labels=labels, gallery_labels=labels)

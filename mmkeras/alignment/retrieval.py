@@ -159,6 +159,7 @@ def retrieve_embeddings(
     neighbours: int = DEFAULT_NEIGHBOURS,
     reference_embeddings: np.ndarray | None = None,
     diversity: float = 0.0,
+    nearest_first: int = 1,
 ) -> RetrievalResult:
     """The k best gallery embeddings of each query embedding, by cosine or a hub-reducing scoring.
 
@@ -174,6 +175,9 @@ def retrieve_embeddings(
       diversity: 0 lists by score; in (0, 1), by maximal marginal relevance
         (`mmkeras.alignment.diversity`, cosine scoring only): items much like
         one already listed wait, so the list spans several regions of the space.
+      nearest_first: with a diversity, how many items lead the list by score
+        alone before MMR takes over (1: classic MMR; 5 keeps the first five
+        as the plain ranking has them).
 
     Raises:
       ValueError: if k is not a positive integer, for an unknown scoring, or a
@@ -189,7 +193,7 @@ def retrieve_embeddings(
         reference_embeddings=reference_embeddings,
     ).astype(np.float32)
     # Equal scores stay in gallery order.
-    indices = ranked_lists(scores, gallery_embeddings, k, diversity=diversity)
+    indices = ranked_lists(scores, gallery_embeddings, k, diversity=diversity, nearest_first=nearest_first)
     return RetrievalResult(indices, np.take_along_axis(scores, indices, axis=1))
 
 
@@ -205,6 +209,7 @@ def retrieve(
     reference: Mapping[str, Any] | None = None,
     space: str = "embedding",
     diversity: float = 0.0,
+    nearest_first: int = 1,
 ) -> RetrievalResult:
     """Find, for each query, the k nearest gallery items of another modality.
 
@@ -225,8 +230,9 @@ def retrieve(
       space: "embedding" (the shared embedding space) or "classes" (the
         classification heads' label space, see `class_space`; needs an
         encoder trained with heads).
-      diversity: 0 lists the nearest items; in (0, 1), a diversified list
-        (see `retrieve_embeddings`), for queries whose class is uncertain.
+      diversity, nearest_first: 0 lists the nearest items; a diversity in
+        (0, 1) gives a diversified list (see `retrieve_embeddings`), for
+        queries whose class is uncertain.
 
     Returns:
       A `RetrievalResult` of (num_queries, k) gallery indices and scores, best first.
@@ -266,6 +272,7 @@ def retrieve(
         neighbours=neighbours,
         reference_embeddings=reference_embeddings,
         diversity=diversity,
+        nearest_first=nearest_first,
     )
 
 
@@ -311,6 +318,7 @@ def evaluate_retrieval(
     space: str = "embedding",
     diversity: float = 0.0,
     depth: int = DEFAULT_DEPTH,
+    nearest_first: int = 1,
 ) -> dict:
     """Cross-modal retrieval metrics of an encoder on a split, in both directions, with the chance level.
 
@@ -329,7 +337,7 @@ def evaluate_retrieval(
       hubness_k: report each direction's `hub_occurrence` of its top-k lists
         under "hubness"; None: leave it out.
       space: "embedding" or "classes" (the heads' label space, see `class_space`).
-      diversity, depth: rank each list by maximal marginal relevance (see
+      diversity, depth, nearest_first: rank each list by maximal marginal relevance (see
         `mmkeras.alignment.metrics.retrieval_ranks`); with `by_class`, the
         results' precision@K says what it costs.
 
@@ -350,7 +358,7 @@ def evaluate_retrieval(
         kept = class_space(encoder, kept)
     results = cross_modal_retrieval(
         kept, labels=labels[complete] if by_class else None, ks=ks, scoring=scoring, neighbours=neighbours,
-        hubness_k=hubness_k, diversity=diversity, depth=depth,
+        hubness_k=hubness_k, diversity=diversity, depth=depth, nearest_first=nearest_first,
     )
     results["num_examples"] = int(complete.sum())
     return results

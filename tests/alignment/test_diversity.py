@@ -55,6 +55,21 @@ def test_in_a_clustered_space_mmr_brings_the_mean_rank_below_chance_at_a_cost_in
     assert diverse["hubness"]["k"] == 10
 
 
+def test_listing_the_nearest_first_keeps_the_head_of_the_list_precise():
+    queries, gallery, labels = _clustered()
+    kwargs = {"query_labels": labels, "gallery_labels": labels, "ks": (1, 5, 10)}
+    plain = retrieval_metrics(queries, gallery, **kwargs)
+    classic = retrieval_metrics(queries, gallery, diversity=0.5, **kwargs)
+    after_5 = retrieval_metrics(queries, gallery, diversity=0.5, nearest_first=5, **kwargs)
+    assert after_5["precision@5"] == pytest.approx(plain["precision@5"])
+    assert after_5["precision@5"] > classic["precision@5"] + 0.2
+    assert after_5["recall@10"] > plain["recall@10"] + 0.1
+    scores = queries @ gallery.T
+    lists = diversified_order(scores, gallery, diversity=0.5, depth=8, nearest_first=5)
+    assert np.array_equal(lists[:, :5], np.argsort(-scores, axis=1, kind="stable")[:, :5])
+    assert np.array_equal(retrieve_embeddings(queries, gallery, k=8, diversity=0.5, nearest_first=5).indices, lists)
+
+
 def test_ranks_agree_with_the_diversified_lists():
     queries, gallery, labels = _clustered(num_classes=5, per_class=12, seed=3)
     scores = queries @ gallery.T
