@@ -5,7 +5,8 @@ Modules: `dual_encoder` (`build_dual_encoder`, `DualEncoder`), `temperature`
 memory queue of negatives for small batches), `contrastive` (`ContrastiveLoss`), `triplet`
 (`TripletLoss`), `metrics` (Recall@K, mean and median rank), `retrieval`
 (`retrieve`, `embed`, `evaluate_retrieval`, `class_space`), `hubness` (`hub_occurrence`,
-CSLS and inverted-softmax `rescore`), `zero_shot`, `zero_shot_classifier`
+CSLS and inverted-softmax `rescore`), `diversity` (maximal marginal relevance:
+`diversified_order`), `zero_shot`, `zero_shot_classifier`
 (`build_zero_shot_classifier`: raw images to probabilities from text prompts,
 with `mmkeras.models.zero_shot_head`), `pretrain`
 (pre-training, then a classifier started from the towers) and `export`
@@ -44,6 +45,8 @@ _EXPORTS = {
     "classify_scores": "mmkeras.alignment.zero_shot",
     "hub_occurrence": "mmkeras.alignment.hubness",
     "rescore": "mmkeras.alignment.hubness",
+    "list_hub_occurrence": "mmkeras.alignment.hubness",
+    "diversified_order": "mmkeras.alignment.diversity",
     "pretrain_encoder": "mmkeras.alignment.pretrain",
     "build_classifier_from_encoder": "mmkeras.alignment.pretrain",
     "transfer_tower_weights": "mmkeras.alignment.pretrain",
@@ -71,6 +74,7 @@ __all__ = [
     "class_space",
     "classify_scores",
     "cross_modal_retrieval",
+    "diversified_order",
     "embed",
     "encoder_vocabularies",
     "evaluate_retrieval",
@@ -78,6 +82,7 @@ __all__ = [
     "export_tower",
     "export_towers",
     "hub_occurrence",
+    "list_hub_occurrence",
     "pretrain_encoder",
     "rescore",
     "retrieval_metrics",
