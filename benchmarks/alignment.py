@@ -278,6 +278,8 @@ VARIANTS = {
     "labels": {"positives": "labels", "classification_weight": 0.0},
     "labels_joint": {"positives": "labels", "classification_weight": 1.0},
     "labels_shared_head": {"positives": "labels", "classification_weight": 1.0, "classification_head": "shared"},
+    # Half of the target on the row's own partner, half over its class: for data paired by instance with labels.
+    "labels_partner": {"positives": "labels", "partner_share": 0.5, "classification_weight": 0.0},
 }
 SCORINGS = ("cosine", "csls", "inverted_softmax")
 # Variants with classification heads are also measured in the heads' label space (cosine there).
@@ -299,7 +301,9 @@ def train_variant(spec, setting, options, variant: str, seed: int, verbose: int 
     started = time.time()
     encoder, history = pretrain_encoder(
         spec, setting["modalities"], epochs=options["epochs"], batch_size=options["batch_size"],
-        learning_rate=options["learning_rate"], loss=ContrastiveLoss(positives=VARIANTS[variant]["positives"]),
+        learning_rate=options["learning_rate"],
+        loss=ContrastiveLoss(positives=VARIANTS[variant]["positives"],
+                             partner_share=VARIANTS[variant].get("partner_share")),
         exclude_classes=setting["holdout"], seed=seed, verbose=verbose,
         classification_weight=VARIANTS[variant]["classification_weight"],
         classification_head=VARIANTS[variant].get("classification_head", "per_tower"), **options["encoder"],
@@ -483,7 +487,8 @@ def format_markdown(figures: dict) -> str:
             "`pairs` (instance pairing: only the row's own partner is a positive), `labels` (label-aware: every "
             "same-class row of the batch is a positive), `labels_joint` (label-aware plus a classification head "
             "on each tower, crossentropy weight 1), `labels_shared_head` (label-aware plus ONE classification head "
-            "shared by the towers, weight 1). Scorings: `cosine`; `csls` and `inverted_softmax`, the "
+            "shared by the towers, weight 1), `labels_partner` (label-aware with half of the target on the row's own "
+            "partner: `ContrastiveLoss(positives='labels', partner_share=0.5)`). Scorings: `cosine`; `csls` and `inverted_softmax`, the "
             "hub-reducing re-scorings of retrieval (no retraining); `class_space` (variants with heads): the dot "
             "product of the heads' class probabilities, the chance that two items share a class (`mmkeras.alignment.class_space`); "
             f"`cosine_mmr`: the cosines, each list ordered by maximal marginal relevance "

@@ -32,7 +32,12 @@ class ContrastiveLoss(AlignmentLoss):
     where `q_i` puts all its mass on the partner (`positives="pairs"`), or
     spreads it evenly over every candidate of the same class
     (`positives="labels"`, for data paired by class rather than by instance,
-    such as AV-MNIST). Rows where a modality is missing (`valid` False) are
+    such as AV-MNIST). With labels and `partner_share=s`, the partner gets
+    the share s of the target and the class (partner included) the rest,
+    evenly: for naturally paired data with labels (a picture and its own
+    description), where the pair says more than the class and both should
+    be retrievable. Since crossentropy is linear in its target, that loss is
+    `s * pairs_loss + (1 - s) * labels_loss`. Rows where a modality is missing (`valid` False) are
     neither anchors (their loss is 0) nor candidates. A memory queue of
     earlier batches' embeddings (MoCo, He et al., 2020; kept by a
     `DualEncoder` with `queue_size`) adds candidates after the batch's: with
@@ -50,6 +55,9 @@ class ContrastiveLoss(AlignmentLoss):
       temperature: the softmax temperature used when `y_pred` carries no
         learned log-temperature (a `DualEncoder` passes its own).
       positives: "pairs" or "labels" (see above).
+      partner_share: with `positives="labels"`, the partner's share of the
+        target in [0, 1] (None or 0: spread evenly over the class; 1: the
+        pairs loss).
       gather_across_replicas: gather candidates from every replica (leave on:
         without it each replica only sees its own slice of negatives).
       reduction: Keras loss reduction.
@@ -69,8 +77,9 @@ class ContrastiveLoss(AlignmentLoss):
       losses with `reduction=None`.
 
     Raises:
-      ValueError: for a non-positive temperature, unknown `positives`, a badly
-        shaped `y_pred` or missing labels.
+      ValueError: for a non-positive temperature, unknown `positives`, a
+        `partner_share` outside [0, 1] or without labels, a badly shaped
+        `y_pred` or missing labels.
 
     Example:
       >>> pair = np.stack([np.eye(2), np.eye(2)], axis=1).astype("float32")   # 2 perfectly aligned pairs
@@ -86,11 +95,13 @@ class ContrastiveLoss(AlignmentLoss):
         reduction: str | None = "sum_over_batch_size",
         name: str = "contrastive_loss",
         dtype=None,
+        partner_share: float | None = None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = check_temperature(temperature)
         self.positives = check_positives(positives)
         self.gather_across_replicas = bool(gather_across_replicas)
+        self.partner_share = _check_partner_share(partner_share, self.positives)
 
     def call(self, y_true, y_pred):
         inputs = read_pair_inputs(y_true, y_pred, self.positives, type(self).__name__)
@@ -101,6 +112,9 @@ class ContrastiveLoss(AlignmentLoss):
         scale = tf.exp(-log_temperature)
         targets = tf.cast(positive_mask(inputs, candidates), tf.float32)
         targets = targets / tf.maximum(tf.reduce_sum(targets, axis=1, keepdims=True), 1.0)
+        if self.partner_share:
+            partner = tf.cast(positive_mask(inputs._replace(labels=None), candidates), tf.float32)
+            targets = self.partner_share * partner + (1.0 - self.partner_share) * targets
         logits_a_to_b = scale * tf.matmul(inputs.a, candidates.b, transpose_b=True)
         logits_b_to_a = scale * tf.matmul(inputs.b, candidates.a, transpose_b=True)
         a_to_b = _masked_crossentropy(logits_a_to_b, targets, candidates.valid)
@@ -113,7 +127,23 @@ class ContrastiveLoss(AlignmentLoss):
             "temperature": self.temperature,
             "positives": self.positives,
             "gather_across_replicas": self.gather_across_replicas,
+            "partner_share": self.partner_share,
         }
+
+
+def _check_partner_share(partner_share: float | None, positives: str) -> float | None:
+    """`partner_share` as a float in [0, 1] (or None), only with label positives."""
+    if partner_share is None:
+        return None
+    if isinstance(partner_share, bool) or not isinstance(partner_share, (int, float)) or not (
+        0.0 <= float(partner_share) <= 1.0
+    ):
+        raise ValueError(f"`partner_share` is the partner's share of the target, a number in [0, 1], "
+                         f"got {partner_share!r}.")
+    if positives != "labels":
+        raise ValueError("`partner_share` splits the target between the partner and its class: it needs "
+                         f"positives='labels', got positives={positives!r}.")
+    return float(partner_share)
 
 
 def _masked_crossentropy(logits: tf.Tensor, targets: tf.Tensor, valid_candidates: tf.Tensor) -> tf.Tensor:

@@ -108,6 +108,18 @@ def test_contrastive_with_label_positives_spreads_the_target_over_the_class():
     assert not np.allclose(actual, pairs_only)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_a_partner_share_mixes_the_pairs_and_labels_losses(share):
+    a, b = _batch(seed=5, size=6)
+    labels = np.array([0, 1, 0, 2, 1, 0])
+    valid = np.array([True, True, False, True, True, True])
+    y_pred = {"embeddings": _stack(a, b), "valid": valid}
+    mixed = ContrastiveLoss(temperature=0.3, positives="labels", partner_share=share, reduction=None)(labels, y_pred)
+    pairs = numpy_contrastive(a, b, 0.3, valid=valid)
+    by_class = numpy_contrastive(a, b, 0.3, labels=labels, valid=valid)
+    np.testing.assert_allclose(mixed, share * pairs + (1 - share) * by_class, rtol=1e-5, atol=1e-5)
+
+
 def test_triplet_matches_a_hand_computed_value():
     # Anchor 0 at the origin: partner at distance^2 1, negatives at 4 (semi-hard) and 0.25 (closer).
     a = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
@@ -143,7 +155,8 @@ def test_triplet_uses_the_farthest_negative_when_none_is_farther_than_the_positi
     assert float(actual[0]) > 1.0
 
 
-@pytest.mark.parametrize("loss", [ContrastiveLoss(temperature=0.2, positives="labels"), TripletLoss(margin=0.3)])
+@pytest.mark.parametrize("loss", [ContrastiveLoss(temperature=0.2, positives="labels"), TripletLoss(margin=0.3),
+                                  ContrastiveLoss(temperature=0.2, positives="labels", partner_share=0.5)])
 def test_losses_survive_serialization(loss):
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert type(restored) is type(loss) and restored.get_config() == loss.get_config()
@@ -157,6 +170,8 @@ def test_losses_survive_serialization(loss):
     [
         (lambda: ContrastiveLoss(temperature=0.0), "temperature"),
         (lambda: ContrastiveLoss(positives="classes"), "positives"),
+        (lambda: ContrastiveLoss(positives="labels", partner_share=1.5), r"number in \[0, 1\]"),
+        (lambda: ContrastiveLoss(partner_share=0.5), "needs positives='labels'"),
         (lambda: TripletLoss(margin=-1.0), "margin"),
     ],
 )
