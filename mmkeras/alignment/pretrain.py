@@ -67,7 +67,11 @@ def pretrain_encoder(
         labels used) or "labels" (label-aware: same-class rows of the batch
         are positives too; better for data paired by class, such as
         AV-MNIST, see `benchmarks/results/alignment_avmnist.md`). Ignored
-        when `loss` is given.
+        when `loss` is given. For data paired by instance that also has
+        labels (a picture and its own description), give
+        `loss=ContrastiveLoss(positives="labels", partner_share=0.5)`: on
+        tuxpaint it beat both at instance and class level
+        (`benchmarks/results/alignment_tuxpaint_partner_share.md`).
       split: the split of pairs to train on.
       exclude_classes: class names whose examples are left out, e.g. to test
         zero-shot recognition of classes the encoder never saw; their texts
