@@ -280,6 +280,8 @@ VARIANTS = {
     "labels_shared_head": {"positives": "labels", "classification_weight": 1.0, "classification_head": "shared"},
     # Half of the target on the row's own partner, half over its class: for data paired by instance with labels.
     "labels_partner": {"positives": "labels", "partner_share": 0.5, "classification_weight": 0.0},
+    "labels_partner_shared_head": {"positives": "labels", "partner_share": 0.5, "classification_weight": 1.0,
+                                   "classification_head": "shared"},
 }
 SCORINGS = ("cosine", "csls", "inverted_softmax")
 # Variants with classification heads are also measured in the heads' label space (cosine there).
@@ -488,7 +490,8 @@ def format_markdown(figures: dict) -> str:
             "same-class row of the batch is a positive), `labels_joint` (label-aware plus a classification head "
             "on each tower, crossentropy weight 1), `labels_shared_head` (label-aware plus ONE classification head "
             "shared by the towers, weight 1), `labels_partner` (label-aware with half of the target on the row's own "
-            "partner: `ContrastiveLoss(positives='labels', partner_share=0.5)`). Scorings: `cosine`; `csls` and `inverted_softmax`, the "
+            "partner: `ContrastiveLoss(positives='labels', partner_share=0.5)`), `labels_partner_shared_head` (the "
+            "same with the shared head). Scorings: `cosine`; `csls` and `inverted_softmax`, the "
             "hub-reducing re-scorings of retrieval (no retraining); `class_space` (variants with heads): the dot "
             "product of the heads' class probabilities, the chance that two items share a class (`mmkeras.alignment.class_space`); "
             f"`cosine_mmr`: the cosines, each list ordered by maximal marginal relevance "
