@@ -207,23 +207,27 @@ def train(
     # Without a distribution strategy `fit` reads the pipelines as built, so their caches can be filled in the
     # background while the model is built and traced (a strategy rewrites them, and would decode again).
     ahead = runtime.strategy_name == "default"
-    train_data, train_report, train_decoding = _make_dataset(spec, TRAIN_SPLIT, ahead, batch_size=training.batch_size,
-                                                             training=True, seed=data_seed,
-                                                             deterministic=True if multi_worker else None)
-    validation_data = validation_decoding = None
-    if VALIDATION_SPLIT in spec.splits:
-        validation_data, _, validation_decoding = _make_dataset(spec, VALIDATION_SPLIT, ahead,
-                                                                batch_size=training.batch_size)
-    class_weight = None
-    if training.class_weight == "balanced":
-        class_weight = balanced_class_weights(split_labels(spec, TRAIN_SPLIT), spec.num_classes)
+    decodings: list[DecodeAhead | None] = []  # waited for if the set-up fails (see `_settled`)
+    with _settled(decodings):
+        train_data, train_report, train_decoding = _make_dataset(
+            spec, TRAIN_SPLIT, ahead, batch_size=training.batch_size, training=True, seed=data_seed,
+            deterministic=True if multi_worker else None,
+        )
+        decodings.append(train_decoding)
+        validation_data = validation_decoding = None
+        if VALIDATION_SPLIT in spec.splits:
+            validation_data, _, validation_decoding = _make_dataset(spec, VALIDATION_SPLIT, ahead,
+                                                                    batch_size=training.batch_size)
+            decodings.append(validation_decoding)
+        class_weight = None
+        if training.class_weight == "balanced":
+            class_weight = balanced_class_weights(split_labels(spec, TRAIN_SPLIT), spec.num_classes)
 
-    steps_per_epoch = max(train_report.kept // training.batch_size, 1)
-    with _settled(train_decoding, validation_decoding):
+        steps_per_epoch = max(train_report.kept // training.batch_size, 1)
         model, trainer = build_and_compile(spec, config.model, training, runtime, prepare_model=prepare_model,
                                            steps_per_epoch=steps_per_epoch)
-    runtime = dataclasses.replace(runtime, jit_compile=bool(trainer.jit_compile))  # Keras may refuse XLA
-    trainer.build_for(train_data.element_spec)  # so that the first step is traced once, not twice
+        runtime = dataclasses.replace(runtime, jit_compile=bool(trainer.jit_compile))  # Keras may refuse XLA
+        trainer.build_for(train_data.element_spec)  # so that the first step is traced once, not twice
 
     monitor = "val_loss" if validation_data is not None else "loss"
     # Blending first: its weights go into the epoch's logs before they are written, and into the backup.
@@ -239,10 +243,11 @@ def train(
         extra=callbacks,
     )]
     started = time.time()
-    trainer.fit(
-        train_data, validation_data=validation_data, epochs=training.epochs,
-        class_weight=class_weight, callbacks=run_callbacks, verbose=verbose, shuffle=False,
-    )
+    with _settled(decodings):  # an error (or Ctrl-C) before the first epoch's wait leaves a split decoding
+        trainer.fit(
+            train_data, validation_data=validation_data, epochs=training.epochs,
+            class_weight=class_weight, callbacks=run_callbacks, verbose=verbose, shuffle=False,
+        )
     if calibrate and validation_data is not None:
         with runtime.strategy.scope():  # the temperature's variable is made where the model's were
             model = calibrate_run(model, validation_data, paths, best_is_final=_restored_best(run_callbacks),
@@ -278,9 +283,10 @@ def _make_dataset(spec: DatasetSpec, split: str, ahead: bool, **options: Any) ->
 
 
 @contextlib.contextmanager
-def _settled(*decodings: DecodeAhead | None):
+def _settled(decodings: Sequence[DecodeAhead | None]):
     """Let the splits decoding in the background finish before an error leaves `train`: a process that exits
-    while a tf.data pass still runs in a thread can abort in TensorFlow's C++ teardown, hiding the error."""
+    while a tf.data pass still runs in a thread can abort in TensorFlow's C++ teardown, hiding the error.
+    `decodings` is read when the error comes, so a list filled inside the block covers what started by then."""
     try:
         yield
     except BaseException:

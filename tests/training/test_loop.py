@@ -132,12 +132,16 @@ def test_an_unknown_fusion_is_refused_before_any_data_is_read(tiny_spec, tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-def test_a_failing_build_waits_for_the_background_decoding(tiny_spec, tmp_path, monkeypatch):
-    waited = []
+@pytest.mark.parametrize("failing", ["validation data", "build"])
+def test_a_failing_set_up_waits_for_the_background_decoding(tiny_spec, tmp_path, monkeypatch, failing):
+    waited, calls = [], []
     real = make_dataset
 
-    def recorded(*args, **kwargs):
-        outputs = real(*args, **kwargs)
+    def recorded(spec, split, *args, **kwargs):
+        calls.append(split)
+        if failing == "validation data" and split == "validation":
+            raise RuntimeError("unreadable validation data")
+        outputs = real(spec, split, *args, **kwargs)
         decoding = outputs[-1]
         if decoding is not None:
             wait = decoding.wait
@@ -149,9 +153,9 @@ def test_a_failing_build_waits_for_the_background_decoding(tiny_spec, tmp_path, 
 
     monkeypatch.setattr("mmkeras.training.loop.make_dataset", recorded)
     monkeypatch.setattr("mmkeras.training.loop.build_and_compile", broken)
-    with pytest.raises(RuntimeError, match="no model today"):
+    with pytest.raises(RuntimeError, match="unreadable validation data" if failing != "build" else "no model today"):
         train(tiny_spec, epochs=1, output_dir=tmp_path / "run")
-    assert waited, "train raised while a split was still decoding in the background"
+    assert calls[0] == "train" and len(waited) == (1 if failing != "build" else len(calls)), (calls, waited)
 
 
 def test_load_run_spec_keeps_the_features_the_model_read(tiny_spec, tmp_path):
