@@ -104,10 +104,12 @@ def head_combinations(outputs: dict, labels, blend_weights: dict) -> dict:
 
 
 def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smoothings=(0.0,), unimodal=(),
-        modality_dropouts=(0.3,), first_seed: int = 0, suffix: str = "", command: str = "") -> dict:
+        modality_dropouts=(0.3,), label_smoothings=(0.0,), first_seed: int = 0, suffix: str = "",
+        command: str = "") -> dict:
     """Train, evaluate and score the head mixes; save `<dataset>_blend_heads<suffix>.{json,md}`; return the figures.
 
-    Every smoothing is trained with each of `modality_dropouts` (a rate, or a mapping of rates per modality).
+    Every smoothing is trained with each of `modality_dropouts` (a rate, or a mapping of rates per modality) and
+    each of `label_smoothings` (the crossentropy's label smoothing).
     """
     import numpy as np
 
@@ -125,10 +127,12 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
     candidates = [c for c in make_candidates(spec, fusions=(), modality_dropouts=()) if c.features[0] in unimodal]
     for modality_dropout in modality_dropouts:
         for smoothing in smoothings:
-            options = {"modality_dropout": modality_dropout, "balance": "gradient_blending",
-                       "blend_smoothing": float(smoothing)}
-            name = f"concat mdrop={modality_dropout_label(modality_dropout)} gradient_blending smoothing={smoothing:g}"
-            candidates.append(Candidate(name, spec.feature_names, "concat", options))
+            for label_smoothing in label_smoothings:
+                options = {"modality_dropout": modality_dropout, "balance": "gradient_blending",
+                           "blend_smoothing": float(smoothing), "label_smoothing": float(label_smoothing)}
+                name = (f"concat mdrop={modality_dropout_label(modality_dropout)} gradient_blending "
+                        f"smoothing={smoothing:g}" + (f" label_smoothing={label_smoothing:g}" if label_smoothing else ""))
+                candidates.append(Candidate(name, spec.feature_names, "concat", options))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mmkeras-blend-heads-") as folder:
         results = compare_fusions(spec, candidates=candidates, seeds=seeds, epochs=epochs, batch_size=batch_size,
@@ -204,13 +208,16 @@ def main() -> None:
     parser.add_argument("--modality-dropout", nargs="+", type=parse_modality_dropout, default=[0.3],
                         help="the blended models' modality dropout, one model each: a rate, or a JSON mapping of "
                              "rates per modality, e.g. '{\"text\": 0.5, \"image\": 0.3, \"audio\": 0.3}'")
+    parser.add_argument("--label-smoothings", nargs="+", type=float, default=[0.0],
+                        help="the blended models' label smoothing, one model each")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--unimodal", nargs="*", default=[], help="features also trained alone, for reference")
     parser.add_argument("--suffix", default="", help="added to the results' file names")
     args = parser.parse_args()
     results = run(args.spec, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
                   smoothings=tuple(args.blend_smoothings), unimodal=tuple(args.unimodal),
-                  modality_dropouts=tuple(args.modality_dropout), first_seed=args.first_seed, suffix=args.suffix,
+                  modality_dropouts=tuple(args.modality_dropout), label_smoothings=tuple(args.label_smoothings),
+                  first_seed=args.first_seed, suffix=args.suffix,
                   command="python benchmarks/blend_heads.py " + shlex.join(sys.argv[1:]))
     print((RESULTS / f"{results['dataset']}_blend_heads{args.suffix}.md").read_text())
 
