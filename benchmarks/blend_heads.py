@@ -124,7 +124,15 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
 
     spec = mmkeras.load_spec(spec_name)
     mmkeras.prepare(spec)
-    candidates = [c for c in make_candidates(spec, fusions=(), modality_dropouts=()) if c.features[0] in unimodal]
+    candidates = []
+    for label_smoothing in label_smoothings:  # the unimodal references get the same label smoothings
+        for unimodal_candidate in make_candidates(spec, fusions=(), modality_dropouts=()):
+            if unimodal_candidate.features[0] in unimodal:
+                candidates.append(Candidate(
+                    unimodal_candidate.name + (f" label_smoothing={label_smoothing:g}" if label_smoothing else ""),
+                    unimodal_candidate.features, unimodal_candidate.fusion,
+                    {**unimodal_candidate.options, "label_smoothing": float(label_smoothing)},
+                ))
     for modality_dropout in modality_dropouts:
         for smoothing in smoothings:
             for label_smoothing in label_smoothings:
@@ -203,8 +211,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--blend-smoothings", nargs="+", type=float, default=[0.0],
-                        help="gradient blending's blend_smoothing values, one blended model each")
+    parser.add_argument("--blend-smoothings", nargs="*", type=float, default=[0.0],
+                        help="gradient blending's blend_smoothing values, one blended model each (none: unimodal rows only)")
     parser.add_argument("--modality-dropout", nargs="+", type=parse_modality_dropout, default=[0.3],
                         help="the blended models' modality dropout, one model each: a rate, or a JSON mapping of "
                              "rates per modality, e.g. '{\"text\": 0.5, \"image\": 0.3, \"audio\": 0.3}'")
