@@ -100,7 +100,13 @@ class TrainingConfig:
         `n_examples / (n_classes * n_examples_of_class)` on the train split.
       loss: "crossentropy" or "focal" (down-weights easy examples).
       focal_gamma: the focal loss's focusing exponent (0 = crossentropy).
-      label_smoothing: share of the target mass spread over all classes, in [0, 1).
+      label_smoothing: share of the target mass spread over all classes, in
+        [0, 1). 0.1 by default: over 8 seeds on tuxpaint (516 training
+        examples) the fused model went from 0.611 to 0.651 test accuracy,
+        higher on every seed, and over 4 on avmnist from 0.913 to 0.925
+        (`benchmarks/results/*_blend_heads_label_smoothing*.md`). The saved
+        model is calibrated afterwards (temperature scaling), so its
+        probabilities are not left softened.
       early_stopping_patience: epochs without improvement before stopping;
         None never stops early.
       scale_learning_rate_with_replicas: multiply the learning rate by the
@@ -155,7 +161,7 @@ class TrainingConfig:
     class_weight: str | None = None
     loss: str = "crossentropy"
     focal_gamma: float = 2.0
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     early_stopping_patience: int | None = 5
     scale_learning_rate_with_replicas: bool = False
     learning_rate_schedule: str = "cosine"

@@ -50,7 +50,7 @@ def test_aux_losses_use_the_compiled_loss_and_the_class_weights(tiny_spec, tiny_
     from mmkeras.training.losses import make_loss
 
     view = BalancedTrainingView(build_classifier(tiny_spec, aux_heads=True, seed=0, **tiny_model()))
-    view.compile(optimizer="adam", loss=make_loss(TrainingConfig(loss="focal", focal_gamma=2.0)))
+    view.compile(optimizer="adam", loss=make_loss(TrainingConfig(loss="focal", focal_gamma=2.0, label_smoothing=0.0)))
     labels = tf.constant([0, 1])
     heads = [tf.constant([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2]])] * 3
     x = {f"{name}_present": tf.constant([True, True]) for name in ("caption", "picture", "sound")}

@@ -45,10 +45,12 @@ def test_focal_loss_config_round_trip_and_validation():
 
 
 def test_make_loss_follows_the_training_config():
-    assert isinstance(make_loss(TrainingConfig()), keras.losses.SparseCategoricalCrossentropy)
+    plain = make_loss(TrainingConfig(label_smoothing=0.0))
+    assert isinstance(plain, keras.losses.SparseCategoricalCrossentropy)
     focal = make_loss(TrainingConfig(loss="focal", focal_gamma=3.0))
     assert isinstance(focal, SparseCategoricalFocalCrossentropy) and focal.gamma == 3.0
-    smoothed = make_loss(TrainingConfig(label_smoothing=0.1))
+    smoothed = make_loss(TrainingConfig())  # smoothed crossentropy by default
+    assert isinstance(smoothed, SparseCategoricalFocalCrossentropy)
     assert smoothed.gamma == 0.0 and smoothed.label_smoothing == 0.1
 
 
