@@ -113,7 +113,7 @@ def test_list_hub_occurrence_matches_hub_occurrence_on_the_same_lists():
 
 
 def test_bad_diversities_say_what_is_expected():
-    queries, gallery, labels = _clustered(num_classes=3, per_class=4)
+    queries, gallery, _ = _clustered(num_classes=3, per_class=4)
     for bad in (1.0, -0.1, "0.5", True):
         with pytest.raises(ValueError, match=r"number in \[0, 1\)"):
             retrieval_ranks(queries, gallery, diversity=bad)
