@@ -26,6 +26,7 @@ BENCHMARKS = {
     "alignment": "alignment.py",
     "alignment_remedies": "alignment_training_remedies.py",
     "generalising": "generalising_defaults.py",
+    "blend_heads": "blend_heads.py",
     "train": "train_throughput.py",
     "tta": "time_to_accuracy.py",
     "step": "optimizer_step.py",
