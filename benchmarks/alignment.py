@@ -643,7 +643,7 @@ def target_lines(figures: dict) -> list[str]:
 def _scorings(settings: dict, values: dict) -> list[str]:
     """The scorings a variant was measured with: every one of the run's, the label space if it has heads, and the
     diversified orderings (in files made since they exist)."""
-    extra = (CLASS_SPACE, "class_space_mmr", *DIVERSE)  # class_space_mmr: in files of the first MMR run
+    extra = (CLASS_SPACE, *DIVERSE)
     return [*settings["scorings"], *(name for name in extra if name in values["retrieval"])]
 
 

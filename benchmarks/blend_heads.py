@@ -62,6 +62,11 @@ def modality_dropout_label(modality_dropout: float | dict) -> str:
     return f"{modality_dropout:g}"
 
 
+def label_smoothing_label(label_smoothing: float) -> str:
+    """What a row's name gets for its label smoothing ("" for none, the defaults until 2026-12-04)."""
+    return f" label_smoothing={label_smoothing:g}" if label_smoothing else ""
+
+
 def head_predictions(model_path: Path, spec) -> tuple[dict, object]:
     """`({output name: (N, C) probabilities}, labels)` of a saved classifier on the test split."""
     import numpy as np
@@ -129,7 +134,7 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
         for unimodal_candidate in make_candidates(spec, fusions=(), modality_dropouts=()):
             if unimodal_candidate.features[0] in unimodal:
                 candidates.append(Candidate(
-                    unimodal_candidate.name + (f" label_smoothing={label_smoothing:g}" if label_smoothing else ""),
+                    unimodal_candidate.name + label_smoothing_label(label_smoothing),
                     unimodal_candidate.features, unimodal_candidate.fusion,
                     {**unimodal_candidate.options, "label_smoothing": float(label_smoothing)},
                 ))
@@ -139,7 +144,7 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
                 options = {"modality_dropout": modality_dropout, "balance": "gradient_blending",
                            "blend_smoothing": float(smoothing), "label_smoothing": float(label_smoothing)}
                 name = (f"concat mdrop={modality_dropout_label(modality_dropout)} gradient_blending "
-                        f"smoothing={smoothing:g}" + (f" label_smoothing={label_smoothing:g}" if label_smoothing else ""))
+                        f"smoothing={smoothing:g}" + label_smoothing_label(label_smoothing))
                 candidates.append(Candidate(name, spec.feature_names, "concat", options))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mmkeras-blend-heads-") as folder:

@@ -16,6 +16,7 @@ from mmkeras.alignment.common import (
     positive_mask,
     read_pair_inputs,
 )
+from mmkeras.checks import is_number
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
@@ -135,9 +136,7 @@ def _check_partner_share(partner_share: float | None, positives: str) -> float |
     """`partner_share` as a float in [0, 1] (or None), only with label positives."""
     if partner_share is None:
         return None
-    if isinstance(partner_share, bool) or not isinstance(partner_share, (int, float)) or not (
-        0.0 <= float(partner_share) <= 1.0
-    ):
+    if not is_number(partner_share) or not 0.0 <= partner_share <= 1.0:
         raise ValueError(f"`partner_share` is the partner's share of the target, a number in [0, 1], "
                          f"got {partner_share!r}.")
     if positives != "labels":

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmkeras.checks import check_positive_int
+from mmkeras.checks import check_positive_int, check_rate
 
 # How many items of each list MMR orders; the rest follow by score. Above the largest K anyone reports.
 DEFAULT_DEPTH = 50
@@ -31,14 +31,8 @@ DEFAULT_DEPTH = 50
 
 def check_diversity(diversity: float) -> float:
     """`diversity` as a float in [0, 1), or a ValueError saying so."""
-    if isinstance(diversity, bool) or not isinstance(diversity, (int, float, np.floating)) or not (
-        0.0 <= float(diversity) < 1.0
-    ):
-        raise ValueError(
-            f"`diversity` is MMR's weight on redundancy, a number in [0, 1) (0: rank by score alone; 0.5 is a "
-            f"common choice), got {diversity!r}."
-        )
-    return float(diversity)
+    return check_rate(diversity, "diversity", hint=" (MMR's weight on redundancy; 0 ranks by score alone, 0.5 is "
+                                                   "a common choice)")
 
 
 def diversified_order(

@@ -75,6 +75,14 @@ def retrieval_ranks(
       >>> retrieval_ranks(np.eye(2), np.eye(2)[::-1]).tolist()   # each partner is the other's nearest
       [2, 2]
     """
+    return _ranking(query_embeddings, gallery_embeddings, query_labels, gallery_labels, scoring, neighbours,
+                    diversity, depth, nearest_first)[2]
+
+
+def _ranking(query_embeddings, gallery_embeddings, query_labels, gallery_labels, scoring, neighbours, diversity,
+             depth, nearest_first) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """`retrieval_ranks`' work, with what `retrieval_metrics` reuses: `(scores, relevant, ranks, order)`, where
+    `order` is each list's MMR prefix ((num_queries, depth) gallery indices) or None without a diversity."""
     queries = np.asarray(query_embeddings, dtype=np.float64)
     gallery = np.asarray(gallery_embeddings, dtype=np.float64)
     if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
@@ -85,6 +93,7 @@ def retrieval_ranks(
     scores = rescore(queries, gallery, check_diverse_scoring(scoring, diversity), neighbours=neighbours)
     listed = np.zeros(scores.shape, bool)
     position = np.zeros(len(queries), np.int64)
+    order = None
     if diversity:
         order = diversified_order(scores, gallery, diversity=diversity, depth=depth, demote=relevant,
                                   nearest_first=nearest_first)
@@ -97,7 +106,8 @@ def retrieval_ranks(
     best_relevant = np.where(rest, scores, -np.inf).max(axis=1)
     ahead = np.where(relevant | listed, False, scores >= best_relevant[:, None]).sum(axis=1)
     ranks = np.where(position > 0, position, listed.sum(axis=1) + ahead + 1)
-    return np.where(relevant.any(axis=1), ranks, len(gallery) + 1).astype(np.int64)
+    ranks = np.where(relevant.any(axis=1), ranks, len(gallery) + 1).astype(np.int64)
+    return scores, relevant, ranks, order
 
 
 def check_diverse_scoring(scoring: str, diversity: float) -> str:
@@ -197,17 +207,16 @@ def retrieval_metrics(
       `{"recall@1": ..., "recall@5": ..., "recall@10": ..., "mean_rank": ..., "median_rank": ...}`
       (and "precision@<k>" with labels, "hubness" with `hubness_k`).
     """
-    ranks = retrieval_ranks(
-        query_embeddings, gallery_embeddings, query_labels=query_labels, gallery_labels=gallery_labels,
-        scoring=scoring, neighbours=neighbours, diversity=diversity, depth=depth, nearest_first=nearest_first,
-    )
+    scores, relevant, ranks, order = _ranking(query_embeddings, gallery_embeddings, query_labels, gallery_labels,
+                                              scoring, neighbours, diversity, depth, nearest_first)
     result = summarize_ranks(ranks, ks)
     longest = max([*ks, hubness_k or 0]) if query_labels is not None or hubness_k is not None else 0
     if longest:
-        scores = rescore(query_embeddings, gallery_embeddings, scoring, neighbours=neighbours)
-        relevant = relevance_matrix(len(scores), scores.shape[1], query_labels, gallery_labels)
-        lists = ranked_lists(scores, gallery_embeddings, longest, diversity=diversity, demote=relevant,
-                             nearest_first=nearest_first)
+        if order is not None and order.shape[1] >= min(longest, scores.shape[1]):
+            lists = order[:, :longest]  # MMR is greedy: a longer prefix starts with the shorter one
+        else:
+            lists = ranked_lists(scores, gallery_embeddings, longest, diversity=diversity, demote=relevant,
+                                 nearest_first=nearest_first)
         if query_labels is not None:
             hits = np.take_along_axis(relevant, lists, axis=1)
             result.update({f"precision@{k}": float(hits[:, :k].mean()) for k in ks})

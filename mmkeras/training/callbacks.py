@@ -14,12 +14,7 @@ from pathlib import Path
 
 import keras
 
-from mmkeras.training.run_dir import (
-    RunPaths,
-    fill_keras_save_cache,
-    read_history,
-    save_model,
-)
+from mmkeras.training.run_dir import RunPaths, fill_keras_save_cache, read_history, save_model
 
 
 class EpochAwareBackupAndRestore(keras.callbacks.BackupAndRestore):
