@@ -111,12 +111,12 @@ def logistic_regression_floor(spec, *, train_split: str = "train", test_split: s
 def run(spec_name: str = "avmnist", *, seeds: int = 5, epochs: int = 12, batch_size: int = 32,
         fusions=None, modality_dropouts=(0.0, 0.3), balance_fusions=BALANCE_FUSIONS, balances=OTHER_BALANCES,
         unimodal=None, suffix: str = "", blend_every: int | None = None, quick: bool = False, save: bool = True,
-        command: str | None = None) -> dict:
+        command: str | None = None, balance: str = "aux_heads") -> dict:
     """Run the whole benchmark and (by default) save its tables; returns the figures.
 
     Trains each modality alone (or only the features in `unimodal`), every
-    fusion in `fusions` at each rate of `modality_dropouts` with the default
-    `balance="aux_heads"`, and each fusion of `balance_fusions` with every
+    fusion in `fusions` at each rate of `modality_dropouts` with `balance`
+    (default "aux_heads", the grid of the first results), and each fusion of `balance_fusions` with every
     balance in `balances` (default "none" and "ogm_ge") as well. Runs trained
     with `balance="gradient_blending"` also report the blending weights each
     epoch trained with (`blend_weights` in the results).
@@ -125,6 +125,7 @@ def run(spec_name: str = "avmnist", *, seeds: int = 5, epochs: int = 12, batch_s
       unimodal: the features trained alone; None for all, () for none.
       suffix: added to the results' file names (`<dataset>_fusion<suffix>`).
       blend_every: gradient blending's `blend_every` for every run (None: the training default).
+      balance: the `balance` of the main grid ("gradient_blending": `mmkeras.train`'s default).
     """
     import mmkeras
     from mmkeras.evaluation.comparison import compare_fusions, make_candidates
@@ -135,7 +136,7 @@ def run(spec_name: str = "avmnist", *, seeds: int = 5, epochs: int = 12, batch_s
         balance_fusions = QUICK["balance_fusions"]
     spec = mmkeras.load_spec(spec_name)
     mmkeras.prepare(spec)
-    candidates = make_candidates(spec, fusions=fusions, modality_dropouts=modality_dropouts)
+    candidates = make_candidates(spec, fusions=fusions, modality_dropouts=modality_dropouts, balances=(balance,))
     if unimodal is not None:
         candidates = [c for c in candidates if len(c.features) > 1 or c.features[0] in unimodal]
     if balance_fusions:
@@ -183,11 +184,11 @@ def write_results(results: dict, stem: str, directory: Path = RESULTS) -> None:
     lines = [
         f"# Fusion benchmark: `{results['dataset']}`", "",
         f"Command: `{results['command']}`  ",
-        f"Budget per run: {budget['epochs']} epochs, batch {budget['batch_size']}, {budget['seeds']} seeds, "
-        f"{budget['train_examples']} training examples; test split; "
-        f"{results.get('wall_minutes', float('nan')):.0f} minutes in all.  ",
-        f"Machine: {machine['cpu_count']} CPUs, {machine['platform']}, TF {machine['tensorflow']}, "
-        f"GPUs: {machine['gpus'] or 'none'}", "",
+        (f"Budget per run: {budget['epochs']} epochs, batch {budget['batch_size']}, {budget['seeds']} seeds, "
+         f"{budget['train_examples']} training examples; test split; "
+         f"{results.get('wall_minutes', float('nan')):.0f} minutes in all.  "),
+        (f"Machine: {machine['cpu_count']} CPUs, {machine['platform']}, TF {machine['tensorflow']}, "
+         f"GPUs: {machine['gpus'] or 'none'}"), "",
         "| model | accuracy | macro-F1 | " + " | ".join(f"acc. without {f}" for f in features)
         + " | parameters | train examples/s | s/epoch |",
         "|---|---|---|" + "---|" * len(features) + "---|---|---|",
@@ -263,6 +264,8 @@ def main() -> None:
                         help="fusions also trained with each of --balances")
     parser.add_argument("--balances", nargs="+", default=list(OTHER_BALANCES),
                         help=f"the other balance options of --balance-fusions (default: {' '.join(OTHER_BALANCES)})")
+    parser.add_argument("--balance", default="aux_heads",
+                        help="the balance every fusion of the main grid trains with (train's default: gradient_blending)")
     parser.add_argument("--unimodal", nargs="*", default=None,
                         help="features trained alone (default: every feature; none when given without names)")
     parser.add_argument("--suffix", default="", help="added to the results' file names")
@@ -274,7 +277,8 @@ def main() -> None:
                   fusions=args.fusions, modality_dropouts=tuple(args.modality_dropouts),
                   balance_fusions=tuple(args.balance_fusions), balances=tuple(args.balances),
                   unimodal=None if args.unimodal is None else tuple(args.unimodal), suffix=args.suffix,
-                  blend_every=args.blend_every, quick=args.quick, command="python benchmarks/fusion.py " + shlex.join(sys.argv[1:]))
+                  blend_every=args.blend_every, quick=args.quick, command="python benchmarks/fusion.py " + shlex.join(sys.argv[1:]),
+                  balance=args.balance)
     print((RESULTS / f"{results['dataset']}_fusion{args.suffix}.md").read_text())
 
 

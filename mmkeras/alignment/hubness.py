@@ -18,9 +18,17 @@ into scores that penalise hubs:
   `log P(x | y) = s(x, y) / T - logsumexp_x' s(x', y) / T`, so an item that
   is near every query shares its mass among them.
 
-Both need a pool of query-modality embeddings to measure each gallery item's
-neighbourhood: the queries themselves (the default), or a `reference` set when
-only a few queries are asked at a time.
+- "centred", centring (Suzuki et al., 2013, "Centering similarity measures
+  to reduce hubs"): each modality's mean embedding is subtracted before the
+  cosine, `cos(x - mean_x, y - mean_y)`. Two towers trained apart leave each
+  modality in its own cone (the "modality gap", Liang et al., 2022), and the
+  items nearest the other cone's centre become hubs; centring removes the
+  offset and compares what differs between items.
+
+All three need a pool of query-modality embeddings to measure each gallery item's
+neighbourhood (or, for centring, the query modality's mean): the queries
+themselves (the default), or a `reference` set when only a few queries are
+asked at a time.
 """
 from __future__ import annotations
 
@@ -55,8 +63,10 @@ def _inverted_softmax(scores, reference_scores, neighbours, temperature):
     return scores / temperature - log_partition[None, :]
 
 
-# Scoring name -> function(scores, reference_scores, neighbours, temperature). Read-only.
-SCORINGS = {"cosine": _cosine, "csls": _csls, "inverted_softmax": _inverted_softmax}
+# Scoring name -> function(scores, reference_scores, neighbours, temperature). Read-only. "centred" moves the
+# embeddings themselves (`centred_embeddings`) before the cosines, which it then keeps.
+SCORINGS = {"cosine": _cosine, "csls": _csls, "inverted_softmax": _inverted_softmax, "centred": _cosine}
+CENTRED = "centred"
 
 
 def rescore(
@@ -68,11 +78,11 @@ def rescore(
     temperature: float = DEFAULT_INVERTED_SOFTMAX_TEMPERATURE,
     reference_embeddings: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The (num_queries, num_gallery) scores of a scoring: cosine, CSLS or inverted softmax.
+    """The (num_queries, num_gallery) scores of a scoring: cosine, CSLS, inverted softmax or centred cosine.
 
-    Use "csls" or "inverted_softmax" when a few gallery items come back for
-    most queries (see `hub_occurrence`); ranking by the result instead of the
-    cosine spreads the lists over the gallery.
+    Use "csls", "inverted_softmax" or "centred" when a few gallery items come
+    back for most queries (see `hub_occurrence`); ranking by the result instead
+    of the cosine spreads the lists over the gallery.
 
     Args:
       query_embeddings: (num_queries, dim) unit vectors.
@@ -81,13 +91,15 @@ def rescore(
       neighbours: CSLS's neighbourhood size (clipped to the pool sizes).
       temperature: the inverted softmax's temperature (> 0).
       reference_embeddings: (num_reference, dim) query-modality embeddings
-        that measure each gallery item's neighbourhood; default the queries.
+        that measure each gallery item's neighbourhood (for "centred": whose
+        mean is the query modality's centre); default the queries.
 
     Returns:
       A float64 array; higher is better. For "cosine", the cosines.
 
     Raises:
-      ValueError: for an unknown scoring, bad sizes, or mismatched widths.
+      ValueError: for an unknown scoring, bad sizes, mismatched widths, or
+        "centred" with a pool of one query or one gallery item.
 
     Example:
       >>> hub = np.array([[1.0, 1.0]]) / np.sqrt(2)
@@ -106,9 +118,35 @@ def rescore(
             raise ValueError(
                 f"Embeddings must be 2D with the same width; got {name} {array.shape} and gallery {gallery.shape}."
             )
+    if scoring == CENTRED:
+        queries, gallery, reference = centred_embeddings(queries, gallery, reference)
     scores = queries @ gallery.T
     reference_scores = scores if reference_embeddings is None else reference @ gallery.T
     return function(scores, reference_scores, neighbours, temperature)
+
+
+def centred_embeddings(queries: np.ndarray, gallery: np.ndarray,
+                       reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The "centred" scoring's vectors: queries and reference less the reference's mean, gallery less its own, unit.
+
+    Raises:
+      ValueError: if the reference or the gallery has a single row (its mean is
+        the item itself, and nothing would be left to compare).
+    """
+    for name, pool in (("query", reference), ("gallery", gallery)):
+        if len(pool) < 2:
+            raise ValueError(
+                f"The 'centred' scoring subtracts the {name} modality's mean embedding, which one item cannot "
+                "give: pass more gallery items, or a `reference` pool of query-modality embeddings."
+            )
+    query_centre, gallery_centre = reference.mean(axis=0), gallery.mean(axis=0)
+    return _unit(queries - query_centre), _unit(gallery - gallery_centre), _unit(reference - query_centre)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
 
 
 def hub_occurrence(scores: np.ndarray, k: int = DEFAULT_NEIGHBOURS, *, hub_fraction: float = HUB_FRACTION) -> dict:

@@ -12,9 +12,9 @@ Ties are counted against the query: a relevant item tied with an irrelevant
 one ranks after it, so a collapsed encoder (all embeddings equal) gets the
 worst ranks, not the best.
 
-Every function takes a `scoring` ("cosine", "csls", "inverted_softmax"; see
-`mmkeras.alignment.hubness`): the hub-reducing scorings rank by scores that
-pull back gallery items close to every query. And a `diversity`: above 0,
+Every function takes a `scoring` ("cosine", "csls", "inverted_softmax",
+"centred"; see `mmkeras.alignment.hubness`): the hub-reducing scorings rank by
+scores that pull back gallery items close to every query. And a `diversity`: above 0,
 each list is ordered by maximal marginal relevance (see
 `mmkeras.alignment.diversity`), which lists items of several regions of the
 space early instead of one cluster after another.
@@ -54,7 +54,7 @@ def retrieval_ranks(
         None: gallery item i is the one relevant item of query i.
       gallery_labels: (num_gallery,) class ids (with `query_labels`).
       scoring: how the gallery is ranked: "cosine", or a hub-reducing
-        "csls" / "inverted_softmax" (the queries are the reference pool).
+        "csls" / "inverted_softmax" / "centred" (the queries are the reference pool).
       neighbours: CSLS's neighbourhood size.
       diversity: 0 ranks by score; in (0, 1), the first `depth` items of
         each list are chosen by MMR (`mmkeras.alignment.diversity`; cosine

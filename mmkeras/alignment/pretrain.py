@@ -76,7 +76,8 @@ def pretrain_encoder(
       exclude_classes: class names whose examples are left out, e.g. to test
         zero-shot recognition of classes the encoder never saw; their texts
         are left out of the learned text vocabularies too.
-      seed: seed for weights and shuffling.
+      seed: seed for weights, shuffling and augmentation; with a seed the
+        split's decoding also keeps its order, so that a run is reproducible.
       verbose: Keras `fit` verbosity.
       **encoder_options: `build_dual_encoder` arguments (embed_dim, branch_options, ...).
 
@@ -108,7 +109,7 @@ def pretrain_encoder(
     loss = ContrastiveLoss(positives=positives) if loss is None else loss
     encoder.compile(keras.optimizers.Adam(learning_rate), loss=loss)
     dataset = make_dataset(spec.with_features(list(encoder.feature_names)), split, batch_size=batch_size,
-                           training=True, seed=seed)
+                           training=True, seed=seed, deterministic=seed is not None)
     if excluded:
         kept = int(np.sum(~np.isin(split_labels(spec, split), excluded)))
         if kept < batch_size:

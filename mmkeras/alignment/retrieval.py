@@ -167,7 +167,7 @@ def retrieve_embeddings(
       query_embeddings: (num_queries, dim) unit vectors.
       gallery_embeddings: (num_gallery, dim) unit vectors.
       k: how many gallery items to return per query.
-      scoring: "cosine", "csls" or "inverted_softmax" (see `mmkeras.alignment.hubness.rescore`).
+      scoring: "cosine", "csls", "inverted_softmax" or "centred" (see `mmkeras.alignment.hubness.rescore`).
       neighbours: CSLS's neighbourhood size.
       reference_embeddings: query-modality embeddings that measure each
         gallery item's neighbourhood for CSLS / inverted softmax (default the
@@ -220,8 +220,8 @@ def retrieve(
         modality; the same one gives within-modality search).
       k: how many gallery items to return per query.
       batch_size: examples per tower call.
-      scoring: "cosine"; or "csls" / "inverted_softmax", which rank down
-        "hub" items that come back for most queries (see `hub_occurrence`).
+      scoring: "cosine"; or "csls" / "inverted_softmax" / "centred", which rank
+        down "hub" items that come back for most queries (see `hub_occurrence`).
       neighbours: CSLS's neighbourhood size.
       reference: `{feature_name: values}` of the queries' feature, the pool
         that measures each gallery item's neighbourhood for the hub-reducing
@@ -331,8 +331,8 @@ def evaluate_retrieval(
         data paired by class); default: only the same example.
       ks: the K of each Recall@K.
       batch_size: examples per batch.
-      scoring: "cosine", "csls" or "inverted_softmax" (the hub-reducing
-        scorings use the split's queries as their reference pool).
+      scoring: "cosine", "csls", "inverted_softmax" or "centred" (the
+        hub-reducing scorings use the split's queries as their reference pool).
       neighbours: CSLS's neighbourhood size.
       hubness_k: report each direction's `hub_occurrence` of its top-k lists
         under "hubness"; None: leave it out.

@@ -59,7 +59,7 @@ def make_candidates(
       fusions: fusion names (default: all of `mmkeras.FUSIONS`).
       modality_dropouts: modality-dropout rates each fusion is trained with.
       balances: `balance` training options each fusion is trained with
-        ("none", "aux_heads", "ogm_ge", "gradient_blending"; default: the training default).
+        ("none", "aux_heads", "ogm_ge", "gradient_blending"; default: "aux_heads").
       unimodal: include one single-modality model per feature (trained
         without modality dropout or balancing, which need two modalities).
 

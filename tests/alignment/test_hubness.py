@@ -1,4 +1,4 @@
-"""Hub occurrence and the hub-reducing scorings (CSLS, inverted softmax) on a gallery with planted hubs."""
+"""Hub occurrence and the hub-reducing scorings (CSLS, inverted softmax, centring) on galleries with planted hubs."""
 from __future__ import annotations
 
 import numpy as np
@@ -78,6 +78,47 @@ def test_csls_and_inverted_softmax_match_their_formulas():
     result = retrieve_embeddings(queries[:1], gallery, k=2, scoring="csls", neighbours=k,
                                  reference_embeddings=reference)
     assert result.indices.tolist() == [np.argsort(-pooled[0])[:2].tolist()]
+
+
+def _modality_gap(seed, num=300, classes=10, dim=16, offset=3.0, noise=0.8):
+    """Class-clustered queries and gallery, each modality shifted by its own offset (two cones, as two towers leave)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim))
+    query_labels, gallery_labels = rng.integers(classes, size=num), rng.integers(classes, size=num)
+    query_offset, gallery_offset = (offset * _unit(rng.normal(size=(1, dim))) for _ in range(2))
+    queries = _unit(centres[query_labels] + noise * rng.normal(size=(num, dim)) + query_offset)
+    gallery = _unit(centres[gallery_labels] + noise * rng.normal(size=(num, dim)) + gallery_offset)
+    return queries, gallery, query_labels, gallery_labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_centring_closes_a_modality_gap_ranks_classes_better_and_spreads_the_lists(seed):
+    queries, gallery, query_labels, gallery_labels = _modality_gap(seed)
+    kwargs = {"query_labels": query_labels, "gallery_labels": gallery_labels, "hubness_k": 10, "ks": (1, 10)}
+    plain = retrieval_metrics(queries, gallery, **kwargs)
+    centred = retrieval_metrics(queries, gallery, scoring="centred", **kwargs)
+    assert centred["recall@1"] > plain["recall@1"] + 0.05, (plain, centred)
+    assert centred["mean_rank"] < plain["mean_rank"]
+    assert centred["hubness"]["skewness"] < plain["hubness"]["skewness"] - 0.5
+    assert centred["hubness"]["queries_with_hub"] < plain["hubness"]["queries_with_hub"]
+
+
+def test_centring_matches_its_formula_and_needs_a_pool():
+    rng = np.random.default_rng(2)
+    queries, gallery, reference = (rng.normal(size=(size, 4)) for size in (6, 5, 9))
+    queries, gallery, reference = _unit(queries), _unit(gallery), _unit(reference)
+    expected = _unit(queries - queries.mean(axis=0)) @ _unit(gallery - gallery.mean(axis=0)).T
+    np.testing.assert_allclose(rescore(queries, gallery, "centred"), expected)
+    # One query is centred by a reference pool's mean, the gallery by its own.
+    pooled = rescore(queries[:1], gallery, "centred", reference_embeddings=reference)
+    np.testing.assert_allclose(pooled, _unit(queries[:1] - reference.mean(axis=0))
+                               @ _unit(gallery - gallery.mean(axis=0)).T)
+    with pytest.raises(ValueError, match="query modality's mean embedding.*`reference` pool"):
+        rescore(queries[:1], gallery, "centred")
+    with pytest.raises(ValueError, match="gallery modality's mean"):
+        rescore(queries, gallery[:1], "centred")
+    with pytest.raises(ValueError, match="scoring='cosine', not 'centred'"):
+        retrieval_metrics(queries[:5], gallery, scoring="centred", diversity=0.5)
 
 
 def test_bad_scorings_and_sizes_say_what_is_expected():
