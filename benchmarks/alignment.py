@@ -657,9 +657,10 @@ def _precision(entry: dict, k: int) -> str:
 
 
 _REPRODUCIBILITY = (
-    "Training on CPU is not bit-reproducible (parallel reductions add in varying order), so two runs of the same "
-    "command with the same seed differ: in our runs retrieval R@1 moved by up to about 0.1 and the fine-tuning "
-    "gain by a few points. Read differences smaller than that as noise."
+    "A seeded run is reproducible on one machine: pre-training decodes its split in order under a seed, so the same "
+    "command gives the same figures (checked: the variants' rows repeat exactly between processes). Read differences "
+    "against the seed spread (the ± columns). Files made before 2026-12-04's seventh session were not reproducible: "
+    "there, runs of the same command moved retrieval R@1 by up to about 0.1."
 )
 _ZERO_SHOT_MEANING = {
     "avmnist": (
