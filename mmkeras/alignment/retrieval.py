@@ -170,8 +170,9 @@ def retrieve_embeddings(
       scoring: "cosine", "csls", "inverted_softmax" or "centred" (see `mmkeras.alignment.hubness.rescore`).
       neighbours: CSLS's neighbourhood size.
       reference_embeddings: query-modality embeddings that measure each
-        gallery item's neighbourhood for CSLS / inverted softmax (default the
-        queries; pass a larger pool when asking a few queries at a time).
+        gallery item's neighbourhood for CSLS / inverted softmax, and whose
+        mean centres the queries for "centred" (default the queries; pass a
+        larger pool when asking a few queries at a time).
       diversity: 0 lists by score; in (0, 1), by maximal marginal relevance
         (`mmkeras.alignment.diversity`, cosine scoring only): items much like
         one already listed wait, so the list spans several regions of the space.
