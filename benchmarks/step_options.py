@@ -3,7 +3,8 @@
 Run `python benchmarks/step_options.py [--spec avmnist] [--variant NAME=JSON ...] [--rounds 3]` (or
 `mmkeras bench step_options ...`). Each variant is a set of `RuntimeConfig` fields (by default
 `bfloat16={"mixed_precision": true}` and `steps_per_execution 4={"steps_per_execution": 4}`) and
-`"grappler": false` to switch TensorFlow's graph optimiser off. Each measurement runs in a fresh
+`"grappler": false` to switch TensorFlow's graph optimiser off, `"inter_op_threads": N` /
+`"intra_op_threads": N` to size its thread pools. Each measurement runs in a fresh
 Python process that builds and compiles the spec's default classifier as `mmkeras.train` does
 (`build_and_compile`, `TrainingView.build_for`) and fits it on the same batches of the real train
 split, cached in memory: the first `--first-steps` steps (tracing, graph optimisation, first
@@ -41,6 +42,11 @@ def measure(spec_name: str, options: dict, *, first_steps: int, steps: int, batc
     requested, options = options, dict(options)
     if not options.pop("grappler", True):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    # TensorFlow's thread pools (default: one thread per core each), set before the first op runs.
+    if "inter_op_threads" in options:
+        tf.config.threading.set_inter_op_parallelism_threads(int(options.pop("inter_op_threads")))
+    if "intra_op_threads" in options:
+        tf.config.threading.set_intra_op_parallelism_threads(int(options.pop("intra_op_threads")))
 
     from mmkeras.data.pipeline import make_dataset
     from mmkeras.datasets import prepare
@@ -196,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="avmnist", help="bundled spec name or YAML path (default: avmnist)")
     parser.add_argument("--variant", action="append", type=parse_variant, metavar="NAME=JSON",
-                        help="RuntimeConfig fields (and \"grappler\": false) to compare with the default (repeatable)")
+                        help="RuntimeConfig fields (and \"grappler\": false, \"inter_op_threads\" / \"intra_op_threads\": N) "
+                             "to compare with the default (repeatable)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--first-steps", type=int, default=8)
     parser.add_argument("--steps", type=int, default=48)
