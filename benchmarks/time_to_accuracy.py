@@ -449,6 +449,12 @@ def row_in_this_process(request: dict) -> None:
     """In the child: train once with `mmkeras.train` and print the figures (see `run_in_fresh_process`)."""
     import mmkeras
 
+    try:  # what `train` chooses as a user's first TensorFlow work (the checks below start TensorFlow first)
+        from mmkeras.training.strategy import configure_threads
+    except ImportError:  # a checkout from before the thread option keeps TensorFlow's defaults
+        pass
+    else:
+        configure_threads(request["options"].get("intra_op_threads"), request["options"].get("inter_op_threads"))
     spec = mmkeras.load_spec(request["spec"])
     mmkeras.prepare(spec)
     for split in spec.splits:

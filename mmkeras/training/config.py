@@ -225,6 +225,16 @@ class RuntimeConfig:
         learning; None backs up at the end of each epoch only.
       verbose: Keras progress output: "auto" (a progress bar when the output
         is a terminal, one line per epoch otherwise), 0, 1 or 2.
+      intra_op_threads: threads that one TensorFlow op may split its work
+        over. None: 1 on a machine without GPUs and with at most 2 cores
+        (there the step is many small ops, and the inter-op threads run them
+        side by side: steps 0.68x on avmnist and 0.72x on tuxpaint, see
+        benchmarks/results/step_options_*__threads.md), TensorFlow's default
+        (one per core) elsewhere; 0: TensorFlow's default; N: N threads.
+      inter_op_threads: threads that run independent ops at once; None or 0:
+        TensorFlow's default (one per core); N: N threads. Both take effect
+        only if set before the process's first TensorFlow op (`train` sets
+        them first; an explicit value it cannot apply is warned about).
 
     Raises:
       ValueError: for a value out of range, naming the field and the allowed values.
@@ -237,6 +247,8 @@ class RuntimeConfig:
     fused_optimizer: bool = True
     backup_every_steps: int | None = None
     verbose: str | int = "auto"
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
 
     def __post_init__(self):
         _check_choice(self, "strategy", STRATEGIES)
@@ -248,6 +260,9 @@ class RuntimeConfig:
         if self.backup_every_steps is not None:
             _check_positive_int(self, "backup_every_steps")
         _check_choice(self, "verbose", VERBOSITIES)
+        for name in ("intra_op_threads", "inter_op_threads"):
+            if getattr(self, name) is not None:
+                _check_positive_int(self, name, allow_zero=True)
 
 
 @dataclasses.dataclass(frozen=True)

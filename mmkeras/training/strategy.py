@@ -1,9 +1,10 @@
-"""Devices, in one place: the distribution strategy, mixed precision and XLA.
+"""Devices, in one place: the distribution strategy, mixed precision, XLA and CPU threads.
 
 No other module of mmkeras asks which devices exist. `resolve_runtime` turns
 a `RuntimeConfig` into a `ResolvedRuntime`: the `tf.distribute.Strategy` to
-build and train under, and the precision and compilation choices that fit the
-hardware (mixed precision and XLA on GPU, plain float32 on CPU).
+build and train under, and the precision, compilation and thread choices that
+fit the hardware (mixed precision and XLA on GPU, plain float32 on CPU, one
+thread per op on a 2-core CPU).
 """
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ import tensorflow as tf
 
 from mmkeras.checks import is_integer
 from mmkeras.training.config import STRATEGIES, RuntimeConfig
+
+# Up to this many cores (and without GPUs) an op runs on one thread by default: measured on 2 cores, where the
+# training step is many small ops and splitting each one costs more than it saves (step_options_*__threads.md).
+# Larger machines keep TensorFlow's default until measured there.
+SINGLE_THREAD_OPS_MAX_CORES = 2
 
 TF_CONFIG_EXAMPLE = (
     '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
@@ -43,6 +49,8 @@ class ResolvedRuntime:
       is_chief: whether this worker writes the run's artefacts (always true
         outside multi-worker training).
       task_name: this worker's task in the cluster, e.g. "worker-1" ("" outside one).
+      intra_op_threads, inter_op_threads: TensorFlow's thread pools as they
+        are for this process (0: TensorFlow's default, one thread per core).
     """
 
     strategy: Any
@@ -55,6 +63,8 @@ class ResolvedRuntime:
     fused_optimizer: bool = True
     is_chief: bool = True
     task_name: str = ""
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
 
     def describe(self) -> dict[str, Any]:
         """Everything but the strategy object, as JSON-ready data."""
@@ -76,7 +86,9 @@ def resolve_runtime(config: RuntimeConfig | None = None) -> ResolvedRuntime:
       A `ResolvedRuntime`. `mixed_precision` left at None becomes True on
       GPU and False on CPU; `jit_compile` left at None becomes True on a
       single GPU and False otherwise (on CPU it gained nothing in
-      `benchmarks/train_throughput.py`).
+      `benchmarks/train_throughput.py`); `intra_op_threads` left at None
+      becomes 1 on a CPU-only machine with at most
+      `SINGLE_THREAD_OPS_MAX_CORES` cores (see `configure_threads`).
 
     Example:
       >>> runtime = resolve_runtime(RuntimeConfig(strategy="auto"))
@@ -84,8 +96,10 @@ def resolve_runtime(config: RuntimeConfig | None = None) -> ResolvedRuntime:
       ('default', False)
     """
     config = config or RuntimeConfig()
-    strategy, strategy_name = _make_strategy(config.strategy)
     on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    intra_op_threads, inter_op_threads = configure_threads(config.intra_op_threads, config.inter_op_threads,
+                                                           on_gpu=on_gpu)
+    strategy, strategy_name = _make_strategy(config.strategy)
     num_replicas = int(strategy.num_replicas_in_sync)
     # Like Keras' own default, XLA stays off when gradients are all-reduced across replicas.
     default_jit = on_gpu and num_replicas == 1
@@ -106,7 +120,63 @@ def resolve_runtime(config: RuntimeConfig | None = None) -> ResolvedRuntime:
         fused_optimizer=config.fused_optimizer,
         is_chief=bool(strategy.extended.should_checkpoint),
         task_name=_task_name(strategy),
+        intra_op_threads=intra_op_threads,
+        inter_op_threads=inter_op_threads,
     )
+
+
+def configure_threads(intra_op_threads: int | None = None, inter_op_threads: int | None = None, *,
+                      on_gpu: bool = False, cores: int | None = None) -> tuple[int, int]:
+    """Size TensorFlow's intra-op and inter-op thread pools, if the process has not started TensorFlow yet.
+
+    On a CPU-only machine with at most `SINGLE_THREAD_OPS_MAX_CORES` cores,
+    `intra_op_threads=None` means 1: the default models' steps are many
+    small ops, which the inter-op threads then run side by side instead of
+    splitting each one over both cores (avmnist's step 0.68x, tuxpaint's
+    0.72x: `benchmarks/results/step_options_*__threads.md`). Elsewhere None
+    keeps TensorFlow's default, as 0 does.
+
+    TensorFlow fixes its pools at its first op. After that a value cannot be
+    changed: an explicit request that differs is warned about, the automatic
+    one is skipped quietly.
+
+    Args:
+      intra_op_threads: threads per op; None (automatic), 0 (TensorFlow's
+        default) or a positive count.
+      inter_op_threads: ops run at once; None or 0 (TensorFlow's default) or a positive count.
+      on_gpu: whether GPUs are visible (the automatic choice is for CPUs only).
+      cores: the cores this process may use (default: its CPU affinity).
+
+    Returns:
+      `(intra_op_threads, inter_op_threads)` as they are for the process (0: TensorFlow's default).
+
+    Example:
+      >>> configure_threads(cores=2)   # before any TensorFlow op, on a 2-core CPU
+      (1, 0)
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    automatic = intra_op_threads is None
+    if automatic:
+        intra_op_threads = 1 if not on_gpu and cores <= SINGLE_THREAD_OPS_MAX_CORES else 0
+    threading = tf.config.threading
+    for name, wanted, explicit, get, set_ in (
+        ("intra_op_threads", intra_op_threads, not automatic, threading.get_intra_op_parallelism_threads,
+         threading.set_intra_op_parallelism_threads),
+        ("inter_op_threads", inter_op_threads or 0, bool(inter_op_threads), threading.get_inter_op_parallelism_threads,
+         threading.set_inter_op_parallelism_threads),
+    ):
+        if wanted == get():
+            continue
+        try:
+            set_(wanted)
+        except RuntimeError:
+            if explicit:
+                warnings.warn(
+                    f"{name}={wanted} cannot be applied: TensorFlow already ran an op in this process, so its "
+                    f"thread pools are fixed ({get() or 'its default'}). Set it before any TensorFlow work, e.g. "
+                    "train in a fresh process or call `mmkeras.train` first.", stacklevel=3)
+    return threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()
 
 
 def cpu_supports_bfloat16(cpuinfo: str | None = None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -99,3 +100,63 @@ def test_half_precision_is_bfloat16_on_cpu_and_float16_on_gpu():
     with precision_policy(True, "CPU"):
         layer = keras.layers.Conv2D(2, 3)
     assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"
+
+
+def _fresh_process(code: str) -> dict:
+    """Run `code` in a new Python process (TensorFlow not yet started there); return the JSON it prints last."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_threads_are_one_per_op_on_a_small_cpu_and_tensorflows_default_elsewhere():
+    result = _fresh_process(
+        "import json, warnings\n"
+        "from mmkeras.training.strategy import configure_threads\n"
+        "choices = {'small_cpu': configure_threads(cores=2), 'large_cpu': configure_threads(cores=16),\n"
+        "           'small_gpu_host': configure_threads(cores=2, on_gpu=True), 'explicit': configure_threads(3, 2)}\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import tensorflow as tf; tf.constant(1.0) + 1.0   # TensorFlow's pools are fixed from here on\n"
+        "    choices['automatic_after_start'] = configure_threads(cores=2)\n"
+        "    choices['explicit_after_start'] = configure_threads(5)\n"
+        "choices['warnings'] = [str(w.message) for w in caught]\n"
+        "print(json.dumps(choices))\n"
+    )
+    assert result["small_cpu"] == [1, 0] and result["large_cpu"] == [0, 0] and result["small_gpu_host"] == [0, 0]
+    assert result["explicit"] == [3, 2]
+    # Once TensorFlow has run an op the pools stay as they were: quietly for the automatic choice, with a warning
+    # naming the fix for an explicit one.
+    assert result["automatic_after_start"] == [3, 2] and result["explicit_after_start"] == [3, 2]
+    assert len(result["warnings"]) == 1 and "intra_op_threads=5 cannot be applied" in result["warnings"][0]
+    assert "fresh process" in result["warnings"][0]
+
+
+def test_one_thread_per_op_predicts_what_the_default_threads_predict(tiny_spec):
+    code = (
+        "import json, keras, numpy as np, mmkeras\n"
+        "from mmkeras.training.strategy import configure_threads\n"
+        "configure_threads(THREADS)\n"
+        "from mmkeras.data.pipeline import make_dataset\n"
+        "spec = mmkeras.load_spec('tiny')\n"
+        "keras.utils.set_random_seed(0)\n"
+        "model = mmkeras.build_classifier(spec, units=8, embed_dim=8)\n"
+        "probabilities = model.predict(make_dataset(spec, 'test', batch_size=8), verbose=0)\n"
+        "outputs = probabilities if isinstance(probabilities, dict) else {'output': probabilities}\n"
+        "print(json.dumps({name: np.asarray(value, float).tolist() for name, value in outputs.items()}))\n"
+    )
+    one, default = (_fresh_process(code.replace("THREADS", str(threads))) for threads in (1, 0))
+    assert sorted(one) == sorted(default)
+    for name in one:
+        np.testing.assert_allclose(np.array(one[name]), np.array(default[name]), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_thread_counts_are_checked():
+    with pytest.raises(ValueError, match="RuntimeConfig.intra_op_threads"):
+        RuntimeConfig(intra_op_threads=-1)
+    with pytest.raises(ValueError, match="RuntimeConfig.inter_op_threads"):
+        RuntimeConfig(inter_op_threads=1.5)
+    assert RuntimeConfig(intra_op_threads=0).intra_op_threads == 0
