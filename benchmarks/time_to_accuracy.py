@@ -573,11 +573,11 @@ def format_markdown(report: dict) -> str:
     lines = [
         "# Time to accuracy",
         "",
-        f"`{report['command']}`; {report['machine']}; float32 matmul {report['matmul_gflops']} GFLOP/s "
+        (f"`{report['command']}`; {report['machine']}; float32 matmul {report['matmul_gflops']} GFLOP/s "
         f"(measured in the same run); batch {report['batch_size']}, {report['epochs']} epochs, "
         f"{report['seeds']} seeds; times are means over the seeds. Measured {report.get('date', '')}; load "
         f"average (1, 5, 15 min) {report.get('load_average_at_start')} at the start, "
-        f"{report.get('load_average_at_end')} at the end (2 cores: above 2 the machine was shared).",
+        f"{report.get('load_average_at_end')} at the end (2 cores: above 2 the machine was shared)."),
         "",
         f"\"mmkeras before\": {report.get('before_row', 'BEFORE_OPTIONS')}.",
         "",
@@ -586,13 +586,13 @@ def format_markdown(report: dict) -> str:
         lines += [
             f"## {name}",
             "",
-            "Every mmkeras row runs in a fresh process and counts its own start-up (imports, TF, data checks; "
+            ("Every mmkeras row runs in a fresh process and counts its own start-up (imports, TF, data checks; "
             f"{data.get('mmkeras_startup_seconds')} s on average); the plain model's counts this process's "
             f"({data['startup_seconds']} s). "
-            f"Logistic-regression early-fusion floor: {data['floor']}.",
+            f"Logistic-regression early-fusion floor: {data['floor']}."),
             "",
-            "| model | s to floor | s to 0.85 | first epoch s | steady epoch s | first / steady | MFLOP/example "
-            "(train) | % of matmul rate | final test accuracy |",
+            ("| model | s to floor | s to 0.85 | first epoch s | steady epoch s | first / steady | MFLOP/example "
+            "(train) | % of matmul rate | final test accuracy |"),
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for label, row in data["models"].items():
