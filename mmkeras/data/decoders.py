@@ -30,6 +30,8 @@ import tensorflow as tf
 
 from mmkeras.spec import DatasetSpec, FeatureSpec
 
+# Weights of R, G and B in an image's grayscale value, those of `tf.image.rgb_to_grayscale` (ITU-R BT.601).
+LUMA_WEIGHTS = (0.2989, 0.5870, 0.1140)
 # Leading bytes of the image formats `tf.io.decode_image` understands.
 IMAGE_SIGNATURES = {
     "PNG": b"\x89PNG\r\n\x1a\n",
@@ -301,7 +303,7 @@ def decode_image(feature: FeatureSpec, encoded_bytes: tf.Tensor, *, check_limit:
             image = tf.io.decode_image(encoded_bytes, channels=3, expand_animations=False)
         image = tf.cast(image, tf.float32)
         if channels == 1:
-            image = tf.image.rgb_to_grayscale(image)
+            image = rgb_to_grayscale(image)
         same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
         image = tf.cond(
             same_size,
@@ -310,6 +312,21 @@ def decode_image(feature: FeatureSpec, encoded_bytes: tf.Tensor, *, check_limit:
         )
         image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
         return tf.ensure_shape(image, feature.shape)
+
+
+def rgb_to_grayscale(image: tf.Tensor) -> tf.Tensor:
+    """`tf.image.rgb_to_grayscale` of a float image (same luma weights), as an element-wise weighted sum.
+
+    TensorFlow's version is a `tensordot`, whose graph makes oneDNN log an
+    ERROR-level line ("oneDNN supports DT_UINT8 only on platforms with
+    AVX-512") in every process that decodes a grayscale image, though
+    nothing is wrong; this one gives the same values without it.
+
+    Example:
+      >>> rgb_to_grayscale(tf.constant([[[100.0, 100.0, 100.0]]])).numpy().round(2)
+      array([[[99.99]]], dtype=float32)
+    """
+    return tf.reduce_sum(image * tf.constant(LUMA_WEIGHTS, image.dtype), axis=-1, keepdims=True)
 
 
 def declared_wav_size(wav_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

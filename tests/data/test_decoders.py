@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -66,6 +69,35 @@ def test_one_channel_spec_turns_rgb_into_grey():
     expected = np.round(PIXELS.astype(np.float32) @ np.array([0.2989, 0.587, 0.114], np.float32))
     assert decoded.shape == (6, 4, 1)
     np.testing.assert_allclose(decoded[..., 0], expected, atol=1)
+
+
+def test_grey_values_are_those_of_tensorflows_rgb_to_grayscale():
+    images = tf.constant(np.random.default_rng(1).integers(0, 256, (8, 16, 16, 3)).astype(np.float32))
+    np.testing.assert_array_equal(decoders.rgb_to_grayscale(images).numpy(),
+                                  tf.image.rgb_to_grayscale(images).numpy())
+
+
+def test_decoding_grey_images_in_a_pipeline_logs_no_error():
+    # tf.image.rgb_to_grayscale's tensordot made oneDNN log "E... oneDNN supports DT_UINT8 only on platforms with
+    # AVX-512" in every run of a grayscale spec (avmnist): an alarming line about nothing. A fresh process, as
+    # TensorFlow logs it once per process.
+    code = (
+        "import numpy as np, tensorflow as tf\n"
+        "from mmkeras.data import decoders\n"
+        "from mmkeras.spec import spec_from_dict\n"
+        "spec = spec_from_dict({'name': 'grey', 'label': {'column': 'label', 'class_names': ['a', 'b']},\n"
+        "    'features': [{'name': 'grey', 'modality': 'image', 'image_size': [6, 4], 'channels': 1}],\n"
+        "    'splits': {'train': 'manifest.csv'}})\n"
+        "png = tf.io.encode_png(np.random.default_rng(0).integers(0, 256, (6, 4, 3)).astype(np.uint8))\n"
+        "data = tf.data.Dataset.from_tensors(png).repeat(3)\n"
+        "print(sum(1 for _ in data.map(lambda b: decoders.decode_image(spec.feature('grey'), b))))\n"
+    )
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}  # errors only, as the CLI shows them
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                            timeout=120, env=environment)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "3"
+    assert "oneDNN supports" not in result.stderr
 
 
 def test_image_garbage_and_truncated_bytes_fail_naming_the_feature():
