@@ -2,19 +2,65 @@
 
 `make_callbacks` lists them in the order they must run at each epoch end:
 replica statistics first, then logs, the best-model save and the backup, so a run killed at any
-moment resumes from a state whose history and best model are already written.
+moment resumes from a state whose history and best model are already written. A `BackupSchedule`
+shared by the last two writes them at the same epoch ends, at most every so many seconds.
 """
 from __future__ import annotations
 
 import importlib.util
 import math
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
 
 from mmkeras.training.run_dir import RunPaths, fill_keras_save_cache, read_history, save_model
+
+
+class BackupSchedule:
+    """When a run writes its state: at an epoch's end, once `every_seconds` have passed since the last write.
+
+    `BestModelCheckpoint` and `EpochAwareBackupAndRestore` share one, so
+    they write at the same epoch ends: the best model on disk is then always
+    the best of the epochs the backup holds, which a resumed run relies on.
+    The decision is taken once per epoch (by whichever asks first), and the
+    clock starts when training does (`start`) and again at every write
+    (`wrote`).
+
+    Args:
+      every_seconds: the least time between two writes; 0 writes at every epoch end.
+      clock: a function returning seconds (`time.monotonic`; tests pass their own).
+
+    Example:
+      >>> schedule = BackupSchedule(30.0)
+      >>> callbacks = [BestModelCheckpoint(classifier, "run/best.keras", schedule=schedule),
+      ...              EpochAwareBackupAndRestore("run/backup", schedule=schedule)]
+    """
+
+    def __init__(self, every_seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.every_seconds = float(every_seconds)
+        self.clock = clock
+        self._last = clock()
+        self._epoch: int | None = None
+        self._due = True
+
+    def start(self) -> None:
+        """Start counting from now (training begins)."""
+        self._last = self.clock()
+        self._epoch = None
+
+    def due(self, epoch: int) -> bool:
+        """Whether the end of `epoch` writes (the same answer to every caller in that epoch)."""
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._due = self.clock() - self._last >= self.every_seconds
+        return self._due
+
+    def wrote(self) -> None:
+        """Record a write: the next is due `every_seconds` from now."""
+        self._last = self.clock()
 
 
 class EpochAwareBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -27,22 +73,40 @@ class EpochAwareBackupAndRestore(keras.callbacks.BackupAndRestore):
     backups are also taken at every epoch end, where Keras takes them only
     every `save_freq` steps.
 
+    With a `schedule` (and `save_freq="epoch"`) an epoch's end is backed up
+    only when the schedule says it is due.
+
     Args:
       backup_dir: the folder of the backup (used by nothing else).
       save_freq: "epoch", or back up every this many training steps too.
+      schedule: a `BackupSchedule`, or None to back up at every epoch end.
+
+    Raises:
+      ValueError: for a schedule with step-wise backups.
     """
 
-    def __init__(self, backup_dir, save_freq="epoch", **kwargs):
+    def __init__(self, backup_dir, save_freq="epoch", schedule: BackupSchedule | None = None, **kwargs):
         super().__init__(backup_dir, save_freq=save_freq, **kwargs)
+        if schedule is not None and save_freq != "epoch":
+            raise ValueError("A backup schedule goes with save_freq='epoch': step-wise backups are written as asked.")
+        self.schedule = schedule
         if save_freq == "epoch":
             # Nothing to do after a step: Keras' no-op hook instead of one that checks the step count
             # (a backend that runs hooks asynchronously could then run the steps without waiting on them).
             self.on_train_batch_end = keras.callbacks.Callback.on_train_batch_end.__get__(self)
 
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.schedule is not None:
+            self.schedule.start()
+
     def on_epoch_begin(self, epoch, logs=None):
         self._current_epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.schedule is not None and not self.schedule.due(epoch):
+            self._current_epoch, self._last_batch_seen = epoch + 1, 0  # what Keras' own method records
+            return
         super().on_epoch_end(epoch, logs)
         if self.save_freq != "epoch":
             self._save_model()
@@ -51,6 +115,8 @@ class EpochAwareBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         fill_keras_save_cache()  # a quarter of each backup otherwise (`mmkeras.training.run_dir`)
         super()._save_model()
+        if self.schedule is not None:
+            self.schedule.wrote()
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
@@ -111,12 +177,17 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     probabilities output, and this saves the full classifier (with every
     output) that shares its weights.
 
+    With a `schedule`, an improvement at an epoch end that is not due keeps
+    the model's weights in memory (a copy: milliseconds), and the file is
+    written at the next due epoch end, or when training ends.
+
     Args:
       model: the model to save.
       filepath: the `.keras` file, overwritten at each improvement.
       monitor: the log key to watch, e.g. "val_loss".
       mode: "min" or "max": which direction is better.
       initial_best: the best value so far (a resumed run's), or None.
+      schedule: a `BackupSchedule` (the backup's), or None to write at every improvement.
 
     Raises:
       ValueError: for a mode other than "min" or "max".
@@ -126,7 +197,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, model: keras.Model, filepath, monitor: str = "val_loss", mode: str = "min",
-                 initial_best: float | None = None):
+                 initial_best: float | None = None, schedule: BackupSchedule | None = None):
         super().__init__()
         if mode not in ("min", "max"):
             raise ValueError(f"`mode` must be 'min' or 'max', got {mode!r}.")
@@ -136,15 +207,39 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.mode = mode
         self.best = initial_best
         self.best_epoch: int | None = None
+        self.schedule = schedule
+        self._pending: list | None = None  # the best weights not yet written
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or math.isnan(float(value)):
+        improved = value is not None and not math.isnan(float(value)) and (
+            self.best is None or (float(value) < self.best if self.mode == "min" else float(value) > self.best))
+        if improved:
+            self.best, self.best_epoch = float(value), epoch
+            self._pending = None
+        if self.schedule is not None and not self.schedule.due(epoch):
+            if improved:
+                self._pending = self.model_to_save.get_weights()
             return
-        value = float(value)
-        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
-            self.best, self.best_epoch = value, epoch
+        if improved:
             save_model(self.model_to_save, self.filepath)
+        else:
+            self.flush()
+
+    def on_train_end(self, logs=None):
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the best weights held in memory, if any, to the file (the model keeps its own weights)."""
+        if self._pending is None:
+            return
+        current = self.model_to_save.get_weights()
+        self.model_to_save.set_weights(self._pending)
+        try:
+            save_model(self.model_to_save, self.filepath)
+        finally:
+            self.model_to_save.set_weights(current)
+        self._pending = None
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -235,6 +330,7 @@ def make_callbacks(
     monitor: str,
     early_stopping_patience: int | None,
     backup_every_steps: int | None = None,
+    backup_every_seconds: float = 0.0,
     initial_epoch: int = 0,
     strategy=None,
     extra: Sequence[keras.callbacks.Callback] = (),
@@ -251,7 +347,10 @@ def make_callbacks(
       is None);
     - `EpochAwareBackupAndRestore` in `backup/`, at each epoch end and every
       `backup_every_steps` steps, so the same call resumes a killed run (it
-      is left in place when `fit` ends; the caller removes it);
+      is left in place when `fit` ends; the caller removes it); with
+      `backup_every_seconds` (and no `backup_every_steps`), the backup and
+      the best model are written at the epoch ends of a shared
+      `BackupSchedule` instead;
     - then `extra`.
 
     Args:
@@ -260,6 +359,9 @@ def make_callbacks(
       monitor: the log key to watch ("val_loss", or "loss" without validation).
       early_stopping_patience: epochs without improvement before stopping, or None.
       backup_every_steps: also back up every this many steps, or None.
+      backup_every_seconds: the least time between two epoch-end writes of
+        the backup and the best model; 0 (the default here) writes at every
+        epoch end. Not used with `backup_every_steps`.
       initial_epoch: the epoch a resumed run goes on from (0 for a new run):
         the history's first `initial_epoch` rows seed the best value and
         early stopping's patience.
@@ -271,6 +373,7 @@ def make_callbacks(
     """
     # Epochs past `initial_epoch` were logged but not backed up: they are trained again.
     previous = read_history(paths.history_csv).get(monitor, [])[:initial_epoch]
+    schedule = BackupSchedule(backup_every_seconds) if backup_every_seconds and not backup_every_steps else None
     callbacks = []
     if strategy is not None and strategy.num_replicas_in_sync > 1:
         callbacks.append(AverageReplicaStatistics(strategy))
@@ -282,7 +385,7 @@ def make_callbacks(
     callbacks.append(
         BestModelCheckpoint(
             model, paths.best_model, monitor=monitor,
-            initial_best=min((value for value in previous if not math.isnan(value)), default=None),
+            initial_best=min((value for value in previous if not math.isnan(value)), default=None), schedule=schedule,
         )
     )
     if early_stopping_patience is not None:
@@ -292,6 +395,7 @@ def make_callbacks(
         ))
     # The backup outlives `fit`: `train` removes it only once the final model is saved.
     callbacks.append(
-        EpochAwareBackupAndRestore(str(paths.backup), save_freq=backup_every_steps or "epoch", delete_checkpoint=False)
+        EpochAwareBackupAndRestore(str(paths.backup), save_freq=backup_every_steps or "epoch", schedule=schedule,
+                                   delete_checkpoint=False)
     )
     return callbacks + list(extra)

@@ -240,7 +240,8 @@ def train(
     run_callbacks = [AwaitDecoding(validation_decoding), *blending, AwaitDecoding(train_decoding), *make_callbacks(
         paths, model, monitor=monitor, early_stopping_patience=training.early_stopping_patience,
         backup_every_steps=config.runtime.backup_every_steps, initial_epoch=initial_epoch, strategy=runtime.strategy,
-        extra=callbacks,
+        # Workers must back up at the same epochs: each would judge the time by its own clock.
+        backup_every_seconds=0.0 if multi_worker else config.runtime.backup_every_seconds, extra=callbacks,
     )]
     started = time.time()
     with _settled(decodings):  # an error (or Ctrl-C) before the first epoch's wait leaves a split decoding
@@ -501,6 +502,11 @@ def _start_run(paths: RunPaths, config: RunConfig) -> int:
             f"{paths.run_dir} already holds a finished run ({paths.final_model.name}). "
             "Give another output_dir, or delete that folder to train again."
         )
+    else:
+        # A run killed before its first backup (see `RuntimeConfig.backup_every_seconds`) starts over:
+        # the epochs it logged and the best model it wrote belong to no state that can be resumed.
+        for stale in (paths.history_csv, paths.best_model):
+            stale.unlink(missing_ok=True)
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     save_run_config(config, paths.config)
     return initial_epoch

@@ -129,7 +129,7 @@ def test_blend_weights_are_estimated_logged_and_kept_by_a_resumed_run(tiny_spec,
                 raise Interrupted
 
     options = dict(epochs=3, batch_size=16, output_dir=tmp_path / "run", verbose=0, balance="gradient_blending",
-                   blend_smoothing=0.5, seed=0, **tiny_model())
+                   blend_smoothing=0.5, seed=0, backup_every_seconds=0, **tiny_model())  # a backup per epoch
     with pytest.raises(Interrupted):
         mmkeras.train(tiny_spec, callbacks=[StopAfterSecondEpoch()], **options)
     result = mmkeras.train(tiny_spec, **options)

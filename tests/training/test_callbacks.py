@@ -1,5 +1,8 @@
-"""The run's callbacks: early stopping that survives a resume, and no work after each training step."""
+"""The run's callbacks: early stopping that survives a resume, no work after each training step, and backups
+written on a schedule."""
 from __future__ import annotations
+
+import csv
 
 import keras
 import numpy as np
@@ -7,12 +10,14 @@ import pytest
 
 from mmkeras.training.callbacks import (
     AwaitDecoding,
+    BackupSchedule,
+    BestModelCheckpoint,
     EpochAwareBackupAndRestore,
     EpochTensorBoard,
     ResumableEarlyStopping,
     make_callbacks,
 )
-from mmkeras.training.run_dir import RunPaths, fill_keras_save_cache, save_model
+from mmkeras.training.run_dir import RunPaths, fill_keras_save_cache, read_history, save_model
 
 
 def _model(seed: int) -> keras.Model:
@@ -148,3 +153,144 @@ def test_saves_build_no_throwaway_layers_once_the_keras_save_cache_is_filled(tmp
     for value, saved in zip(model.get_weights(), reloaded.get_weights()):
         np.testing.assert_array_equal(value, saved)
     assert any((tmp_path / "backup").iterdir())
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_schedule_is_due_once_its_seconds_have_passed_and_answers_alike_within_an_epoch():
+    clock = FakeClock()
+    schedule = BackupSchedule(30.0, clock=clock)
+    schedule.start()
+    clock.now = 10.0
+    assert not schedule.due(0)
+    clock.now = 31.0
+    assert not schedule.due(0)  # decided at the epoch's first question: the backup follows the best model
+    assert schedule.due(1)
+    schedule.wrote()
+    clock.now = 50.0
+    assert not schedule.due(2)
+    clock.now = 61.0
+    assert schedule.due(3)
+    assert all(BackupSchedule(0.0, clock=clock).due(epoch) for epoch in range(3))
+
+
+def test_an_improvement_between_writes_is_written_at_the_next_due_epoch_end_with_its_own_weights(tmp_path):
+    clock = FakeClock()
+    schedule = BackupSchedule(30.0, clock=clock)
+    model = _model(0)
+    callback = BestModelCheckpoint(model, tmp_path / "best.keras", schedule=schedule)
+    callback.set_model(model)
+    schedule.start()
+    clock.now = 5.0
+    callback.on_epoch_end(0, {"val_loss": 0.5})  # the best, not due: kept in memory
+    assert not (tmp_path / "best.keras").exists() and callback.best_epoch == 0
+    best_weights = model.get_weights()
+    model.set_weights(_model(1).get_weights())  # training goes on
+    later_weights = model.get_weights()
+    clock.now = 40.0
+    callback.on_epoch_end(1, {"val_loss": 0.7})  # worse, but due: the epoch-0 weights are written
+    saved = keras.saving.load_model(tmp_path / "best.keras")
+    for value, expected in zip(saved.get_weights(), best_weights):
+        np.testing.assert_array_equal(value, expected)
+    for value, expected in zip(model.get_weights(), later_weights):  # the model kept its own
+        np.testing.assert_array_equal(value, expected)
+
+
+def test_a_pending_best_model_is_written_when_training_ends(tmp_path):
+    schedule = BackupSchedule(3600.0)
+    model = _model(0)
+    callback = BestModelCheckpoint(model, tmp_path / "best.keras", schedule=schedule)
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_epoch_end(0, {"val_loss": 0.9})
+    callback.on_epoch_end(1, {"val_loss": 0.4})
+    best_weights = model.get_weights()
+    model.set_weights(_model(1).get_weights())
+    callback.on_epoch_end(2, {"val_loss": 0.6})
+    assert not (tmp_path / "best.keras").exists()
+    callback.on_train_end()
+    saved = keras.saving.load_model(tmp_path / "best.keras")
+    for value, expected in zip(saved.get_weights(), best_weights):
+        np.testing.assert_array_equal(value, expected)
+
+
+def test_a_scheduled_backup_skips_epoch_ends_that_are_not_due(tmp_path):
+    clock = FakeClock()
+    schedule = BackupSchedule(30.0, clock=clock)
+    model = _model(0)
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)
+    callback = EpochAwareBackupAndRestore(tmp_path / "backup", schedule=schedule)
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_epoch_end(0)
+    assert not (tmp_path / "backup").exists()
+    clock.now = 31.0
+    callback.on_epoch_end(1)
+    metadata = (tmp_path / "backup" / "training_metadata.json").read_text()
+    assert '"epoch": 2' in metadata
+    with pytest.raises(ValueError, match="save_freq"):
+        EpochAwareBackupAndRestore(tmp_path / "other", save_freq=10, schedule=schedule)
+
+
+@pytest.mark.slow
+def test_writing_every_so_many_seconds_trains_the_same_model_and_writes_the_same_best_model(tiny_spec, tmp_path,
+                                                                                          tiny_model):
+    import mmkeras
+
+    seen = []
+
+    class WatchBackups(keras.callbacks.Callback):  # runs after the run's own callbacks
+        def __init__(self, paths):
+            super().__init__()
+            self.paths = paths
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((self.paths.backup.exists(), self.paths.best_model.exists()))
+
+    results = {}
+    for seconds in (0, 3600):
+        paths = RunPaths(tmp_path / f"every-{seconds}")
+        results[seconds] = mmkeras.train(tiny_spec, epochs=3, batch_size=16, output_dir=paths.run_dir, verbose=0,
+                                         seed=0, backup_every_seconds=seconds, calibrate=False,
+                                         callbacks=[WatchBackups(paths)], **tiny_model())
+    assert seen[:3] == [(True, True)] * 3  # every epoch end wrote both
+    assert seen[3:] == [(False, False)] * 3  # none before the end of training
+    for seconds in (0, 3600):
+        assert results[seconds].best_model_path.is_file() and not results[seconds].run_dir.joinpath("backup").exists()
+    pairs = [(results[0].model, results[3600].model),
+             (keras.saving.load_model(results[0].best_model_path), keras.saving.load_model(results[3600].best_model_path))]
+    for first, second in pairs:
+        for value, expected in zip(first.get_weights(), second.get_weights()):
+            np.testing.assert_array_equal(value, expected)
+    assert results[0].history == results[3600].history
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_first_backup_starts_over_with_a_clean_history(tiny_spec, tmp_path, tiny_model):
+    import mmkeras
+
+    class Interrupted(RuntimeError):
+        pass
+
+    class StopAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise Interrupted
+
+    paths = RunPaths(tmp_path / "run")
+    options = dict(batch_size=16, output_dir=paths.run_dir, verbose=0, seed=0, backup_every_seconds=3600,
+                   **tiny_model())
+    with pytest.raises(Interrupted):
+        mmkeras.train(tiny_spec, epochs=3, callbacks=[StopAfterSecondEpoch()], **options)
+    assert not paths.can_resume() and len(read_history(paths.history_csv)["epoch"]) == 2
+    result = mmkeras.train(tiny_spec, epochs=1, **options)
+    assert result.initial_epoch == 0 and result.history["epoch"] == [0]
+    with open(paths.history_csv, newline="") as stream:
+        assert [row["epoch"] for row in csv.DictReader(stream)] == ["0"]  # not the killed run's rows

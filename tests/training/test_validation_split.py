@@ -25,7 +25,8 @@ class StopAfterFirstEpoch(keras.callbacks.Callback):
 def test_a_carved_validation_split_is_recorded_and_a_resumed_run_reuses_it(tiny_train_test_spec, tmp_path,
                                                                           tiny_model, capsys):
     paths = RunPaths(tmp_path / "run")
-    options = {"epochs": 2, "batch_size": 8, "output_dir": paths.run_dir, "verbose": 2, **tiny_model()}
+    options = {"epochs": 2, "batch_size": 8, "output_dir": paths.run_dir, "verbose": 2, "backup_every_seconds": 0,
+               **tiny_model()}  # a backup at every epoch end
     with pytest.raises(RuntimeError, match="interrupted"):
         train(tiny_train_test_spec, seed=0, callbacks=[StopAfterFirstEpoch()], **options)
     assert "held out 6 of the 60 train examples" in capsys.readouterr().out
