@@ -3,7 +3,8 @@
 Run `python benchmarks/step_options.py [--spec avmnist] [--variant NAME=JSON ...] [--rounds 3]` (or
 `mmkeras bench step_options ...`). Each variant is a set of `RuntimeConfig` fields (by default
 `bfloat16={"mixed_precision": true}` and `steps_per_execution 4={"steps_per_execution": 4}`) and
-`"grappler": false` to switch TensorFlow's graph optimiser off, `"inter_op_threads": N` /
+`"grappler": false` to switch TensorFlow's graph optimiser off (`"grappler_passes": {...}` to switch single
+passes, by their `tf.config.optimizer.set_experimental_options` names), `"inter_op_threads": N` /
 `"intra_op_threads": N` to size its thread pools. Each measurement runs in a fresh
 Python process that builds and compiles the spec's default classifier as `mmkeras.train` does
 (`build_and_compile`, `TrainingView.build_for`) and fits it on the same batches of the real train
@@ -42,6 +43,8 @@ def measure(spec_name: str, options: dict, *, first_steps: int, steps: int, batc
     requested, options = options, dict(options)
     if not options.pop("grappler", True):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if "grappler_passes" in options:  # e.g. {"constant_folding": false}: `tf.config.optimizer` option names
+        tf.config.optimizer.set_experimental_options(options.pop("grappler_passes"))
     # TensorFlow's thread pools (default: one thread per core each), set before the first op runs.
     if "inter_op_threads" in options:
         tf.config.threading.set_inter_op_parallelism_threads(int(options.pop("inter_op_threads")))
