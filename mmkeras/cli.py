@@ -113,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--output", help="run folder; rerunning with the same folder resumes")
     train.add_argument("--config", help="a run config YAML ({model: ..., training: ..., runtime: ...})")
     train.add_argument("--strategy", choices=("auto", "default", "mirrored", "multi_worker"))
+    train.add_argument("--seed", type=int, help="seed weights, shuffling and augmentation: the same run again")
     train.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                        help="skip temperature scaling on the validation data after training")
     train.add_argument(
@@ -159,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--spec", default="avmnist")
     demo.add_argument("--fusion", default="concat")
     demo.add_argument("--epochs", type=int)
+    demo.add_argument("--seed", type=int, help="seed the training run (unseeded by default, as `train`)")
     demo.add_argument("--output", default="runs/demo")
     demo.add_argument("--base-dir", default="saved_models")
     demo.set_defaults(handler=_demo)
@@ -183,7 +185,8 @@ def _train(args) -> int:
     overrides = {
         key: value
         for key, value in (("fusion", args.fusion), ("epochs", args.epochs), ("batch_size", args.batch_size),
-                           ("strategy", args.strategy), ("validation_fraction", args.validation_fraction))
+                           ("strategy", args.strategy), ("validation_fraction", args.validation_fraction),
+                           ("seed", args.seed))
         if value is not None
     }
     spec = mmkeras.load_spec(args.spec)
@@ -265,7 +268,7 @@ def _demo(args) -> int:
             )
         print(f"{paths.run_dir} holds a finished demo run: evaluating and exporting it (delete it to train again).")
     else:
-        overrides = {"epochs": args.epochs} if args.epochs else {}
+        overrides = {key: value for key, value in (("epochs", args.epochs), ("seed", args.seed)) if value is not None}
         mmkeras.train(args.spec, fusion=args.fusion, output_dir=paths.run_dir, **overrides)
     report = evaluate_run(paths.run_dir)
     export = export_run(paths.run_dir, base_dir=args.base_dir)

@@ -63,8 +63,9 @@ def test_tensorflow_start_up_is_quiet_by_default(tmp_path):
 @pytest.mark.slow
 def test_train_evaluate_predict_export_end_to_end(tiny_spec, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "tiny", "--epochs", "1", "--batch-size", "16", "--output", str(run)]) == 0
+    assert main(["train", "tiny", "--epochs", "1", "--batch-size", "16", "--seed", "7", "--output", str(run)]) == 0
     assert (run / "best.keras").is_file()
+    assert "seed: 7" in (run / "config.yaml").read_text()
     assert main(["evaluate", str(run)]) == 0
     report = json.loads((run / "evaluation" / "report.json").read_text())
     assert 0.0 <= report["accuracy"] <= 1.0 and (run / "evaluation" / "reliance.png").stat().st_size > 0
@@ -83,8 +84,9 @@ def test_train_evaluate_predict_export_end_to_end(tiny_spec, tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_trains_evaluates_and_exports_and_a_rerun_shows_the_finished_run(tiny_spec, tmp_path, capsys):
     run, saved = tmp_path / "demo", tmp_path / "saved"
-    args = ["demo", "--spec", "tiny", "--epochs", "1", "--output", str(run), "--base-dir", str(saved)]
+    args = ["demo", "--spec", "tiny", "--epochs", "1", "--seed", "3", "--output", str(run), "--base-dir", str(saved)]
     assert main(args) == 0
+    assert "seed: 3" in (run / "config.yaml").read_text()
     first = capsys.readouterr().out
     assert "accuracy" in first and "saved model:" in first and "holds a finished demo run" not in first
     assert (run / "evaluation" / "report.json").is_file()
