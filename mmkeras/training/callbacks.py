@@ -212,10 +212,11 @@ class BestModelCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        improved = value is not None and not math.isnan(float(value)) and (
-            self.best is None or (float(value) < self.best if self.mode == "min" else float(value) > self.best))
+        value = None if value is None or math.isnan(float(value)) else float(value)
+        improved = value is not None and (
+            self.best is None or (value < self.best if self.mode == "min" else value > self.best))
         if improved:
-            self.best, self.best_epoch = float(value), epoch
+            self.best, self.best_epoch = value, epoch
             self._pending = None
         if self.schedule is not None and not self.schedule.due(epoch):
             if improved:
