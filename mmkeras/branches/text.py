@@ -19,6 +19,7 @@ from mmkeras.branches.common import check_positive, finish_branch, make_input
 from mmkeras.branches.hub import finish_hub_branch, is_hub_encoder, make_hub_encoder
 from mmkeras.branches.kerashub import is_keras_hub_encoder, make_keras_hub_encoder
 from mmkeras.branches.token_dropout import TokenDropout
+from mmkeras.branches.trim_padding import TrimPadding
 from mmkeras.spec import FeatureSpec
 
 TOKENS = ("words", "char_ngrams", "auto")
@@ -123,7 +124,9 @@ def build_text_branch(
     """Build the text branch: strings in, an embedding and a token sequence out.
 
     Padding tokens are masked all the way through the LSTM and the pooling, so
-    a short caption is not diluted by its padding, and an empty one pools to zeros.
+    a short caption is not diluted by its padding, and an empty one pools to zeros;
+    the LSTM runs only up to the batch's longest text (`TrimPadding`), with the
+    same outputs as over every padded step.
     With `tokens="char_ngrams"` the text is a bag of character n-grams: their
     embeddings are pooled without the LSTM (their order carries little).
     With `encoder="hub:<handle-or-path>"` a pretrained sentence or BERT-style
@@ -215,5 +218,5 @@ def build_text_branch(
         recurrent = layers.LSTM(lstm_units, return_sequences=True)
         if bidirectional:
             recurrent = layers.Bidirectional(recurrent)
-        sequence = recurrent(sequence)
+        sequence = TrimPadding(recurrent, name="recurrent")(sequence)
     return finish_branch(feature, inputs, sequence, embed_dim=embed_dim, dropout_rate=dropout_rate, mask=mask)

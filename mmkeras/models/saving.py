@@ -6,7 +6,6 @@ import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-
 from types import MappingProxyType
 
 import keras
@@ -18,6 +17,7 @@ from mmkeras.branches.kerashub import KerasHubEncoder
 from mmkeras.branches.log_mel import LogMelSpectrogram
 from mmkeras.branches.spec_augment import SpecAugment
 from mmkeras.branches.token_dropout import TokenDropout
+from mmkeras.branches.trim_padding import TrimPadding
 from mmkeras.fusion import FUSIONS
 from mmkeras.models.presence import MissingModalityEmbedding, ModalityDropout, PresenceFlags
 from mmkeras.models.temperature import TemperatureScaling
@@ -34,7 +34,7 @@ CUSTOM_OBJECTS = MappingProxyType({
     keras.saving.get_registered_name(layer): layer
     for layer in (
         SequencePooling, HubEncoder, KerasHubEncoder, ImagenetPreprocessing, LogMelSpectrogram, SpecAugment,
-        TokenDropout, *FUSIONS.values(), PresenceFlags, ModalityDropout, MissingModalityEmbedding,
+        TokenDropout, TrimPadding, *FUSIONS.values(), PresenceFlags, ModalityDropout, MissingModalityEmbedding,
         TemperatureScaling, ZeroShotHead,
     )
 })

@@ -179,7 +179,8 @@ def test_char_ngram_text_branch_shares_pieces_with_unseen_words_and_reloads(spec
     assert prefers_char_ngrams(corpus) and not prefers_char_ngrams(["red ball"] * 5)
     auto = build_text_branch(spec.feature("caption"), corpus=corpus, tokens="auto", embed_dim=8)
     assert auto.get_layer("caption_vectorizer").get_config()["split"] == "character"
-    assert any(isinstance(layer, keras.layers.Bidirectional) for layer in _branch(spec, "caption", tokens="auto").layers)
+    words = _branch(spec, "caption", tokens="auto")
+    assert isinstance(words.get_layer("recurrent").layer, keras.layers.Bidirectional)
     with pytest.raises(ValueError, match="`tokens` must be one of"):
         build_text_branch(spec.feature("caption"), corpus=corpus, tokens="letters")
 
@@ -201,3 +202,60 @@ def test_token_dropout_replaces_only_real_tokens_while_training_and_reloads(spec
     batch = tf.constant(["a red ball", ""])
     np.testing.assert_allclose(restored(batch, training=False)["embedding"].numpy(),
                                branch(batch, training=False)["embedding"].numpy(), rtol=1e-6, atol=1e-7)
+
+
+def _prefix_mask(lengths, steps):
+    return np.arange(steps)[np.newaxis] < np.asarray(lengths)[:, np.newaxis]
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_trim_padding_gives_the_outputs_and_gradients_of_every_padded_step(return_sequences):
+    from mmkeras.branches.trim_padding import TrimPadding
+
+    keras.utils.set_random_seed(0)
+    recurrent = keras.layers.Bidirectional(keras.layers.LSTM(6, return_sequences=return_sequences))
+    trimmed = TrimPadding(recurrent)
+    inputs = tf.constant(np.random.default_rng(0).normal(size=(4, 12, 5)).astype("float32"))
+    mask = tf.constant(_prefix_mask([3, 7, 0, 5], 12))
+    with tf.GradientTape(persistent=True) as tape:
+        full = recurrent(inputs, mask=mask)
+        cut = trimmed(inputs, mask=mask)
+        full_loss, cut_loss = tf.reduce_sum(full ** 2), tf.reduce_sum(cut ** 2)
+    assert cut.shape == full.shape
+    np.testing.assert_allclose(cut.numpy(), full.numpy(), rtol=1e-5, atol=1e-6)
+    for full_grad, cut_grad in zip(tape.gradient(full_loss, recurrent.trainable_variables),
+                                   tape.gradient(cut_loss, recurrent.trainable_variables), strict=True):
+        np.testing.assert_allclose(cut_grad.numpy(), full_grad.numpy(), rtol=1e-4, atol=1e-6)
+    # What an example gets does not depend on how long the other texts of its batch are.
+    alone = trimmed(inputs[:1], mask=mask[:1])
+    np.testing.assert_allclose(alone.numpy(), cut[:1].numpy(), rtol=1e-5, atol=1e-6)
+    assert not trimmed.supports_jit
+
+
+def test_trim_padding_runs_the_layer_over_the_longest_sequence_only():
+    from mmkeras.branches.trim_padding import TrimPadding
+
+    class StepCounter(keras.layers.Layer):
+        return_sequences = True
+
+        def call(self, inputs, mask=None):
+            self.steps_seen = int(inputs.shape[1])
+            return inputs if mask is None else inputs * tf.cast(mask, inputs.dtype)[..., tf.newaxis]
+
+    counter = StepCounter()
+    outputs = TrimPadding(counter)(tf.ones((3, 32, 2)), mask=tf.constant(_prefix_mask([2, 5, 1], 32)))
+    assert counter.steps_seen == 5 and outputs.shape == (3, 32, 2)
+    TrimPadding(counter)(tf.ones((2, 32, 2)), mask=tf.constant(_prefix_mask([0, 0], 32)))
+    assert counter.steps_seen == 1  # a batch of empty texts runs one masked step
+    TrimPadding(counter)(tf.ones((2, 32, 2)))  # no mask: every step
+    assert counter.steps_seen == 32
+
+
+def test_text_branch_trims_its_lstm_to_the_longest_text_of_the_batch(spec):
+    branch = build_text_branch(spec.feature("caption"), vocabulary=VOCABULARY, embed_dim=8)
+    assert type(branch.get_layer("recurrent")).__name__ == "TrimPadding"
+    # The same caption gives the same embedding next to a short text and next to a long one.
+    long_text = " ".join(["red"] * 40)
+    with_short = branch(tf.constant(["blue ball", "red"]), training=False)["embedding"].numpy()
+    with_long = branch(tf.constant(["blue ball", long_text]), training=False)["embedding"].numpy()
+    np.testing.assert_allclose(with_short[0], with_long[0], rtol=1e-5, atol=1e-6)
