@@ -1,6 +1,10 @@
 """Branch builders: shapes, names, masking, save/load and argument checks."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -208,12 +212,21 @@ def _prefix_mask(lengths, steps):
     return np.arange(steps)[np.newaxis] < np.asarray(lengths)[:, np.newaxis]
 
 
+RECURRENT_LAYERS = {
+    "bilstm": lambda sequences: keras.layers.Bidirectional(keras.layers.LSTM(6, return_sequences=sequences)),
+    "lstm": lambda sequences: keras.layers.LSTM(6, return_sequences=sequences),  # padded outputs: the last valid one
+    "bigru_sum": lambda sequences: keras.layers.Bidirectional(keras.layers.GRU(6, return_sequences=sequences),
+                                                              merge_mode="sum"),  # run with its mask
+}
+
+
 @pytest.mark.parametrize("return_sequences", [True, False])
-def test_trim_padding_gives_the_outputs_and_gradients_of_every_padded_step(return_sequences):
+@pytest.mark.parametrize("kind", list(RECURRENT_LAYERS))
+def test_trim_padding_gives_the_outputs_and_gradients_of_every_padded_step(kind, return_sequences):
     from mmkeras.branches.trim_padding import TrimPadding
 
     keras.utils.set_random_seed(0)
-    recurrent = keras.layers.Bidirectional(keras.layers.LSTM(6, return_sequences=return_sequences))
+    recurrent = RECURRENT_LAYERS[kind](return_sequences)
     trimmed = TrimPadding(recurrent)
     inputs = tf.constant(np.random.default_rng(0).normal(size=(4, 12, 5)).astype("float32"))
     mask = tf.constant(_prefix_mask([3, 7, 0, 5], 12))
@@ -259,3 +272,27 @@ def test_text_branch_trims_its_lstm_to_the_longest_text_of_the_batch(spec):
     with_short = branch(tf.constant(["blue ball", "red"]), training=False)["embedding"].numpy()
     with_long = branch(tf.constant(["blue ball", long_text]), training=False)["embedding"].numpy()
     np.testing.assert_allclose(with_short[0], with_long[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_text_branch_training_step_logs_no_error():
+    # Keras transposes an LSTM's boolean mask to time-major, which made oneDNN log "E... oneDNN supports DT_BOOL
+    # only on platforms with AVX-512" at the top of every run of a text spec (tuxpaint), on CPUs with AVX-512 too.
+    # A fresh process, as TensorFlow logs it once per process.
+    code = (
+        "import tensorflow as tf\n"
+        "from mmkeras.branches import build_text_branch\n"
+        "from mmkeras.spec import load_spec\n"
+        "branch = build_text_branch(load_spec('tiny').feature('caption'), vocabulary=['red', 'ball'], embed_dim=4)\n"
+        "@tf.function\n"
+        "def step(texts):\n"
+        "    with tf.GradientTape() as tape:\n"
+        "        loss = tf.reduce_sum(branch(texts, training=True)['embedding'])\n"
+        "    return tape.gradient(loss, branch.trainable_variables)\n"
+        "print(len(step(tf.constant(['a red ball', 'red', '']))))\n"
+    )
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}  # errors only, as the CLI shows them
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                            timeout=120, env=environment)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip()) > 0
+    assert "oneDNN supports" not in result.stderr
