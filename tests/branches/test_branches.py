@@ -1,14 +1,11 @@
 """Branch builders: shapes, names, masking, save/load and argument checks."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from fresh_process import run_fresh  # tests/ helper
 
 from mmkeras.branches import (
     BRANCHES,
@@ -290,9 +287,6 @@ def test_a_text_branch_training_step_logs_no_error():
         "    return tape.gradient(loss, branch.trainable_variables)\n"
         "print(len(step(tf.constant(['a red ball', 'red', '']))))\n"
     )
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}  # errors only, as the CLI shows them
-    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                            timeout=120, env=environment)
-    assert result.returncode == 0, result.stderr
+    result = run_fresh(code)
     assert int(result.stdout.strip()) > 0
     assert "oneDNN supports" not in result.stderr

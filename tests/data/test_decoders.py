@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from fresh_process import run_fresh  # tests/ helper
 
 from mmkeras.data import decoders
 from mmkeras.spec import spec_from_dict
@@ -92,10 +90,7 @@ def test_decoding_grey_images_in_a_pipeline_logs_no_error():
         "data = tf.data.Dataset.from_tensors(png).repeat(3)\n"
         "print(sum(1 for _ in data.map(lambda b: decoders.decode_image(spec.feature('grey'), b))))\n"
     )
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}  # errors only, as the CLI shows them
-    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                            timeout=120, env=environment)
-    assert result.returncode == 0, result.stderr
+    result = run_fresh(code)
     assert result.stdout.strip() == "3"
     assert "oneDNN supports" not in result.stderr
 
