@@ -52,7 +52,10 @@ class CrossAttentionFusion(layers.Layer):
     dense layer. Steps of absent modalities are masked out of the keys; when
     no other modality is present the attention is skipped (no NaN); and an
     absent modality's own pooled output and embedding are zeroed, so absent
-    modalities contribute nothing. Use it when the branches keep per-step
+    modalities contribute nothing. With `mask_padding`, a sequence's padded
+    steps (its Keras mask: a text branch's padding tokens) are masked out of
+    the keys and of its own mean too, so a short text is not read as mostly
+    padding. Use it when the branches keep per-step
     outputs (tokens, image regions, audio frames) and alignment between
     modalities matters.
 
@@ -63,13 +66,17 @@ class CrossAttentionFusion(layers.Layer):
       dropout_rate: dropout on the attention weights and on the concatenated
         features during training.
       activation: activation of the mixing layer.
+      mask_padding: leave the steps a sequence's Keras mask marks as padding
+        out of the keys and the means (default True). Configurations saved
+        before the option existed load with False, as they were trained.
 
     Call arguments:
       embeddings: list of M (batch, d_i) tensors, one per modality.
       presence: optional (batch, M) tensor, 1.0 where a modality is present
         and 0.0 where it is absent. None means all present.
       sequences: list of M (batch, t_i, s_i) tensors of per-step outputs, in
-        the same order as `embeddings`. Required.
+        the same order as `embeddings`, each optionally with a Keras mask
+        (`_keras_mask`, (batch, t_i)) of its valid steps. Required.
       training: whether dropout is active.
 
     Returns:
@@ -92,6 +99,7 @@ class CrossAttentionFusion(layers.Layer):
         num_heads: int = 4,
         dropout_rate: float = 0.3,
         activation: str | None = "relu",
+        mask_padding: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,6 +107,7 @@ class CrossAttentionFusion(layers.Layer):
         self.num_heads = check_units(num_heads, "num_heads")
         self.dropout_rate = check_rate(dropout_rate)
         self.activation = check_activation(activation)
+        self.mask_padding = bool(mask_padding)
         self.dropout = layers.Dropout(self.dropout_rate)
         self.dense = layers.Dense(self.units, activation=activation, name="mix")
 
@@ -124,10 +133,11 @@ class CrossAttentionFusion(layers.Layer):
         if sequences is None:
             _check_sequence_shapes(None, len(embeddings))
         presence = presence_or_ones(embeddings, presence)
+        valid = [self._valid_steps(x) for x in sequences]
         projected = [projection(x) for projection, x in zip(self.projections, sequences, strict=True)]
-        # (batch, steps) masks: 1.0 on every step of a present modality.
+        # (batch, steps) masks: 1.0 on every valid step of a present modality.
         step_masks = [
-            ops.ones_like(x[..., 0]) * ops.cast(present_column(presence, m), x.dtype)
+            ops.cast(valid[m], x.dtype) * ops.cast(present_column(presence, m), x.dtype)
             for m, x in enumerate(projected)
         ]
         pooled = []
@@ -143,7 +153,9 @@ class CrossAttentionFusion(layers.Layer):
             # finite, but meaningless, so it is dropped for that example.
             has_context = ops.expand_dims(ops.max(key_mask, axis=1, keepdims=True), -1)
             steps = self.norms[m](query + attended * has_context)
-            pooled.append(ops.mean(steps, axis=1) * ops.cast(present_column(presence, m), steps.dtype))
+            weights = ops.expand_dims(ops.cast(valid[m], steps.dtype), -1)
+            mean = ops.sum(steps * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
+            pooled.append(mean * ops.cast(present_column(presence, m), steps.dtype))
         masked = [x * present_column(presence, m) for m, x in enumerate(embeddings)]
         joined = ops.concatenate(pooled + masked, axis=-1)
         return self.dense(self.dropout(joined, training=training))
@@ -154,6 +166,19 @@ class CrossAttentionFusion(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            units=self.units, num_heads=self.num_heads, dropout_rate=self.dropout_rate, activation=self.activation
+            units=self.units, num_heads=self.num_heads, dropout_rate=self.dropout_rate, activation=self.activation,
+            mask_padding=self.mask_padding,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # Saved before `mask_padding` existed: trained with every step in the keys and means.
+        return cls(**{"mask_padding": False, **config})
+
+    def _valid_steps(self, sequence):
+        """(batch, steps) booleans: the sequence's Keras mask with `mask_padding`, else every step."""
+        mask = getattr(sequence, "_keras_mask", None) if self.mask_padding else None
+        if mask is None:
+            return ops.ones_like(sequence[..., 0], dtype="bool")
+        return ops.cast(mask, "bool")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mmkeras.fusion.cross_attention import CrossAttentionFusion
 
@@ -81,3 +82,29 @@ def test_config_round_trip():
     config = layer.get_config()
     assert CrossAttentionFusion.from_config(config).get_config() == config
     assert (config["units"], config["num_heads"], config["dropout_rate"], config["activation"]) == (12, 3, 0.1, "gelu")
+
+
+def _with_mask(sequence, mask):
+    tensor = tf.convert_to_tensor(sequence)
+    tensor._keras_mask = tf.constant(mask)  # how Keras hands a layer's mask on (a text branch's padding)
+    return tensor
+
+
+def test_padded_steps_are_left_out_of_the_keys_and_the_means(fusion_batch):
+    layer = CrossAttentionFusion(units=16, num_heads=2)
+    sequences = [np.asarray(s) for s in fusion_batch.sequences]
+    steps = sequences[0].shape[1]
+    mask = np.arange(steps)[np.newaxis] < np.array([[2], [steps]])  # the first example: 2 valid steps
+    moved = sequences[0].copy()
+    moved[0, 2:] += 5.0  # only padded steps change
+    fused = _fuse(layer, fusion_batch, sequences=[_with_mask(sequences[0], mask), *sequences[1:]])
+    changed = _fuse(layer, fusion_batch, sequences=[_with_mask(moved, mask), *sequences[1:]])
+    np.testing.assert_allclose(changed, fused, rtol=1e-5, atol=1e-6)
+    # Without the option (configurations saved before it), padded steps count as steps.
+    unmasked = CrossAttentionFusion.from_config({k: v for k, v in layer.get_config().items() if k != "mask_padding"})
+    assert not unmasked.mask_padding
+    _fuse(unmasked, fusion_batch)  # builds it
+    unmasked.set_weights(layer.get_weights())
+    unmasked_fused = _fuse(unmasked, fusion_batch, sequences=[_with_mask(sequences[0], mask), *sequences[1:]])
+    unmasked_changed = _fuse(unmasked, fusion_batch, sequences=[_with_mask(moved, mask), *sequences[1:]])
+    assert not np.allclose(unmasked_changed[0], unmasked_fused[0], atol=1e-4)

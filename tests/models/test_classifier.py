@@ -164,3 +164,20 @@ def test_a_branch_option_its_builder_does_not_take_names_the_feature_and_the_opt
     assert "vocabulary" in str(error.value)
     with pytest.raises(ValueError, match=r"Feature 'picture'.*takes no \['stage'\]"):
         build_classifier(tiny_spec, branch_options={"image": {"stage": [8]}})
+
+
+def test_cross_attention_leaves_text_padding_out_in_a_traced_step(spec):
+    # The text branch's padding mask reaches the fusion in a traced step (as in `fit` and the export): with the
+    # same weights, masking changes the output of a short caption, and not of one that fills every step.
+    masked = _build(spec, "cross_attention")
+    unmasked = _build(spec, "cross_attention", fusion_options={"mask_padding": False})
+    unmasked.set_weights(masked.get_weights())
+    batch = _batch(spec)
+    batch["caption"] = np.array(["red ball", " ".join(["red green blue ball"] * 2), "", "box"], dtype=object)
+
+    def predict(model):
+        return tf.function(lambda inputs: model(inputs, training=False))(batch)["probabilities"].numpy()
+
+    with_mask, without_mask = predict(masked), predict(unmasked)
+    np.testing.assert_allclose(with_mask[1], without_mask[1], rtol=1e-5, atol=1e-6)  # 8 tokens of 8: no padding
+    assert not np.allclose(with_mask[[0, 3]], without_mask[[0, 3]], atol=1e-5)
