@@ -248,6 +248,10 @@ def test_trim_padding_runs_the_layer_over_the_longest_sequence_only():
     class StepCounter(keras.layers.Layer):
         return_sequences = True
 
+        def __init__(self):
+            super().__init__()
+            self.supports_masking = True
+
         def call(self, inputs, mask=None):
             self.steps_seen = int(inputs.shape[1])
             return inputs if mask is None else inputs * tf.cast(mask, inputs.dtype)[..., tf.newaxis]
