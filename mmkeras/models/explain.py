@@ -220,15 +220,23 @@ def _element_path(branch: keras.Model) -> _ElementPath | None:
 
 def _integrated_gradients(model: keras.Model, split: tuple, inputs: dict, names: list[str], steps: int) -> dict:
     probe, head, paths = split
-    values = [tf.cast(value, tf.float32) for value in probe(inputs, training=False)]
+    outputs = probe(inputs, training=False)
+    # A text branch's sequence carries its padding mask, which cross-attention reads: every point of the
+    # path hands it on, or the integral would explain a model that attends to the padding.
+    masks = [getattr(value, "_keras_mask", None) for value in outputs]
+    values = [tf.cast(value, tf.float32) for value in outputs]
     actual, flags = values[:-1], values[-1]
-    probabilities = head(actual + [flags], training=False)
+
+    def head_at(point):
+        return head(point + [flags], training=False, mask=masks)
+
+    probabilities = head_at(actual)
     class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
     stand_ins = model.get_layer("missing_embedding").missing
     baselines = [tf.broadcast_to(tf.cast(stand_in, tf.float32), tf.shape(value))
                  for stand_in, value in zip(stand_ins, actual)]
     baselines += [tf.zeros_like(value) for value in actual[len(names):]]
-    totals = _path_integral(lambda point: head(point + [flags], training=False), actual, baselines, class_id, steps)
+    totals = _path_integral(head_at, actual, baselines, class_id, steps)
     count = len(names)
     scores = {
         name: (_sum_per_example(totals[i]) + _sum_per_example(totals[count + i])).numpy()
@@ -245,7 +253,7 @@ def _integrated_gradients(model: keras.Model, split: tuple, inputs: dict, names:
             outputs = path.suffix([*held, point[0]] if held else point[0], training=False)
             replaced = list(actual)
             replaced[i], replaced[count + i] = (tf.cast(outputs[key], tf.float32) for key in ("embedding", "sequence"))
-            return head(replaced + [flags], training=False)
+            return head_at(replaced)
 
         maps[name] = _element_map(path, predict, inputs[name], point, class_id, steps)
         if path.vectorizer is not None:
