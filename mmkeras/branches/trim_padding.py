@@ -60,6 +60,7 @@ class TrimPadding(layers.Wrapper):
     def call(self, inputs, mask=None, training=None):
         if mask is None:
             return self.layer(inputs, training=training)
+        mask = tf.cast(mask, tf.bool)
         steps = tf.shape(inputs)[1]
         lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
         length = tf.maximum(tf.reduce_max(lengths), 1)  # a batch of empty texts still runs one (masked) step
