@@ -18,7 +18,10 @@ the heads would beat serving the fused head alone:
 
 `--modality-dropout` takes one or more values, each a rate or a JSON mapping of
 rates per modality (`'{"text": 0.5, "image": 0.3, "audio": 0.3}'`); every
-smoothing is trained with each of them.
+smoothing is trained with each of them. `--branch-options` likewise takes one or
+more JSON mappings of branch options by modality (`'{"text":
+{"rare_token_dropout": 0}}'`; `{}` is the defaults); every model, the unimodal
+references included, is trained with each.
 
 Run: `python benchmarks/blend_heads.py --spec tuxpaint --seeds 2 --epochs 10 --blend-smoothings 0 0.5 --unimodal text`.
 Writes `benchmarks/results/<dataset>_blend_heads<suffix>.{json,md}`.
@@ -60,6 +63,29 @@ def modality_dropout_label(modality_dropout: float | dict) -> str:
     if isinstance(modality_dropout, dict):
         return "/".join(f"{name}:{rate:g}" for name, rate in modality_dropout.items())
     return f"{modality_dropout:g}"
+
+
+def parse_branch_options(text: str) -> dict:
+    """A `--branch-options` value: a JSON mapping of branch options by modality or feature name.
+
+    Raises:
+      argparse.ArgumentTypeError: for anything that is not a JSON object of objects.
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, dict) and all(isinstance(options, dict) for options in value.values()):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"expected a JSON mapping such as '{{\"text\": {{\"rare_token_dropout\": 0}}}}', got {text!r}"
+    )
+
+
+def branch_options_label(branch_options: dict) -> str:
+    """What a row's name gets for its branch options ("" for the defaults), e.g. " text.rare_token_dropout=0"."""
+    return "".join(f" {branch}.{name}={value}" for branch, options in branch_options.items()
+                   for name, value in options.items())
 
 
 def label_smoothing_label(label_smoothing: float) -> str:
@@ -109,12 +135,13 @@ def head_combinations(outputs: dict, labels, blend_weights: dict) -> dict:
 
 
 def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smoothings=(0.0,), unimodal=(),
-        modality_dropouts=(0.3,), label_smoothings=(0.0,), first_seed: int = 0, suffix: str = "",
-        command: str = "") -> dict:
+        modality_dropouts=(0.3,), label_smoothings=(0.0,), branch_options=({},), first_seed: int = 0,
+        suffix: str = "", command: str = "") -> dict:
     """Train, evaluate and score the head mixes; save `<dataset>_blend_heads<suffix>.{json,md}`; return the figures.
 
-    Every smoothing is trained with each of `modality_dropouts` (a rate, or a mapping of rates per modality) and
-    each of `label_smoothings` (the crossentropy's label smoothing).
+    Every smoothing is trained with each of `modality_dropouts` (a rate, or a mapping of rates per modality),
+    each of `label_smoothings` (the crossentropy's label smoothing) and each of `branch_options` (a mapping of
+    branch options by modality; the unimodal references get them too).
     """
     import numpy as np
 
@@ -130,22 +157,27 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
     spec = mmkeras.load_spec(spec_name)
     mmkeras.prepare(spec)
     candidates = []
-    for label_smoothing in label_smoothings:  # the unimodal references get the same label smoothings
-        for unimodal_candidate in make_candidates(spec, fusions=(), modality_dropouts=()):
-            if unimodal_candidate.features[0] in unimodal:
-                candidates.append(Candidate(
-                    unimodal_candidate.name + label_smoothing_label(label_smoothing),
-                    unimodal_candidate.features, unimodal_candidate.fusion,
-                    {**unimodal_candidate.options, "label_smoothing": float(label_smoothing)},
-                ))
-    for modality_dropout in modality_dropouts:
-        for smoothing in smoothings:
-            for label_smoothing in label_smoothings:
-                options = {"modality_dropout": modality_dropout, "balance": "gradient_blending",
-                           "blend_smoothing": float(smoothing), "label_smoothing": float(label_smoothing)}
-                name = (f"concat mdrop={modality_dropout_label(modality_dropout)} gradient_blending "
-                        f"smoothing={smoothing:g}" + label_smoothing_label(label_smoothing))
-                candidates.append(Candidate(name, spec.feature_names, "concat", options))
+    for branches in branch_options:  # the unimodal references get the same branch options and label smoothings
+        for label_smoothing in label_smoothings:
+            for unimodal_candidate in make_candidates(spec, fusions=(), modality_dropouts=()):
+                if unimodal_candidate.features[0] in unimodal:
+                    candidates.append(Candidate(
+                        unimodal_candidate.name + label_smoothing_label(label_smoothing) + branch_options_label(branches),
+                        unimodal_candidate.features, unimodal_candidate.fusion,
+                        {**unimodal_candidate.options, "label_smoothing": float(label_smoothing),
+                         **({"branch_options": branches} if branches else {})},
+                    ))
+    for branches in branch_options:
+        for modality_dropout in modality_dropouts:
+            for smoothing in smoothings:
+                for label_smoothing in label_smoothings:
+                    options = {"modality_dropout": modality_dropout, "balance": "gradient_blending",
+                               "blend_smoothing": float(smoothing), "label_smoothing": float(label_smoothing),
+                               **({"branch_options": branches} if branches else {})}
+                    name = (f"concat mdrop={modality_dropout_label(modality_dropout)} gradient_blending "
+                            f"smoothing={smoothing:g}" + label_smoothing_label(label_smoothing)
+                            + branch_options_label(branches))
+                    candidates.append(Candidate(name, spec.feature_names, "concat", options))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mmkeras-blend-heads-") as folder:
         results = compare_fusions(spec, candidates=candidates, seeds=seeds, epochs=epochs, batch_size=batch_size,
@@ -223,6 +255,9 @@ def main() -> None:
                              "rates per modality, e.g. '{\"text\": 0.5, \"image\": 0.3, \"audio\": 0.3}'")
     parser.add_argument("--label-smoothings", nargs="+", type=float, default=[0.0],
                         help="the blended models' label smoothing, one model each")
+    parser.add_argument("--branch-options", nargs="+", type=parse_branch_options, default=[{}],
+                        help="JSON mappings of branch options by modality, one set of models each ({} = defaults), "
+                             "e.g. '{\"text\": {\"rare_token_dropout\": 0}}'")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--unimodal", nargs="*", default=[], help="features also trained alone, for reference")
     parser.add_argument("--suffix", default="", help="added to the results' file names")
@@ -230,7 +265,7 @@ def main() -> None:
     results = run(args.spec, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
                   smoothings=tuple(args.blend_smoothings), unimodal=tuple(args.unimodal),
                   modality_dropouts=tuple(args.modality_dropout), label_smoothings=tuple(args.label_smoothings),
-                  first_seed=args.first_seed, suffix=args.suffix,
+                  branch_options=tuple(args.branch_options), first_seed=args.first_seed, suffix=args.suffix,
                   command="python benchmarks/blend_heads.py " + shlex.join(sys.argv[1:]))
     print((RESULTS / f"{results['dataset']}_blend_heads{args.suffix}.md").read_text())
 
