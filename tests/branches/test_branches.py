@@ -205,6 +205,43 @@ def test_token_dropout_replaces_only_real_tokens_while_training_and_reloads(spec
                                branch(batch, training=False)["embedding"].numpy(), rtol=1e-6, atol=1e-7)
 
 
+def test_rare_token_dropout_hides_rare_words_more_often_and_keeps_its_counts_when_saved(spec, tmp_path):
+    from mmkeras.branches.text import token_counts
+    from mmkeras.branches.token_dropout import TokenDropout
+
+    layer = TokenDropout(rare=1.0, counts=[0, 0, 1, 3, 99])
+    np.testing.assert_allclose(layer.replace_probability.numpy(), [0, 0, 1 / 2, 1 / 4, 1 / 100])
+    assert TokenDropout(0.3, rare=1.0, counts=[0, 0, 1, 99]).replace_probability.numpy()[3] == pytest.approx(0.3)
+    ids = np.tile(np.array([[2, 3, 4, 1, 0]]), (4000, 1))
+    dropped = layer(ids, training=True).numpy()
+    replaced = (dropped == 1).mean(axis=0)
+    assert replaced[0] == pytest.approx(0.5, abs=0.03) and replaced[1] == pytest.approx(0.25, abs=0.03)
+    assert replaced[2] < 0.03 and replaced[3] == 1.0 and (dropped[:, 4] == 0).all()
+    np.testing.assert_array_equal(layer(ids, training=False), ids)
+    with pytest.raises(ValueError, match="needs `counts`"):
+        TokenDropout(rare=1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        TokenDropout(rare=-1.0, counts=[0, 0])
+
+    corpus = ["a red ball", "a ball", "a green box"]
+    branch = build_text_branch(spec.feature("caption"), corpus=corpus, rare_token_dropout=1.0, embed_dim=8)
+    vocabulary = branch.get_layer("caption_vectorizer").get_vocabulary()
+    counts = token_counts(branch.get_layer("caption_vectorizer"), corpus + ["an unknown word"], len(vocabulary))
+    assert dict(zip(vocabulary, counts.tolist())) == {"": 0, "[UNK]": 3, "a": 3, "ball": 2, "red": 1, "green": 1,
+                                                      "box": 1}
+    probability = branch.get_layer("token_dropout").replace_probability.numpy()
+    expected = {"a": 1 / 4, "ball": 1 / 3, "red": 1 / 2, "green": 1 / 2, "box": 1 / 2}
+    for token, value in expected.items():
+        assert probability[vocabulary.index(token)] == pytest.approx(value), token
+    branch.save(tmp_path / "branch.keras")
+    restored = keras.saving.load_model(tmp_path / "branch.keras")
+    np.testing.assert_allclose(restored.get_layer("token_dropout").replace_probability.numpy(), probability)
+    # A given vocabulary has no counts: no frequency-aware dropout, and no layer without `token_dropout`.
+    assert "token_dropout" not in [layer.name for layer in
+                                   build_text_branch(spec.feature("caption"), vocabulary=VOCABULARY,
+                                                     rare_token_dropout=1.0, embed_dim=8).layers]
+
+
 def _prefix_mask(lengths, steps):
     return np.arange(steps)[np.newaxis] < np.asarray(lengths)[:, np.newaxis]
 
