@@ -27,7 +27,8 @@ from mmkeras.alignment.dual_encoder import (
 )
 from mmkeras.branches.kerashub import KerasHubEncoder
 from mmkeras.branches.text import make_vectorizer
-from mmkeras.data.pipeline import make_dataset, read_split
+from mmkeras.branches.token_dropout import TokenDropout
+from mmkeras.data.pipeline import make_dataset, read_split, text_corpus
 from mmkeras.models.classifier import build_classifier
 from mmkeras.models.common import leaf_layers
 from mmkeras.spec import DatasetSpec, FeatureSpec
@@ -101,10 +102,16 @@ def pretrain_encoder(
     if seed is not None:
         keras.utils.set_random_seed(seed)
     if excluded:
-        # Their words stay out too: text vocabularies come from the other classes' texts.
+        # Their words stay out too: text vocabularies, and the word counts of the text branch's
+        # frequency-aware token dropout, come from the other classes' texts.
         features = [f.name for f in resolve_features(spec, modalities)]
-        learned = vocabularies_without_classes(spec, features, excluded, split=split)
+        corpora = texts_without_classes(spec, features, excluded, split=split)
+        learned = _vocabularies(spec, corpora)
         encoder_options["vocabularies"] = {**learned, **dict(encoder_options.get("vocabularies") or {})}
+        branch_options = dict(encoder_options.get("branch_options") or {})
+        for name, texts in corpora.items():
+            branch_options[name] = {"corpus": texts, **dict(branch_options.get(name) or {})}
+        encoder_options["branch_options"] = branch_options
     encoder = build_dual_encoder(spec, modalities, **encoder_options)
     loss = ContrastiveLoss(positives=positives) if loss is None else loss
     encoder.compile(keras.optimizers.Adam(learning_rate), loss=loss)
@@ -150,6 +157,32 @@ def exclude_class_ids(dataset: tf.data.Dataset, class_ids: Sequence[int], batch_
     return dataset.unbatch().filter(keep).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+def texts_without_classes(
+    spec: DatasetSpec, feature_names: Sequence[str], class_ids: Sequence[int], *, split: str = "train"
+) -> dict[str, list[str]]:
+    """Read each text feature's texts from a split, leaving out some classes' examples.
+
+    Args:
+      spec: the dataset spec.
+      feature_names: features to consider (non-text ones are skipped).
+      class_ids: the classes whose texts are left out.
+      split: the split to read.
+
+    Returns:
+      Text feature name -> the texts of the examples that have one, in split order.
+    """
+    excluded = {int(c) for c in class_ids}
+    corpora = {}
+    for name in feature_names:
+        feature = spec.feature(name)
+        if feature.modality != "text":
+            continue
+        records = read_split(spec.with_features([name]), split).as_numpy_iterator()
+        corpora[name] = [raw[name].decode("utf-8", errors="replace") for raw, label in records
+                         if raw[feature.presence_key] and int(label) not in excluded]
+    return corpora
+
+
 def vocabularies_without_classes(
     spec: DatasetSpec, feature_names: Sequence[str], class_ids: Sequence[int], *, split: str = "train"
 ) -> dict[str, list[str]]:
@@ -165,17 +198,13 @@ def vocabularies_without_classes(
       Text feature name -> token list (for `vocabularies=`), learned as
       `build_classifier` learns it (`make_vectorizer` on the texts).
     """
-    excluded = {int(c) for c in class_ids}
-    vocabularies = {}
-    for name in feature_names:
-        feature = spec.feature(name)
-        if feature.modality != "text":
-            continue
-        records = read_split(spec.with_features([name]), split).as_numpy_iterator()
-        texts = [raw[name].decode("utf-8", errors="replace") for raw, label in records
-                 if raw[feature.presence_key] and int(label) not in excluded]
-        vocabularies[name] = make_vectorizer(feature, corpus=texts).get_vocabulary()[RESERVED_TOKENS:]
-    return vocabularies
+    return _vocabularies(spec, texts_without_classes(spec, feature_names, class_ids, split=split))
+
+
+def _vocabularies(spec: DatasetSpec, corpora: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Text feature name -> the token list `make_vectorizer` learns from its texts (reserved tokens left out)."""
+    return {name: make_vectorizer(spec.feature(name), corpus=texts).get_vocabulary()[RESERVED_TOKENS:]
+            for name, texts in corpora.items()}
 
 
 def encoder_vocabularies(encoder: DualEncoder) -> dict[str, list[str]]:
@@ -230,13 +259,33 @@ def build_classifier_from_encoder(
     vocabularies = {**encoder_vocabularies(encoder), **dict(classifier_options.pop("vocabularies", None) or {})}
     options = {
         "embed_dim": config.get("embed_dim", 128),
-        "branch_options": config.get("branch_options"),
+        "branch_options": _with_token_dropout_as_in(encoder, spec, config.get("branch_options")),
         "vocabularies": vocabularies,
         **classifier_options,
     }
     classifier = build_classifier(spec, **options)
     transfer_tower_weights(encoder, classifier, freeze=freeze_branches)
     return classifier
+
+
+def _with_token_dropout_as_in(encoder: DualEncoder, spec: DatasetSpec, branch_options) -> dict:
+    """The encoder's branch options, with each text tower's frequency-aware token dropout reproduced.
+
+    A text branch built from a given vocabulary has `rare_token_dropout` only with a corpus to count words
+    in, so a tower that has it gets the classifier's train texts (the copy then brings the tower's counts),
+    and one that has not (an encoder saved before the option) gets it turned off, so that the layers line up.
+    """
+    branch_options = {key: dict(value) for key, value in (branch_options or {}).items()}
+    for name in encoder.feature_names:
+        if name not in spec.feature_names or spec.feature(name).modality != "text":
+            continue
+        rare = any(isinstance(layer, TokenDropout) and layer.rare for layer in leaf_layers(_branch(encoder, name)))
+        own = branch_options.setdefault(name, {})
+        if rare:
+            own.setdefault("corpus", text_corpus(spec, name, split="train"))
+        else:
+            own.setdefault("rare_token_dropout", 0.0)
+    return branch_options
 
 
 def transfer_tower_weights(

@@ -168,7 +168,8 @@ def build_text_branch(
     Args:
       feature: a text feature of the spec.
       vocabulary: the token list (see `make_vectorizer`).
-      corpus: training texts to learn the vocabulary from.
+      corpus: training texts to learn the vocabulary from (without
+        `vocabulary`) and to count words in (`rare_token_dropout`).
       embed_dim: width of the branch outputs.
       token_dim: width of the token embeddings.
       lstm_units: LSTM units (per direction).
@@ -186,8 +187,9 @@ def build_text_branch(
         `TokenDropout`): a token seen n times in `corpus` is replaced while
         training with probability alpha / (alpha + n), so that a word only
         one example has (an object's name, an id) cannot simply be memorised
-        and the model learns what an unknown word means. 0 turns it off; it
-        needs the `corpus` (a given `vocabulary` carries no counts).
+        and the model learns what an unknown word means. 0 turns it off. The
+        counts come from `corpus` (with a given `vocabulary` too, whose
+        tokens are then counted in it); without a corpus it is off.
       encoder: None (the LSTM branch), "hub:<handle-or-path>" of a pretrained
         text encoder (strings -> embedding, optionally a per-token sequence),
         or "keras_hub:<preset-or-folder>" of a KerasHub preset (its backbone
@@ -247,7 +249,7 @@ def build_text_branch(
     vectorizer = make_vectorizer(feature, vocabulary=vocabulary, corpus=corpus, tokens=tokens, ngram_sizes=ngram_sizes)
     token_ids = vectorizer(inputs)
     mask = ops.not_equal(token_ids, 0)
-    if rare_token_dropout and vocabulary is None:
+    if rare_token_dropout and corpus is not None:
         counts = token_counts(vectorizer, corpus, int(feature.options["vocab_size"]))
         token_ids = TokenDropout(token_dropout, rare=rare_token_dropout, counts=counts, name="token_dropout")(token_ids)
     elif token_dropout:

@@ -187,7 +187,9 @@ def build_branch(
     Options are merged in order: embed_dim and dropout_rate, the spec's
     per-feature `branch` mapping, `branch_options[modality]`, then
     `branch_options[feature name]`. A text feature without a given vocabulary
-    learns one from the spec's train split.
+    learns one from the spec's train split (or a `corpus` option); with both a
+    vocabulary and a `corpus`, the vocabulary is kept and the corpus gives the
+    word counts of the branch's `rare_token_dropout`.
 
     Args:
       spec: the dataset spec (its train split gives a text vocabulary).
@@ -220,9 +222,9 @@ def build_branch(
             f"Feature {feature.name!r}{where}: {builder.__name__} takes no {unknown}; "
             f"the {feature.modality} branch's options are {accepted}."
         )
-    if feature.modality == "text" and "vocabulary" not in options and "corpus" not in options:
+    if feature.modality == "text" and "vocabulary" not in options:
         if vocabularies is not None and feature.name in vocabularies:
-            options["vocabulary"] = vocabularies[feature.name]
-        else:
+            options["vocabulary"] = vocabularies[feature.name]  # a given `corpus` then only gives word counts
+        elif "corpus" not in options:
             options["corpus"] = text_corpus(spec, feature.name, split="train")
     return builder(feature, **options)

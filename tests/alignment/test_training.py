@@ -197,3 +197,28 @@ def test_a_seeded_alignment_run_is_reproducible(tiny_spec):
     assert first_history.history["loss"] == second_history.history["loss"]
     for a, b in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_text_towers_word_counts_leave_out_held_out_classes_and_carry_into_the_classifier(tiny_spec):
+    from mmkeras.alignment.pretrain import texts_without_classes
+    from mmkeras.branches.text import token_counts
+
+    small = {**SMALL, "branch_options": {"text": SMALL["branch_options"]["text"]}}
+    encoder, _ = pretrain_encoder(tiny_spec, ("image", "text"), epochs=1, batch_size=8, seed=0,
+                                  exclude_classes=(tiny_spec.label.class_names[2],), **small)
+    tower = encoder.get_tower("caption").get_layer("caption_branch")
+    vectorizer, dropout = tower.get_layer("caption_vectorizer"), tower.get_layer("token_dropout")
+    kept_texts = texts_without_classes(tiny_spec, ["caption"], [2])["caption"]
+    counts = token_counts(vectorizer, kept_texts, int(tiny_spec.feature("caption").options["vocab_size"]))
+    expected = 1.0 / (1.0 + counts[2:len(vectorizer.get_vocabulary())])
+    np.testing.assert_allclose(dropout.replace_probability.numpy()[2:len(expected) + 2], expected, rtol=1e-6)
+    classifier = build_classifier_from_encoder(encoder, fusion="concat", units=8, seed=0)
+    np.testing.assert_array_equal(classifier.get_layer("caption_branch").get_layer("token_dropout")
+                                  .replace_probability.numpy(), dropout.replace_probability.numpy())
+    # A tower without it (as encoders saved before the option are) gives a classifier without it.
+    without = {"branch_options": {"text": {**SMALL["branch_options"]["text"], "rare_token_dropout": 0.0}}}
+    plain, _ = pretrain_encoder(tiny_spec, ("image", "text"), epochs=1, batch_size=8, seed=0,
+                                **{**small, **without})
+    del plain.branch_config["branch_options"]["text"]["rare_token_dropout"]  # an old encoder's config
+    layers = [layer.name for layer in build_classifier_from_encoder(plain, units=8).get_layer("caption_branch").layers]
+    assert "token_dropout" not in layers
