@@ -25,11 +25,14 @@ class TokenDropout(layers.Layer):
     word means, and keeps it from leaning on single rare words.
 
     With `rare` (alpha) and the training `counts` of each token id, a token seen
-    n times is replaced with probability `alpha / (alpha + n)` (frequency-aware
-    word dropout, Kiperwasser and Goldberg 2016), or `rate` if that is larger:
-    a word seen once is hidden often (alpha 1: half the time), a common word
-    almost never. Words seen once or twice are exactly the ones a model can
-    only memorise, and the ones an unseen example's new words resemble.
+    n times is replaced with probability `strength * alpha / (alpha + n)`
+    (frequency-aware word dropout, Kiperwasser and Goldberg 2016), or `rate`
+    if that is larger: a word seen once is hidden often (alpha 1: half the
+    time), a common word almost never. Words seen once or twice are exactly the
+    ones a model can only memorise, and the ones an unseen example's new words
+    resemble. `strength` (a weight, 1 unless set) lets training ramp the rare
+    words' dropout in: `mmkeras.train` raises it from 0 over the first epochs
+    (`RareTokenDropoutWarmup`), so that the model first learns from every word.
     Padding is never changed; inference passes ids through unchanged.
 
     Args:
@@ -37,8 +40,9 @@ class TokenDropout(layers.Layer):
       rare: alpha of the frequency-aware rate, >= 0 (0: off). Needs `counts`.
       counts: the number of times each token id occurs in the training texts,
         one entry per id of the vocabulary (ids 0 and 1, padding and the
-        out-of-vocabulary id, are never replaced). Stored as a weight, so a
-        saved model keeps it; `vocab_size` is its length.
+        out-of-vocabulary id, are never replaced). Kept as the weight
+        `rare_probability` (alpha / (alpha + n) per id), so a saved model
+        keeps it; `vocab_size` is its length.
       vocab_size: the table's length when the layer is rebuilt from a config
         (the saved weights then fill it); taken from `counts` when given.
       seed: optional seed.
@@ -58,7 +62,7 @@ class TokenDropout(layers.Layer):
       >>> TokenDropout(0.5, seed=0)(np.array([[5, 6, 0]]), training=True)
       <tf.Tensor: shape=(1, 3), dtype=int64, numpy=array([[1, 6, 0]])>
       >>> layer = TokenDropout(rare=1.0, counts=[0, 0, 1, 99])  # id 2 seen once, id 3 99 times
-      >>> layer.replace_probability.numpy()
+      >>> layer.rare_probability.numpy()
       array([0.  , 0.  , 0.5 , 0.01], dtype=float32)
     """
 
@@ -81,27 +85,28 @@ class TokenDropout(layers.Layer):
         self.rare = float(rare)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.replace_probability = None
+        self.rare_probability = self.strength = None
         if self.rare:
             if counts is None and vocab_size is None:
                 raise ValueError("TokenDropout with `rare` needs `counts` (training counts per token id) or `vocab_size`.")
             probability = np.zeros(len(counts) if counts is not None else int(vocab_size), "float32")
             if counts is not None:
-                counts = np.asarray(counts, "float64")
-                probability[:] = np.maximum(self.rare / (self.rare + counts), self.rate)
+                probability[:] = self.rare / (self.rare + np.asarray(counts, "float64"))
                 probability[[PADDING_ID, OOV_ID][: len(probability)]] = 0.0
-            self.replace_probability = self.add_weight(
+            self.rare_probability = self.add_weight(
                 shape=probability.shape, initializer=keras.initializers.Constant(probability), trainable=False,
-                name="replace_probability", dtype="float32",
+                name="rare_probability", dtype="float32",
             )
+            self.strength = self.add_weight(shape=(), initializer="ones", trainable=False, name="strength",
+                                            dtype="float32")
 
     def call(self, token_ids, training=None):
-        if not training or (self.rate == 0.0 and self.replace_probability is None):
+        if not training or (self.rate == 0.0 and self.rare_probability is None):
             return token_ids
-        if self.replace_probability is None:
-            probability = self.rate
-        else:
-            probability = ops.take(self.replace_probability, ops.clip(token_ids, 0, self.vocab_size - 1))
+        probability = self.rate
+        if self.rare_probability is not None:
+            rare = ops.take(self.rare_probability, ops.clip(token_ids, 0, self.vocab_size - 1)) * self.strength
+            probability = ops.maximum(rare, self.rate)
         drop = keras.random.uniform(ops.shape(token_ids), seed=self.seed_generator) < probability
         drop = ops.logical_and(drop, ops.not_equal(token_ids, PADDING_ID))
         return ops.where(drop, ops.cast(OOV_ID, token_ids.dtype), token_ids)
@@ -109,7 +114,7 @@ class TokenDropout(layers.Layer):
     @property
     def vocab_size(self) -> int | None:
         """The length of the per-id table, or None without `rare`."""
-        return None if self.replace_probability is None else int(self.replace_probability.shape[0])
+        return None if self.rare_probability is None else int(self.rare_probability.shape[0])
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -141,6 +141,13 @@ class TrainingConfig:
         ended at 0.926 against 0.914, tuxpaint at 0.622 against 0.599, and
         every accuracy with a modality absent rose (2 seeds each,
         benchmarks/results/time_to_accuracy_*_intel_blend_smoothing.md).
+      rare_token_warmup: the share of the epochs over which the text branches'
+        frequency-aware token dropout (`rare_token_dropout`) ramps in from
+        nothing to full strength, in [0, 1] (`RareTokenDropoutWarmup`); 0 uses
+        full strength from the start. 0.5 by default: on tuxpaint (8 seeds)
+        it ended at 0.720 against 0.711 with full strength throughout at 20
+        epochs, and lost less at 10 (0.637 against 0.620; 0.649 without
+        the dropout).
       seed: seed for weights, shuffling and dropout; None draws fresh ones.
       validation_fraction: when the spec has no "validation" split, the share
         of the train split held out for validation (stratified by class, or
@@ -171,6 +178,7 @@ class TrainingConfig:
     ogm_alpha: float = 0.5
     blend_every: int = 1
     blend_smoothing: float = 0.8
+    rare_token_warmup: float = 0.5
     seed: int | None = None
     validation_fraction: float = 0.1
 
@@ -194,6 +202,9 @@ class TrainingConfig:
         _check_number(self, "ogm_alpha", minimum=0.0)
         _check_positive_int(self, "blend_every")
         _check_rate(self, "blend_smoothing")
+        _check_number(self, "rare_token_warmup", minimum=0.0)
+        if self.rare_token_warmup > 1:
+            raise _fail(self, "rare_token_warmup", "a number in [0, 1]")
         if self.seed is not None:
             _check_positive_int(self, "seed", allow_zero=True)
         _check_number(self, "validation_fraction", minimum=0.0)

@@ -35,6 +35,7 @@ from mmkeras.training.blending import GradientBlending
 from mmkeras.training.calibration import calibrate_run
 from mmkeras.training.callbacks import (
     AwaitDecoding,
+    RareTokenDropoutWarmup,
     ResumableEarlyStopping,
     make_callbacks,
 )
@@ -237,7 +238,8 @@ def train(
                                          smoothing=training.blend_smoothing))
     # The validation split must be in its cache before blending evaluates the untrained model, the training
     # split before the first epoch's iterator is made.
-    run_callbacks = [AwaitDecoding(validation_decoding), *blending, AwaitDecoding(train_decoding), *make_callbacks(
+    run_callbacks = [AwaitDecoding(validation_decoding), *blending, AwaitDecoding(train_decoding),
+                     RareTokenDropoutWarmup(training.rare_token_warmup), *make_callbacks(
         paths, model, monitor=monitor, early_stopping_patience=training.early_stopping_patience,
         backup_every_steps=config.runtime.backup_every_steps, initial_epoch=initial_epoch, strategy=runtime.strategy,
         # Workers must back up at the same epochs: each would judge the time by its own clock.

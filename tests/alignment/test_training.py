@@ -211,10 +211,10 @@ def test_the_text_towers_word_counts_leave_out_held_out_classes_and_carry_into_t
     kept_texts = texts_without_classes(tiny_spec, ["caption"], [2])["caption"]
     counts = token_counts(vectorizer, kept_texts, int(tiny_spec.feature("caption").options["vocab_size"]))
     expected = 1.0 / (1.0 + counts[2:len(vectorizer.get_vocabulary())])
-    np.testing.assert_allclose(dropout.replace_probability.numpy()[2:len(expected) + 2], expected, rtol=1e-6)
+    np.testing.assert_allclose(dropout.rare_probability.numpy()[2:len(expected) + 2], expected, rtol=1e-6)
     classifier = build_classifier_from_encoder(encoder, fusion="concat", units=8, seed=0)
     np.testing.assert_array_equal(classifier.get_layer("caption_branch").get_layer("token_dropout")
-                                  .replace_probability.numpy(), dropout.replace_probability.numpy())
+                                  .rare_probability.numpy(), dropout.rare_probability.numpy())
     # A tower without it (as encoders saved before the option are) gives a classifier without it.
     without = {"branch_options": {"text": {**SMALL["branch_options"]["text"], "rare_token_dropout": 0.0}}}
     plain, _ = pretrain_encoder(tiny_spec, ("image", "text"), epochs=1, batch_size=8, seed=0,

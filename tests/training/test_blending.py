@@ -141,6 +141,8 @@ def test_blend_weights_are_estimated_logged_and_kept_by_a_resumed_run(tiny_spec,
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
     assert (weights >= 0.05 - 1e-6).all()
     assert not np.allclose(weights[1:], 0.25), "the weights were never re-estimated"
+    # The caption's rare-word dropout ramps in over the first half of the 3 epochs, the resumed epoch included.
+    np.testing.assert_allclose(history["rare_token_strength"], [0.0, 2 / 3, 1.0], rtol=1e-6)
     # The resumed epoch trained with the weights the interrupted run estimated...
     np.testing.assert_allclose(weights[2], StopAfterSecondEpoch.weights, rtol=1e-6)
     # ...which are the formula on the logged per-head losses of epochs 0 and 1, averaged with the weights before.

@@ -14,6 +14,7 @@ from mmkeras.training.callbacks import (
     BestModelCheckpoint,
     EpochAwareBackupAndRestore,
     EpochTensorBoard,
+    RareTokenDropoutWarmup,
     ResumableEarlyStopping,
     make_callbacks,
 )
@@ -294,3 +295,29 @@ def test_a_run_killed_before_its_first_backup_starts_over_with_a_clean_history(t
     assert result.initial_epoch == 0 and result.history["epoch"] == [0]
     with open(paths.history_csv, newline="") as stream:
         assert [row["epoch"] for row in csv.DictReader(stream)] == ["0"]  # not the killed run's rows
+
+
+def test_rare_token_dropout_warms_up_over_a_share_of_the_epochs_and_ends_at_full_strength():
+    from mmkeras.branches.token_dropout import TokenDropout
+
+    inputs = keras.Input((4,), dtype="int64")
+    dropout = TokenDropout(rare=1.0, counts=[0, 0, 1, 2, 5, 9])
+    embedded = keras.layers.Embedding(6, 2)(dropout(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(embedded)))
+    model.compile("sgd", "mse")
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(float(dropout.strength.numpy()))
+
+    ids = np.random.default_rng(0).integers(2, 6, (16, 4))
+    warmup = RareTokenDropoutWarmup(0.5)
+    history = model.fit(ids, np.zeros(16), epochs=4, batch_size=8, verbose=0, callbacks=[warmup, Record()])
+    assert seen == [0.0, 0.5, 1.0, 1.0]
+    assert history.history["rare_token_strength"] == [0.0, 0.5, 1.0, 1.0]
+    assert float(dropout.strength.numpy()) == 1.0
+    assert RareTokenDropoutWarmup(0.0).strength_at(0, 10) == 1.0  # full strength from the start
+    with pytest.raises(ValueError, match="warmup"):
+        RareTokenDropoutWarmup(1.5)
+
