@@ -31,8 +31,9 @@ CHARS_PER_WORD = 6
 # word fewer than this many times on average: most words are then too rare to learn.
 MIN_WORD_REPEATS = 4.0
 # `rare_token_dropout`'s alpha: a token seen n times in training is hidden with probability alpha / (alpha + n).
-# 1.0 measured best for the fused tuxpaint model (0.711 against 0.686 without, 8 seeds; 0.25: 0.708) and lifts
-# the text branch alone (0.643 against 0.608; 0.25: 0.655); see benchmarks/results/generalising_defaults_notes.md.
+# 1.0 measured best for the fused tuxpaint model (0.711 against 0.686 without, 8 seeds; 0.25: 0.708); with
+# `mmkeras.train`'s warm-up (`RareTokenDropoutWarmup`) 0.720, and the text branch alone 0.649 against 0.608
+# (benchmarks/results/generalising_defaults_notes.md).
 RARE_TOKEN_DROPOUT = 1.0
 
 
