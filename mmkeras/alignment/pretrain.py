@@ -188,11 +188,7 @@ def vocabularies_without_classes(
 ) -> dict[str, list[str]]:
     """Learn each text feature's vocabulary from a split's texts, leaving out some classes' examples.
 
-    Args:
-      spec: the dataset spec.
-      feature_names: features to consider (non-text ones are skipped).
-      class_ids: the classes whose texts are left out.
-      split: the split to read.
+    Takes the arguments of `texts_without_classes`, whose texts it learns from.
 
     Returns:
       Text feature name -> token list (for `vocabularies=`), learned as

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from mmkeras.branches.token_dropout import TokenDropout
 from mmkeras.models.common import leaf_layers
@@ -320,10 +321,14 @@ class AverageReplicaStatistics(keras.callbacks.Callback):
         variables = [v for v in self.model.non_trainable_variables if "float" in str(v.dtype)]
         if not variables:
             return
-        per_replica = self.strategy.run(lambda: [tf.identity(v.value) for v in variables])
+        # One flat vector: a collective reduce packs the tensors it is given, which must then share one shape
+        # (a token dropout's scalar strength and its per-token table do not).
+        per_replica = self.strategy.run(lambda: tf.concat([tf.reshape(tf.cast(v.value, tf.float32), [-1])
+                                                           for v in variables], axis=0))
         means = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
-        for variable, mean in zip(variables, means):
-            variable.assign(mean)
+        sizes = [int(np.prod(variable.shape)) for variable in variables]
+        for variable, mean in zip(variables, tf.split(means, sizes)):
+            variable.assign(tf.cast(tf.reshape(mean, variable.shape), variable.dtype))
 
 
 class RareTokenDropoutWarmup(keras.callbacks.Callback):
