@@ -102,12 +102,10 @@ def pretrain_encoder(
     if seed is not None:
         keras.utils.set_random_seed(seed)
     if excluded:
-        # Their words stay out too: text vocabularies, and the word counts of the text branch's
-        # frequency-aware token dropout, come from the other classes' texts.
+        # Their words stay out too: each text branch learns its vocabulary (unless one is given) and the
+        # word counts of its frequency-aware token dropout from the other classes' texts.
         features = [f.name for f in resolve_features(spec, modalities)]
         corpora = texts_without_classes(spec, features, excluded, split=split)
-        learned = _vocabularies(spec, corpora)
-        encoder_options["vocabularies"] = {**learned, **dict(encoder_options.get("vocabularies") or {})}
         branch_options = dict(encoder_options.get("branch_options") or {})
         for name, texts in corpora.items():
             branch_options[name] = {"corpus": texts, **dict(branch_options.get(name) or {})}
@@ -194,13 +192,8 @@ def vocabularies_without_classes(
       Text feature name -> token list (for `vocabularies=`), learned as
       `build_classifier` learns it (`make_vectorizer` on the texts).
     """
-    return _vocabularies(spec, texts_without_classes(spec, feature_names, class_ids, split=split))
-
-
-def _vocabularies(spec: DatasetSpec, corpora: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Text feature name -> the token list `make_vectorizer` learns from its texts (reserved tokens left out)."""
     return {name: make_vectorizer(spec.feature(name), corpus=texts).get_vocabulary()[RESERVED_TOKENS:]
-            for name, texts in corpora.items()}
+            for name, texts in texts_without_classes(spec, feature_names, class_ids, split=split).items()}
 
 
 def encoder_vocabularies(encoder: DualEncoder) -> dict[str, list[str]]:
