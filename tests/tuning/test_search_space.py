@@ -24,11 +24,11 @@ def test_default_space_covers_the_options_and_the_spec_branches(spec):
     space = make_search_space(spec)
     assert list(space.entries) == list(DEFAULT_SEARCH_SPACE)
     for name in ("fusion", "units", "embed_dim", "dropout_rate", "modality_dropout", "balance", "learning_rate",
-                 "weight_decay", "image.stages", "audio.encoder"):
+                 "weight_decay", "image.stages", "audio.encoder", "text.rare_token_dropout"):
         assert name in space.entries
     # A spec without images or audio gets no entries for their branches.
     text_only = spec.with_features(["caption"])
-    assert not any("." in name for name in make_search_space(text_only).entries)
+    assert [name for name in make_search_space(text_only).entries if "." in name] == ["text.rare_token_dropout"]
 
 
 def test_user_entries_narrow_fix_drop_and_extend(spec):
