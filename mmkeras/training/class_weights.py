@@ -10,17 +10,21 @@ from mmkeras.data.scan import check_split
 from mmkeras.spec import DatasetSpec
 
 
-def balanced_class_weights(labels: Iterable[int], num_classes: int) -> dict[int, float]:
+def balanced_class_weights(labels: Iterable[int], num_classes: int, *, power: float = 1.0) -> dict[int, float]:
     """Weight each class inversely to its frequency ("balanced", as in scikit-learn).
 
     `weight[c] = n_examples / (num_classes * n_examples_of_c)`, so every class
     contributes the same total weight to the loss and the mean weight per
-    example is 1. A class with no examples gets weight 1.0 (it never occurs,
-    so its weight does not matter, but it stays finite).
+    example is 1. With `power` p < 1 each weight is raised to p and the
+    weights are rescaled so that the mean weight per example stays 1: p = 0.5
+    (`class_weight="sqrt"`) weights a class 4 times rarer twice as much, not 4
+    times. A class with no examples gets weight 1.0 (it never occurs, so its
+    weight does not matter, but it stays finite).
 
     Args:
       labels: the training labels, class ids in `[0, num_classes)`.
       num_classes: number of classes.
+      power: the exponent p in (0, 1]; 1 is scikit-learn's "balanced".
 
     Returns:
       `{class_id: weight}` for every class, the form Keras' `fit(class_weight=...)` takes.
@@ -38,11 +42,12 @@ def balanced_class_weights(labels: Iterable[int], num_classes: int) -> dict[int,
     if labels.min() < 0 or labels.max() >= num_classes:
         bad = labels[(labels < 0) | (labels >= num_classes)][0]
         raise ValueError(f"Label {int(bad)} is outside the {num_classes} classes [0, {num_classes - 1}].")
+    if not 0.0 < power <= 1.0:
+        raise ValueError(f"The class-weight power must be in (0, 1]; got {power!r}.")
     counts = np.bincount(labels, minlength=num_classes)
-    return {
-        class_id: float(labels.size / (num_classes * count)) if count else 1.0
-        for class_id, count in enumerate(counts)
-    }
+    weights = np.where(counts > 0, labels.size / (num_classes * np.maximum(counts, 1)), 1.0) ** power
+    weights[counts > 0] *= labels.size / np.sum(counts * weights)  # mean weight per example: 1
+    return {class_id: float(weight) if count else 1.0 for class_id, (count, weight) in enumerate(zip(counts, weights))}
 
 
 def split_labels(spec: DatasetSpec, split: str = "train") -> np.ndarray:

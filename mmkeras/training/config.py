@@ -20,7 +20,9 @@ from mmkeras.checks import is_integer, is_number, is_rate
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 LOSSES = ("crossentropy", "focal")
-CLASS_WEIGHTS = (None, "balanced")
+CLASS_WEIGHTS = (None, "balanced", "sqrt")
+# The exponent each `class_weight` choice raises the balanced weights to.
+CLASS_WEIGHT_POWERS = {"balanced": 1.0, "sqrt": 0.5}
 BALANCES = ("none", "aux_heads", "ogm_ge", "gradient_blending")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
@@ -96,8 +98,10 @@ class TrainingConfig:
         an epoch sooner than 1e-3 and ended higher (time_to_accuracy.md).
       optimizer: one of `OPTIMIZERS` ("adamw", "adam", "sgd").
       weight_decay: AdamW's decoupled weight decay (ignored by the others).
-      class_weight: None, or "balanced" to weight each class by
-        `n_examples / (n_classes * n_examples_of_class)` on the train split.
+      class_weight: None, "balanced" to weight each class by
+        `n_examples / (n_classes * n_examples_of_class)` on the train split,
+        or "sqrt" for the square roots of those weights (rescaled to a mean
+        weight of 1 per example).
       loss: "crossentropy" or "focal" (down-weights easy examples).
       focal_gamma: the focal loss's focusing exponent (0 = crossentropy).
       label_smoothing: share of the target mass spread over all classes, in

@@ -41,6 +41,7 @@ from mmkeras.training.callbacks import (
 )
 from mmkeras.training.class_weights import balanced_class_weights, split_labels
 from mmkeras.training.config import (
+    CLASS_WEIGHT_POWERS,
     ModelConfig,
     RunConfig,
     RuntimeConfig,
@@ -221,8 +222,9 @@ def train(
                                                                     batch_size=training.batch_size)
             decodings.append(validation_decoding)
         class_weight = None
-        if training.class_weight == "balanced":
-            class_weight = balanced_class_weights(split_labels(spec, TRAIN_SPLIT), spec.num_classes)
+        if training.class_weight is not None:
+            class_weight = balanced_class_weights(split_labels(spec, TRAIN_SPLIT), spec.num_classes,
+                                                  power=CLASS_WEIGHT_POWERS[training.class_weight])
 
         steps_per_epoch = max(train_report.kept // training.batch_size, 1)
         model, trainer = build_and_compile(spec, config.model, training, runtime, prepare_model=prepare_model,

@@ -16,6 +16,16 @@ def test_balanced_weights_on_a_toy_label_list():
     np.testing.assert_allclose([weights[c] for c in range(3)], expected)
 
 
+def test_square_root_weights_halve_the_balanced_contrast_and_keep_the_mean():
+    labels = [0] * 16 + [1] * 4 + [2] * 1
+    weights = balanced_class_weights(labels, num_classes=4, power=0.5)  # class 3 never occurs
+    assert weights[1] / weights[0] == pytest.approx(2.0) and weights[2] / weights[0] == pytest.approx(4.0)
+    assert np.mean([weights[label] for label in labels]) == pytest.approx(1.0)
+    assert weights[3] == 1.0
+    with pytest.raises(ValueError, match=r"power must be in \(0, 1\]"):
+        balanced_class_weights(labels, num_classes=4, power=0.0)
+
+
 def test_a_class_without_examples_gets_weight_one():
     assert balanced_class_weights([0, 0, 1], num_classes=3)[2] == 1.0
 

@@ -56,7 +56,7 @@ def test_unknown_field_names_it_and_the_allowed_ones(tmp_path):
     ("section", "values", "message"),
     [
         ("training", {"epochs": 0}, r"TrainingConfig.epochs must be a positive integer, got 0"),
-        ("training", {"class_weight": "auto"}, r"class_weight must be one of \[None, 'balanced'\]"),
+        ("training", {"class_weight": "auto"}, r"class_weight must be one of \[None, 'balanced', 'sqrt'\]"),
         ("training", {"loss": "hinge"}, r"loss must be one of \['crossentropy', 'focal'\]"),
         ("training", {"label_smoothing": 1.0}, r"label_smoothing must be a number in \[0, 1\)"),
         ("runtime", {"strategy": "tpu"}, r"strategy must be one of \['auto', 'default', 'mirrored', 'multi_worker'\]"),
