@@ -16,12 +16,18 @@ the heads would beat serving the fused head alone:
   run's last epoch trained with;
 - "mean of aux heads": the auxiliary heads only (a late fusion of the branches).
 
+With `--unimodal`, it also scores the fused model against the unimodal models
+trained apart (same seed, label smoothing and branch options): their mean,
+the fused model averaged with them, and the share of test examples at least
+one unimodal model names.
+
 `--modality-dropout` takes one or more values, each a rate or a JSON mapping of
 rates per modality (`'{"text": 0.5, "image": 0.3, "audio": 0.3}'`); every
 smoothing is trained with each of them. `--branch-options` likewise takes one or
 more JSON mappings of branch options by modality (`'{"text":
 {"rare_token_dropout": 0}}'`; `{}` is the defaults); every model, the unimodal
-references included, is trained with each.
+references included, is trained with each, and so is each of `--class-weights`
+(`none`, `balanced`, `sqrt`; `default` leaves `train`'s own).
 
 Run: `python benchmarks/blend_heads.py --spec tuxpaint --seeds 2 --epochs 10 --blend-smoothings 0 0.5 --unimodal text`.
 Writes `benchmarks/results/<dataset>_blend_heads<suffix>.{json,md}`.
@@ -93,6 +99,13 @@ def label_smoothing_label(label_smoothing: float) -> str:
     return f" label_smoothing={label_smoothing:g}" if label_smoothing else ""
 
 
+def class_weight_options(class_weight: str) -> tuple[dict, str]:
+    """A `--class-weights` value's training options and row-name tag ("default": `train`'s own, untagged)."""
+    if class_weight == "default":
+        return {}, ""
+    return {"class_weight": None if class_weight == "none" else class_weight}, f" class_weight={class_weight}"
+
+
 def head_predictions(model_path: Path, spec) -> tuple[dict, object]:
     """`({output name: (N, C) probabilities}, labels)` of a saved classifier on the test split."""
     import numpy as np
@@ -100,10 +113,11 @@ def head_predictions(model_path: Path, spec) -> tuple[dict, object]:
     import mmkeras
 
     model = mmkeras.load_classifier(model_path)
+    inputs = set(model.input)  # a unimodal model reads only its own feature (and its presence flag)
     outputs, labels = {}, []
     for features, batch_labels in mmkeras.make_dataset(spec, "test", batch_size=64, deterministic=True):
         labels.append(batch_labels.numpy().reshape(-1))
-        for name, value in model(features, training=False).items():
+        for name, value in model({k: v for k, v in features.items() if k in inputs}, training=False).items():
             outputs.setdefault(name, []).append(np.asarray(value))
     return {name: np.concatenate(parts) for name, parts in outputs.items()}, np.concatenate(labels)
 
@@ -134,14 +148,43 @@ def head_combinations(outputs: dict, labels, blend_weights: dict) -> dict:
     }
 
 
+def ensemble_combinations(fused, unimodal: dict, labels) -> dict:
+    """Test accuracy of averaging the fused model with separately trained unimodal models (same seed).
+
+    Args:
+      fused: the fused model's (N, C) test probabilities.
+      unimodal: `{feature: (N, C) probabilities}` of the models trained on one feature alone.
+      labels: the test labels.
+
+    Returns:
+      "mean of unimodal models" (a late fusion of models trained apart), "fused + unimodal models",
+      "fused + <feature> model" per feature, and "any unimodal model right": the share of examples at
+      least one unimodal model names, a bound on what choosing between them could reach.
+    """
+    import numpy as np
+
+    def accuracy(probabilities):
+        return float(np.mean(np.argmax(probabilities, axis=1) == labels))
+
+    models = list(unimodal.values())
+    right = np.stack([np.argmax(p, axis=1) == labels for p in models])
+    return {
+        "mean of unimodal models": accuracy(np.mean(models, axis=0)),
+        "fused + unimodal models": accuracy(np.mean([fused, *models], axis=0)),
+        **{f"fused + {feature} model": accuracy((fused + p) / 2) for feature, p in unimodal.items()},
+        "any unimodal model right": float(np.mean(right.any(axis=0))),
+    }
+
+
 def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smoothings=(0.0,), unimodal=(),
-        modality_dropouts=(0.3,), label_smoothings=(0.0,), branch_options=({},), first_seed: int = 0,
-        suffix: str = "", command: str = "") -> dict:
+        modality_dropouts=(0.3,), label_smoothings=(0.0,), branch_options=({},), class_weights=("default",),
+        first_seed: int = 0, suffix: str = "", command: str = "") -> dict:
     """Train, evaluate and score the head mixes; save `<dataset>_blend_heads<suffix>.{json,md}`; return the figures.
 
     Every smoothing is trained with each of `modality_dropouts` (a rate, or a mapping of rates per modality),
-    each of `label_smoothings` (the crossentropy's label smoothing) and each of `branch_options` (a mapping of
-    branch options by modality; the unimodal references get them too).
+    each of `label_smoothings` (the crossentropy's label smoothing), each of `class_weights` ("default", "none",
+    "balanced", "sqrt") and each of `branch_options` (a mapping of branch options by modality; the unimodal
+    references get them too, and the same label smoothings and class weights).
     """
     import numpy as np
 
@@ -157,47 +200,60 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
     spec = mmkeras.load_spec(spec_name)
     mmkeras.prepare(spec)
     candidates = []
-    for branches in branch_options:  # the unimodal references get the same branch options and label smoothings
-        for label_smoothing in label_smoothings:
-            for unimodal_candidate in make_candidates(spec, fusions=(), modality_dropouts=()):
-                if unimodal_candidate.features[0] in unimodal:
-                    candidates.append(Candidate(
-                        unimodal_candidate.name + label_smoothing_label(label_smoothing) + branch_options_label(branches),
-                        unimodal_candidate.features, unimodal_candidate.fusion,
-                        {**unimodal_candidate.options, "label_smoothing": float(label_smoothing),
-                         **({"branch_options": branches} if branches else {})},
-                    ))
-    for branches in branch_options:
+    tags = {}  # candidate -> its label smoothing and branch options: the unimodal models a fused one is mixed with
+    settings = [(branches, label_smoothing, *class_weight_options(class_weight)) for branches in branch_options
+                for label_smoothing in label_smoothings for class_weight in class_weights]
+    for branches, label_smoothing, weighting, weighting_tag in settings:  # the unimodal references: the same
+        tag = label_smoothing_label(label_smoothing) + weighting_tag + branch_options_label(branches)
+        for unimodal_candidate in make_candidates(spec, fusions=(), modality_dropouts=()):
+            if unimodal_candidate.features[0] in unimodal:
+                tags[unimodal_candidate.name + tag] = tag
+                candidates.append(Candidate(
+                    unimodal_candidate.name + tag,
+                    unimodal_candidate.features, unimodal_candidate.fusion,
+                    {**unimodal_candidate.options, "label_smoothing": float(label_smoothing), **weighting,
+                     **({"branch_options": branches} if branches else {})},
+                ))
+    for branches, label_smoothing, weighting, weighting_tag in settings:
         for modality_dropout in modality_dropouts:
             for smoothing in smoothings:
-                for label_smoothing in label_smoothings:
-                    options = {"modality_dropout": modality_dropout, "balance": "gradient_blending",
-                               "blend_smoothing": float(smoothing), "label_smoothing": float(label_smoothing),
-                               **({"branch_options": branches} if branches else {})}
-                    name = (f"concat mdrop={modality_dropout_label(modality_dropout)} gradient_blending "
-                            f"smoothing={smoothing:g}" + label_smoothing_label(label_smoothing)
-                            + branch_options_label(branches))
-                    candidates.append(Candidate(name, spec.feature_names, "concat", options))
+                options = {"modality_dropout": modality_dropout, "balance": "gradient_blending",
+                           "blend_smoothing": float(smoothing), "label_smoothing": float(label_smoothing), **weighting,
+                           **({"branch_options": branches} if branches else {})}
+                tag = label_smoothing_label(label_smoothing) + weighting_tag + branch_options_label(branches)
+                name = (f"concat mdrop={modality_dropout_label(modality_dropout)} gradient_blending "
+                        f"smoothing={smoothing:g}" + tag)
+                tags[name] = tag
+                candidates.append(Candidate(name, spec.feature_names, "concat", options))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mmkeras-blend-heads-") as folder:
         results = compare_fusions(spec, candidates=candidates, seeds=seeds, epochs=epochs, batch_size=batch_size,
                                   output_dir=folder, first_seed=first_seed)
+        unimodal_outputs, fused_outputs = {}, {}
         for run_row in results["runs"]:
-            if len(run_row["features"]) < 2:
-                continue
             run_dir = run_folder(folder, run_row["model"], run_row["seed"])
+            outputs, labels = head_predictions(run_dir / "final.keras", spec)
+            if len(run_row["features"]) < 2:
+                unimodal_outputs.setdefault((tags[run_row["model"]], run_row["seed"]), {})[
+                    run_row["features"][0]] = outputs["probabilities"]
+                continue
             history = read_history(run_dir / "history.csv")
             weights = {name[len("blend_weight_"):]: values for name, values in history.items()
                        if name.startswith("blend_weight_")}
-            outputs, labels = head_predictions(run_dir / "final.keras", spec)
             run_row["blend_weights"] = weights
             run_row["heads"] = head_combinations(outputs, labels, {h: w[-1] for h, w in weights.items()})
+            fused_outputs[id(run_row)] = outputs["probabilities"]
+        for run_row in results["runs"]:
+            alone = unimodal_outputs.get((tags[run_row["model"]], run_row["seed"]))
+            if id(run_row) in fused_outputs and alone:
+                run_row["ensembles"] = ensemble_combinations(fused_outputs[id(run_row)], alone, labels)
     for row in results["rows"]:
-        runs = [r for r in results["runs"] if r["model"] == row["model"] and "heads" in r]
-        if runs:
-            row["heads"] = {name: [float(np.mean([r["heads"][name] for r in runs])),
-                                   float(np.std([r["heads"][name] for r in runs], ddof=1)) if len(runs) > 1 else 0.0]
-                            for name in runs[0]["heads"]}
+        for key in ("heads", "ensembles"):
+            runs = [r for r in results["runs"] if r["model"] == row["model"] and key in r]
+            if runs:
+                row[key] = {name: [float(np.mean([r[key][name] for r in runs])),
+                                   float(np.std([r[key][name] for r in runs], ddof=1)) if len(runs) > 1 else 0.0]
+                            for name in runs[0][key]}
     results["wall_minutes"] = (time.perf_counter() - started) / 60
     results["command"] = command
     write_results(results, f"{spec.name}_blend_heads{suffix}")
@@ -233,6 +289,15 @@ def write_results(results: dict, stem: str, directory: Path = RESULTS) -> None:
                   "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         lines += [f"| {row['model']} | " + " | ".join(f"{row['heads'][n][0]:.3f} ± {row['heads'][n][1]:.3f}"
                                                     for n in names) + " |" for row in mixed]
+        ensembled = [row for row in mixed if "ensembles" in row]
+        if ensembled:
+            names = list(ensembled[0]["ensembles"])
+            lines += ["", ("The fused model against the unimodal models trained apart with the same seed and options: "
+                           "test accuracy of their mean probabilities, and the share of examples at least one "
+                           "unimodal model names:"), "",
+                      "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            lines += [f"| {row['model']} | " + " | ".join(f"{row['ensembles'][n][0]:.3f} ± {row['ensembles'][n][1]:.3f}"
+                                                        for n in names) + " |" for row in ensembled]
         lines += ["", "Gradient-blending weights each epoch trained with (epoch 1 first):", "",
                   "| run | head | weights |", "|---|---|---|"]
         for run_row in results["runs"]:
@@ -258,6 +323,10 @@ def main() -> None:
     parser.add_argument("--branch-options", nargs="+", type=parse_branch_options, default=[{}],
                         help="JSON mappings of branch options by modality, one set of models each ({} = defaults), "
                              "e.g. '{\"text\": {\"rare_token_dropout\": 0}}'")
+    parser.add_argument("--class-weights", nargs="+", default=["default"],
+                        choices=["default", "none", "balanced", "sqrt"],
+                        help="class weightings, one set of models each (the unimodal references too); "
+                             "default: train's own, untagged")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--unimodal", nargs="*", default=[], help="features also trained alone, for reference")
     parser.add_argument("--suffix", default="", help="added to the results' file names")
@@ -265,7 +334,8 @@ def main() -> None:
     results = run(args.spec, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
                   smoothings=tuple(args.blend_smoothings), unimodal=tuple(args.unimodal),
                   modality_dropouts=tuple(args.modality_dropout), label_smoothings=tuple(args.label_smoothings),
-                  branch_options=tuple(args.branch_options), first_seed=args.first_seed, suffix=args.suffix,
+                  branch_options=tuple(args.branch_options), class_weights=tuple(args.class_weights),
+                  first_seed=args.first_seed, suffix=args.suffix,
                   command="python benchmarks/blend_heads.py " + shlex.join(sys.argv[1:]))
     print((RESULTS / f"{results['dataset']}_blend_heads{args.suffix}.md").read_text())
 
