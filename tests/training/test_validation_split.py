@@ -9,6 +9,7 @@ import pytest
 from mmkeras.data.manifest import read_manifest
 from mmkeras.data.validation import ValidationSplit
 from mmkeras.runs.load import load_run_spec
+from mmkeras.training.class_weights import balanced_class_weights, split_labels
 from mmkeras.training.config import TrainingConfig
 from mmkeras.training.loop import train
 from mmkeras.training.run_dir import RunPaths
@@ -44,6 +45,9 @@ def test_a_carved_validation_split_is_recorded_and_a_resumed_run_reuses_it(tiny_
     spec = load_run_spec(paths.run_dir)
     assert [row.number for row in read_manifest(spec, "validation").rows] == list(carve.validation_rows)
     assert [row.number for row in read_manifest(spec, "train").rows] == list(carve.train_rows)
+    # Square-root class weights by default, counted on the rows left for training.
+    expected = balanced_class_weights(split_labels(spec, "train"), spec.num_classes, power=0.5)
+    assert summary["class_weight"] == pytest.approx({str(k): v for k, v in expected.items()})
 
 
 
