@@ -42,6 +42,7 @@ spectrograms by itself get no map. Occlusion gives only per-modality scores.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
@@ -228,7 +229,11 @@ def _integrated_gradients(model: keras.Model, split: tuple, inputs: dict, names:
     actual, flags = values[:-1], values[-1]
 
     def head_at(point):
-        return head(point + [flags], training=False, mask=masks)
+        with warnings.catch_warnings():
+            # Keras warns that `head` hands no mask on to its output; the probabilities need none, and the
+            # masks are read inside it (by the fusion), so the warning would only alarm the user.
+            warnings.filterwarnings("ignore", message=".*was passed an input with a mask attached", category=UserWarning)
+            return head(point + [flags], training=False, mask=masks)
 
     probabilities = head_at(actual)
     class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)

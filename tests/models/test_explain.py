@@ -2,6 +2,8 @@
 per-element maps put their mass on the pixels and the token that carry the label."""
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -145,7 +147,10 @@ def caption_model(tiny_spec, tiny_model):
 
 def test_the_token_map_puts_its_mass_on_the_word_that_carries_the_label(caption_model):
     model, (features, labels, positions) = caption_model
-    result = explain(model, features, steps=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = explain(model, features, steps=8)
+    assert not [w for w in caught if "mask attached" in str(w.message)]  # the masks are used, not dropped
     assert np.mean(result["class_id"] == labels) > 0.8
     tokens, scores = result["tokens"]["caption"], result["maps"]["caption"]
     assert tokens.shape == scores.shape == (TEST, 8)
@@ -159,6 +164,7 @@ def test_the_token_map_puts_its_mass_on_the_word_that_carries_the_label(caption_
     assert np.all(top[moved] == positions[moved])  # the class word, every time (seeds 0 to 3)
 
 
+@pytest.mark.filterwarnings("ignore:.*mask attached:UserWarning")  # the test's own call of `head`, as `explain` makes it
 def test_integrated_gradients_add_up_for_cross_attention_over_padded_captions(tiny_spec):
     # Cross-attention reads the caption's padding mask; the path integral must hand it on at every point, or it
     # explains a model that attends to the padding and the scores no longer add up (measured: off by up to 0.14).
