@@ -200,11 +200,15 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
     spec = mmkeras.load_spec(spec_name)
     mmkeras.prepare(spec)
     candidates = []
-    tags = {}  # candidate -> its label smoothing and branch options: the unimodal models a fused one is mixed with
-    settings = [(branches, label_smoothing, *class_weight_options(class_weight)) for branches in branch_options
-                for label_smoothing in label_smoothings for class_weight in class_weights]
-    for branches, label_smoothing, weighting, weighting_tag in settings:  # the unimodal references: the same
-        tag = label_smoothing_label(label_smoothing) + weighting_tag + branch_options_label(branches)
+    tags = {}  # candidate -> its training setting's tag: the unimodal models a fused one is mixed with share it
+    settings = []  # (branch options, label smoothing, class-weight options, the row names' tag)
+    for branches in branch_options:
+        for label_smoothing in label_smoothings:
+            for class_weight in class_weights:
+                weighting, weighting_tag = class_weight_options(class_weight)
+                tag = label_smoothing_label(label_smoothing) + weighting_tag + branch_options_label(branches)
+                settings.append((branches, label_smoothing, weighting, tag))
+    for branches, label_smoothing, weighting, tag in settings:  # the unimodal references: the same settings
         for unimodal_candidate in make_candidates(spec, fusions=(), modality_dropouts=()):
             if unimodal_candidate.features[0] in unimodal:
                 tags[unimodal_candidate.name + tag] = tag
@@ -214,13 +218,12 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
                     {**unimodal_candidate.options, "label_smoothing": float(label_smoothing), **weighting,
                      **({"branch_options": branches} if branches else {})},
                 ))
-    for branches, label_smoothing, weighting, weighting_tag in settings:
+    for branches, label_smoothing, weighting, tag in settings:
         for modality_dropout in modality_dropouts:
             for smoothing in smoothings:
                 options = {"modality_dropout": modality_dropout, "balance": "gradient_blending",
                            "blend_smoothing": float(smoothing), "label_smoothing": float(label_smoothing), **weighting,
                            **({"branch_options": branches} if branches else {})}
-                tag = label_smoothing_label(label_smoothing) + weighting_tag + branch_options_label(branches)
                 name = (f"concat mdrop={modality_dropout_label(modality_dropout)} gradient_blending "
                         f"smoothing={smoothing:g}" + tag)
                 tags[name] = tag
@@ -308,6 +311,8 @@ def write_results(results: dict, stem: str, directory: Path = RESULTS) -> None:
 
 
 def main() -> None:
+    from mmkeras.training.config import CLASS_WEIGHT_POWERS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spec", default="tuxpaint")
     parser.add_argument("--seeds", type=int, default=2)
@@ -324,7 +329,7 @@ def main() -> None:
                         help="JSON mappings of branch options by modality, one set of models each ({} = defaults), "
                              "e.g. '{\"text\": {\"rare_token_dropout\": 0}}'")
     parser.add_argument("--class-weights", nargs="+", default=["default"],
-                        choices=["default", "none", "balanced", "sqrt"],
+                        choices=["default", "none", *CLASS_WEIGHT_POWERS],
                         help="class weightings, one set of models each (the unimodal references too); "
                              "default: train's own, untagged")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")

@@ -45,9 +45,11 @@ def balanced_class_weights(labels: Iterable[int], num_classes: int, *, power: fl
     if not 0.0 < power <= 1.0:
         raise ValueError(f"The class-weight power must be in (0, 1]; got {power!r}.")
     counts = np.bincount(labels, minlength=num_classes)
-    weights = np.where(counts > 0, labels.size / (num_classes * np.maximum(counts, 1)), 1.0) ** power
-    weights[counts > 0] *= labels.size / np.sum(counts * weights)  # mean weight per example: 1
-    return {class_id: float(weight) if count else 1.0 for class_id, (count, weight) in enumerate(zip(counts, weights))}
+    seen = counts > 0
+    weights = np.ones(num_classes)
+    weights[seen] = (labels.size / (num_classes * counts[seen])) ** power
+    weights[seen] *= labels.size / np.sum(counts * weights)  # mean weight per example: 1
+    return {class_id: float(weight) for class_id, weight in enumerate(weights)}
 
 
 def split_labels(spec: DatasetSpec, split: str = "train") -> np.ndarray:

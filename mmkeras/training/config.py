@@ -20,9 +20,9 @@ from mmkeras.checks import is_integer, is_number, is_rate
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 LOSSES = ("crossentropy", "focal")
-CLASS_WEIGHTS = (None, "balanced", "sqrt")
-# The exponent each `class_weight` choice raises the balanced weights to.
+# The exponent each `class_weight` choice raises the balanced weights to; None weighs every class 1.
 CLASS_WEIGHT_POWERS = {"balanced": 1.0, "sqrt": 0.5}
+CLASS_WEIGHTS = (None, *CLASS_WEIGHT_POWERS)
 BALANCES = ("none", "aux_heads", "ogm_ge", "gradient_blending")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
