@@ -36,6 +36,9 @@ DEFAULT_STAGES = (24, 48, 96)
 # 0.901 against 0.893 / 0.895, seeds 0 / 1). Images under MIN_STEM_SIZE a side keep full resolution.
 DEFAULT_STEM_STRIDE = 2
 MIN_STEM_SIZE = 16
+# Mirrorings `flip` takes (keras.layers.RandomFlip modes). None by default: digits, letters and
+# signs change meaning in a mirror; photographs and drawings of objects do not.
+FLIPS = ("horizontal", "vertical", "horizontal_and_vertical")
 
 
 def build_image_branch(
@@ -49,6 +52,7 @@ def build_image_branch(
     weights: str | None = None,
     trainable: bool | None = None,
     augment: bool = True,
+    flip: str | None = None,
     embed_dim: int = 128,
     dropout_rate: float = 0.3,
     encoder: str | None = None,
@@ -78,6 +82,11 @@ def build_image_branch(
       trainable: whether backbone weights train; default False for pretrained weights (and hub
         encoders), else True.
       augment: random translation and zoom while training.
+      flip: also mirror images at random while training, one of `FLIPS`
+        ("horizontal" for pictures of objects, whose mirror image is the same
+        object); None (the default) for data whose mirror image means
+        something else (digits, text, maps). A spec sets it per feature with
+        `branch: {flip: horizontal}`. Needs `augment`.
       embed_dim: width of the branch outputs.
       dropout_rate: dropout after each stage and on the pooled features.
       encoder: "hub:<handle-or-path>" of a pretrained image encoder instead of
@@ -93,7 +102,8 @@ def build_image_branch(
       (batch, grid_cells, embed_dim)}`.
 
     Raises:
-      ValueError: for a non-image feature, an unknown backbone, both a backbone
+      ValueError: for a non-image feature, an unknown backbone or flip, a flip
+        without `augment`, both a backbone
         and an encoder, `weights` or `trainable` with neither, or bad sizes.
       FileNotFoundError, ImportError, ConnectionError: for an encoder handle
         that cannot be loaded (see `mmkeras.branches.hub.resolve_handle`).
@@ -118,8 +128,15 @@ def build_image_branch(
             f"(one of {sorted(BACKBONES)}) or a hub `encoder`; got weights={weights!r}, trainable={trainable!r} "
             "for the CNN stages, which always train from scratch."
         )
+    if flip is not None and (flip not in FLIPS or not augment):
+        raise ValueError(
+            f"Image feature {feature.name!r}: `flip` must be one of {list(FLIPS)} or None, with augment=True; "
+            f"got flip={flip!r}, augment={augment!r}."
+        )
     inputs = make_input(feature)
     x = inputs
+    if flip is not None:
+        x = layers.RandomFlip(flip, name="augment_flip")(x)
     if augment:
         x = layers.RandomTranslation(0.08, 0.08, fill_mode="constant", name="augment_translation")(x)
         x = layers.RandomZoom(0.08, fill_mode="constant", name="augment_zoom")(x)

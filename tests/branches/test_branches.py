@@ -127,6 +127,28 @@ def test_separable_image_stages_keep_a_full_convolution_first(spec):
     assert branch(_batch(spec, "picture"))["embedding"].shape == (2, 8)
 
 
+def test_image_flip_mirrors_only_while_training_and_is_refused_without_augment(spec, tmp_path):
+    branch = build_image_branch(spec.feature("picture"), stages=(8,), flip="horizontal", embed_dim=8)
+    branch.save(tmp_path / "branch.keras")
+    flip = keras.saving.load_model(tmp_path / "branch.keras").get_layer("augment_flip")
+    images = _batch(spec, "picture")
+    mirrored = images[:, :, ::-1]
+    seen = set()
+    for _ in range(20):
+        out = np.asarray(flip(images, training=True))
+        for row, image in enumerate(out):
+            same, flipped = np.array_equal(image, images[row]), np.array_equal(image, mirrored[row])
+            assert same or flipped
+            seen.add(flipped)
+    assert seen == {False, True}
+    np.testing.assert_array_equal(np.asarray(flip(images, training=False)), images)
+    assert "augment_flip" not in [layer.name for layer in build_image_branch(spec.feature("picture")).layers]
+    with pytest.raises(ValueError, match="`flip` must be one of"):
+        build_image_branch(spec.feature("picture"), flip="diagonal")
+    with pytest.raises(ValueError, match="augment=True"):
+        build_image_branch(spec.feature("picture"), flip="horizontal", augment=False)
+
+
 def test_audio_conv1d_encoder_has_no_lstm(spec):
     branch = build_audio_branch(spec.feature("sound"), encoder="conv1d", embed_dim=8)
     assert not any("lstm" in layer.name for layer in branch.layers)
