@@ -138,7 +138,9 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run: report.json and plots")
     evaluate.add_argument("run", help="a run folder written by `mmkeras train`")
-    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--split", default="test",
+                          help="the split to evaluate; its report goes to <run>/evaluation/ for test, "
+                               "<run>/evaluation_<split>/ for any other")
     evaluate.set_defaults(handler=_evaluate)
 
     export = commands.add_parser("export", help="export a run as a versioned SavedModel for TF Serving")

@@ -69,6 +69,10 @@ def test_train_evaluate_predict_export_end_to_end(tiny_spec, tmp_path, capsys):
     assert main(["evaluate", str(run)]) == 0
     report = json.loads((run / "evaluation" / "report.json").read_text())
     assert 0.0 <= report["accuracy"] <= 1.0 and (run / "evaluation" / "reliance.png").stat().st_size > 0
+    # Another split gets its own folder: the test report is not overwritten.
+    assert main(["evaluate", str(run), "--split", "validation"]) == 0
+    assert json.loads((run / "evaluation" / "report.json").read_text()) == report
+    assert json.loads((run / "evaluation_validation" / "report.json").read_text())["split"] == "validation"
     manifest_dir = tiny_spec.data_dir
     row = tmp_path / "row.json"
     row.write_text(json.dumps({"caption": "a red ball", "picture": str(manifest_dir / "images/00000.png"),
