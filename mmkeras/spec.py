@@ -66,6 +66,11 @@ FEATURE_KEYS = ("name", "modality", "column", "branch")
 # Pretrained-encoder keys a feature may give at its top level: shorthand for
 # the same keys under `branch:` (e.g. `backbone: resnet50`, `weights: imagenet`).
 BRANCH_SHORTCUTS = ("encoder", "preprocessor", "backbone", "weights", "trainable")
+# Branch arguments that may name a local file or folder (`weights: my_weights.h5`,
+# `encoder: hub:models/use`, `encoder: keras_hub:presets/bert`): relative ones that exist
+# beside the spec file are read from there, as `data_dir` is.
+BRANCH_PATH_KEYS = ("weights", "encoder", "preprocessor")
+ENCODER_PREFIXES = ("hub:", "keras_hub:")
 ON_ERROR_POLICIES = ("raise", "skip")
 SPEC_KEYS = (
     "name", "features", "label", "splits", "data_dir", "source", "source_options", "on_error", "group",
@@ -356,6 +361,10 @@ def spec_from_dict(raw: Any, *, path: Path | None = None) -> DatasetSpec:
     if group is not None and group == label.column:
         raise fail("group", f"{group!r} is the label column; name a column that says which group a row is in.")
     base = path.parent if path else Path.cwd()
+    if path:
+        features = tuple(
+            dataclasses.replace(f, branch=resolve_branch_paths(f.branch, base)) if f.branch else f for f in features
+        )
     if raw.get("data_dir") is not None:
         data_dir = base / os.path.expandvars(os.path.expanduser(str(raw["data_dir"])))
     elif source:
@@ -374,6 +383,43 @@ def spec_from_dict(raw: Any, *, path: Path | None = None) -> DatasetSpec:
         path=path,
         group=group,
     )
+
+
+def resolve_branch_paths(branch: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """A feature's branch arguments with local paths relative to the spec's folder made absolute.
+
+    `weights`, `encoder` and `preprocessor` may name a file or folder
+    (`weights: weights.h5`, `encoder: hub:models/use`, `encoder:
+    keras_hub:presets/bert`). A relative one is read from the spec's folder
+    when it exists there, as `data_dir` is, so a spec works from any working
+    directory; anything else (a URL, a preset name, "imagenet", an absolute
+    path, a relative path that exists only from the working directory) is
+    left as written.
+
+    Args:
+      branch: the feature's branch-builder arguments.
+      base: the folder the spec file is in.
+
+    Returns:
+      A copy of `branch` with those paths resolved.
+
+    Example:
+      >>> resolve_branch_paths({"encoder": "hub:models/use"}, Path("/specs"))  # /specs/models/use exists
+      {'encoder': 'hub:/specs/models/use'}
+    """
+    resolved = dict(branch)
+    for key in BRANCH_PATH_KEYS:
+        value = resolved.get(key)
+        if not isinstance(value, str):
+            continue
+        prefix = next((p for p in ENCODER_PREFIXES if value.startswith(p)), "")
+        local = value[len(prefix):]
+        if not local or "://" in local or local.startswith("~") or Path(local).is_absolute():
+            continue
+        candidate = base / local
+        if candidate.exists():
+            resolved[key] = prefix + str(candidate.resolve())
+    return resolved
 
 
 def _check_keys(raw: Mapping, allowed: tuple[str, ...], prefix: str, fail) -> None:

@@ -110,6 +110,31 @@ def test_pretrained_encoder_keys_are_branch_options(tmp_path):
     assert spec.feature("photo").branch == {"embed_dim": 32, "backbone": "resnet50", "weights": None}
 
 
+def test_relative_encoder_and_weights_paths_are_read_beside_the_spec(tmp_path, monkeypatch):
+    specs = tmp_path / "project" / "specs"
+    (specs / "models" / "use").mkdir(parents=True)
+    (specs / "presets" / "bert").mkdir(parents=True)
+    (specs / "weights.h5").write_bytes(b"")
+    features = [
+        {"name": "caption", "modality": "text", "encoder": "hub:models/use", "preprocessor": "hub:https://x/y"},
+        {"name": "photo", "modality": "image", "backbone": "resnet50", "weights": "weights.h5"},
+        {"name": "photo2", "modality": "image", "backbone": "resnet50", "weights": "imagenet"},
+        {"name": "title", "modality": "text", "encoder": "keras_hub:presets/bert"},
+        {"name": "title2", "modality": "text", "encoder": "keras_hub:bert_tiny_en_uncased"},
+        {"name": "other", "modality": "text", "encoder": "hub:not/there"},
+    ]
+    (specs / "s.yaml").write_text(yaml.safe_dump({**VALID, "features": features}))
+    monkeypatch.chdir(tmp_path)  # the working directory is not the spec's folder
+    spec = load_spec(specs / "s.yaml")
+    assert spec.feature("caption").branch == {"encoder": f"hub:{specs / 'models' / 'use'}",
+                                              "preprocessor": "hub:https://x/y"}
+    assert spec.feature("photo").branch["weights"] == str(specs / "weights.h5")
+    assert spec.feature("photo2").branch["weights"] == "imagenet"
+    assert spec.feature("title").branch["encoder"] == f"keras_hub:{specs / 'presets' / 'bert'}"
+    assert spec.feature("title2").branch["encoder"] == "keras_hub:bert_tiny_en_uncased"
+    assert spec.feature("other").branch["encoder"] == "hub:not/there"  # left for the loader's own error
+
+
 def test_size_limits_default_to_real_input_sizes_and_can_be_set():
     spec = spec_from_dict(VALID)
     # Real inputs come at the camera's or the speaker's size, not the model's: a 12 Mpx photo, 30 s.
