@@ -106,8 +106,8 @@ def class_weight_options(class_weight: str) -> tuple[dict, str]:
     return {"class_weight": None if class_weight == "none" else class_weight}, f" class_weight={class_weight}"
 
 
-def head_predictions(model_path: Path, spec, split: str = "test") -> tuple[dict, object]:
-    """`({output name: (N, C) probabilities}, labels)` of a saved classifier on a split (default: test)."""
+def head_predictions(model_path: Path, spec) -> tuple[dict, object]:
+    """`({output name: (N, C) probabilities}, labels)` of a saved classifier on the test split."""
     import numpy as np
 
     import mmkeras
@@ -115,7 +115,7 @@ def head_predictions(model_path: Path, spec, split: str = "test") -> tuple[dict,
     model = mmkeras.load_classifier(model_path)
     inputs = set(model.input)  # a unimodal model reads only its own feature (and its presence flag)
     outputs, labels = {}, []
-    for features, batch_labels in mmkeras.make_dataset(spec, split, batch_size=64, deterministic=True):
+    for features, batch_labels in mmkeras.make_dataset(spec, "test", batch_size=64, deterministic=True):
         labels.append(batch_labels.numpy().reshape(-1))
         for name, value in model({k: v for k, v in features.items() if k in inputs}, training=False).items():
             outputs.setdefault(name, []).append(np.asarray(value))
@@ -236,10 +236,6 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
         for run_row in results["runs"]:
             run_dir = run_folder(folder, run_row["model"], run_row["seed"])
             outputs, labels = head_predictions(run_dir / "final.keras", spec)
-            if "validation" in spec.splits:  # what a user could choose by, without looking at the test split
-                validation, validation_labels = head_predictions(run_dir / "final.keras", spec, "validation")
-                run_row["validation_accuracy"] = float(
-                    np.mean(np.argmax(validation["probabilities"], axis=1) == validation_labels))
             if len(run_row["features"]) < 2:
                 unimodal_outputs.setdefault((tags[run_row["model"]], run_row["seed"]), {})[
                     run_row["features"][0]] = outputs["probabilities"]
@@ -255,10 +251,6 @@ def run(spec_name: str, *, seeds: int, epochs: int, batch_size: int = 32, smooth
             if id(run_row) in fused_outputs and alone:
                 run_row["ensembles"] = ensemble_combinations(fused_outputs[id(run_row)], alone, labels)
     for row in results["rows"]:
-        scored = [r["validation_accuracy"] for r in results["runs"]
-                  if r["model"] == row["model"] and "validation_accuracy" in r]
-        if scored:
-            row["validation_accuracy_mean"] = float(np.mean(scored))
         for key in ("heads", "ensembles"):
             runs = [r for r in results["runs"] if r["model"] == row["model"] and key in r]
             if runs:

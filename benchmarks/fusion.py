@@ -190,15 +190,16 @@ def write_results(results: dict, stem: str, directory: Path = RESULTS) -> None:
         (f"Machine: {machine['cpu_count']} CPUs, {machine['platform']}, TF {machine['tensorflow']}, "
          f"GPUs: {machine['gpus'] or 'none'}"), "",
         "| model | accuracy | macro-F1 | " + " | ".join(f"acc. without {f}" for f in features)
-        + " | parameters | train examples/s | s/epoch |",
-        "|---|---|---|" + "---|" * len(features) + "---|---|---|",
+        + " | parameters | train examples/s | s/epoch | validation accuracy |",
+        "|---|---|---|" + "---|" * len(features) + "---|---|---|---|",
     ]
     for row in results["rows"]:
         absent = [f"{row['absent_accuracy'][f]:.3f}" if f in row["absent_accuracy"] else "-" for f in features]
         lines.append(
             f"| {row['model']} | {row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f} | "
             f"{row['macro_f1_mean']:.3f} ± {row['macro_f1_std']:.3f} | " + " | ".join(absent)
-            + f" | {row['parameters']:,} | {row['examples_per_second']:.0f} | {row['seconds_per_epoch']:.1f} |"
+            + f" | {row['parameters']:,} | {row['examples_per_second']:.0f} | {row['seconds_per_epoch']:.1f} | "
+            + (f"{row['validation_accuracy_mean']:.3f} |" if "validation_accuracy_mean" in row else "- |")
         )
     lines += ["", "Logistic-regression floor (scikit-learn, same split):", "", "| model | accuracy |", "|---|---|"]
     lines += [f"| {name} | {value:.3f} |" for name, value in results["logistic_regression_floor"].items()]
