@@ -341,8 +341,13 @@ def head_figures(encoder, spec, holdout) -> dict:
 def run_dataset(
     name: str, *, quick: bool = True, seeds=(0, 1), variants=DEFAULT_VARIANTS, finetune: bool = False,
     verbose: int = 0, epochs: int | None = None, holdout: tuple[str, ...] | None = None,
+    branch_options: dict | None = None,
 ) -> dict:
-    """Align each variant with each seed; measure retrieval (every scoring), hubness, zero-shot, heads."""
+    """Align each variant with each seed; measure retrieval (every scoring), hubness, zero-shot, heads.
+
+    `branch_options` (by modality) replaces the budget's towers' branch options; `{}` builds the
+    classifier's default branches.
+    """
     import keras
 
     import mmkeras
@@ -352,6 +357,8 @@ def run_dataset(
         setting["holdout"] = tuple(holdout)
     if epochs is not None:  # a longer (or shorter) pre-training than the budget's
         options["epochs"] = int(epochs)
+    if branch_options is not None:  # other towers than the budget's
+        options["encoder"] = {**options["encoder"], "branch_options": branch_options}
     started = time.time()
     spec = mmkeras.load_spec(name)
     mmkeras.prepare(spec)
@@ -435,8 +442,10 @@ def run(
     verbose: int = 0,
     epochs: int | None = None,
     holdout: tuple[str, ...] | None = None,
+    branch_options: dict | None = None,
+    suffix: str = "",
 ) -> dict:
-    """Run the benchmark on each dataset, save `alignment_<dataset>.{json,md}` and return the figures by dataset.
+    """Run the benchmark on each dataset, save `alignment_<dataset><suffix>.{json,md}`; return the figures by dataset.
 
     Args:
       datasets: dataset names among `SETTINGS`.
@@ -450,6 +459,9 @@ def run(
       epochs: pre-training epochs instead of the budget's (None: the budget's).
       holdout: the classes held out of pre-training instead of the dataset's usual ones (one dataset only);
         the files are then named `alignment_<dataset>_holdout_<classes>`.
+      branch_options: the towers' branch options by modality instead of the budget's (`{}`: the
+        classifier's default branches).
+      suffix: added to the files' names.
 
     Returns:
       Dataset name -> figures (as saved in the JSON file).
@@ -461,10 +473,10 @@ def run(
     results = {}
     for name in datasets:
         figures = run_dataset(name, quick=quick, seeds=seeds, variants=variants, finetune=finetune, verbose=verbose,
-                              epochs=epochs, holdout=holdout)
+                              epochs=epochs, holdout=holdout, branch_options=branch_options)
         default_command = f"python benchmarks/alignment.py --datasets {name}" + (" --quick" if quick else "")
         figures["command"] = command or default_command
-        stem = f"alignment_{name}" + (f"_holdout_{'_'.join(holdout)}" if holdout is not None else "")
+        stem = f"alignment_{name}" + (f"_holdout_{'_'.join(holdout)}" if holdout is not None else "") + suffix
         (output_dir / f"{stem}.json").write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
         (output_dir / f"{stem}.md").write_text(format_markdown(figures), encoding="utf-8")
         print(format_markdown(figures), flush=True)
@@ -744,12 +756,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="pre-training epochs (default: the budget's)")
     parser.add_argument("--holdout", nargs="+", default=None,
                         help="classes to hold out of pre-training instead of the dataset's usual ones (one dataset)")
+    parser.add_argument("--branch-options", type=json.loads, default=None,
+                        help="the towers' branch options by modality, as JSON, instead of the budget's "
+                             "('{}': the classifier's default branches)")
+    parser.add_argument("--suffix", default="", help="added to the results' file names")
     args = parser.parse_args(argv)
     arguments = argv if argv is not None else sys.argv[1:]
     command = "python benchmarks/alignment.py " + " ".join(shlex.quote(a) for a in arguments)
     run(args.datasets, quick=args.quick, seeds=tuple(args.seeds), variants=tuple(args.variants),
         finetune=args.finetune, output_dir=args.output_dir, command=command.strip(), verbose=args.verbose,
-        epochs=args.epochs, holdout=tuple(args.holdout) if args.holdout else None)
+        epochs=args.epochs, holdout=tuple(args.holdout) if args.holdout else None,
+        branch_options=args.branch_options, suffix=args.suffix)
     return 0
 
 
