@@ -342,11 +342,12 @@ def run_dataset(
     name: str, *, quick: bool = True, seeds=(0, 1), variants=DEFAULT_VARIANTS, finetune: bool = False,
     verbose: int = 0, epochs: int | None = None, holdout: tuple[str, ...] | None = None,
     branch_options: dict | None = None,
+    rare_token_warmup: float | None = None,
 ) -> dict:
     """Align each variant with each seed; measure retrieval (every scoring), hubness, zero-shot, heads.
 
     `branch_options` (by modality) replaces the budget's towers' branch options; `{}` builds the
-    classifier's default branches.
+    classifier's default branches. `rare_token_warmup` is `pretrain_encoder`'s (None: its default).
     """
     import keras
 
@@ -359,6 +360,8 @@ def run_dataset(
         options["epochs"] = int(epochs)
     if branch_options is not None:  # other towers than the budget's
         options["encoder"] = {**options["encoder"], "branch_options": branch_options}
+    if rare_token_warmup is not None:  # handed to pretrain_encoder with the encoder options
+        options["encoder"] = {**options["encoder"], "rare_token_warmup": float(rare_token_warmup)}
     started = time.time()
     spec = mmkeras.load_spec(name)
     mmkeras.prepare(spec)
@@ -443,6 +446,7 @@ def run(
     epochs: int | None = None,
     holdout: tuple[str, ...] | None = None,
     branch_options: dict | None = None,
+    rare_token_warmup: float | None = None,
     suffix: str = "",
 ) -> dict:
     """Run the benchmark on each dataset, save `alignment_<dataset><suffix>.{json,md}`; return the figures by dataset.
@@ -461,6 +465,7 @@ def run(
         the files are then named `alignment_<dataset>_holdout_<classes>`.
       branch_options: the towers' branch options by modality instead of the budget's (`{}`: the
         classifier's default branches).
+      rare_token_warmup: `pretrain_encoder`'s ramp of the text towers' rare-word dropout (None: its default).
       suffix: added to the files' names.
 
     Returns:
@@ -473,7 +478,8 @@ def run(
     results = {}
     for name in datasets:
         figures = run_dataset(name, quick=quick, seeds=seeds, variants=variants, finetune=finetune, verbose=verbose,
-                              epochs=epochs, holdout=holdout, branch_options=branch_options)
+                              epochs=epochs, holdout=holdout, branch_options=branch_options,
+                              rare_token_warmup=rare_token_warmup)
         default_command = f"python benchmarks/alignment.py --datasets {name}" + (" --quick" if quick else "")
         figures["command"] = command or default_command
         stem = f"alignment_{name}" + (f"_holdout_{'_'.join(holdout)}" if holdout is not None else "") + suffix
@@ -759,6 +765,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--branch-options", type=json.loads, default=None,
                         help="the towers' branch options by modality, as JSON, instead of the budget's "
                              "('{}': the classifier's default branches)")
+    parser.add_argument("--rare-token-warmup", type=float, default=None,
+                        help="the share of the epochs over which the text towers' rare-word dropout ramps in "
+                             "(default: pretrain_encoder's)")
     parser.add_argument("--suffix", default="", help="added to the results' file names")
     args = parser.parse_args(argv)
     arguments = argv if argv is not None else sys.argv[1:]
@@ -766,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
     run(args.datasets, quick=args.quick, seeds=tuple(args.seeds), variants=tuple(args.variants),
         finetune=args.finetune, output_dir=args.output_dir, command=command.strip(), verbose=args.verbose,
         epochs=args.epochs, holdout=tuple(args.holdout) if args.holdout else None,
-        branch_options=args.branch_options, suffix=args.suffix)
+        branch_options=args.branch_options, rare_token_warmup=args.rare_token_warmup, suffix=args.suffix)
     return 0
 
 

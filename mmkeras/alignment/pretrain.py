@@ -32,6 +32,7 @@ from mmkeras.data.pipeline import make_dataset, read_split, text_corpus
 from mmkeras.models.classifier import build_classifier
 from mmkeras.models.common import leaf_layers
 from mmkeras.spec import DatasetSpec, FeatureSpec
+from mmkeras.training.callbacks import RareTokenDropoutWarmup
 from mmkeras.training.class_weights import split_labels
 
 # TextVectorization's vocabulary starts with the padding and OOV tokens, which `vocabulary=` must not list.
@@ -51,6 +52,7 @@ def pretrain_encoder(
     exclude_classes: Sequence[str] = (),
     seed: int | None = None,
     verbose: int | str = 0,
+    rare_token_warmup: float = 0.0,
     **encoder_options: Any,
 ) -> tuple[DualEncoder, keras.callbacks.History]:
     """Build a dual encoder and align its towers on a split's pairs (no labels needed).
@@ -80,6 +82,14 @@ def pretrain_encoder(
       seed: seed for weights, shuffling and augmentation; with a seed the
         split's decoding also keeps its order, so that a run is reproducible.
       verbose: Keras `fit` verbosity.
+      rare_token_warmup: the share of the epochs over which the text towers'
+        frequency-aware token dropout ramps in from nothing (see
+        `RareTokenDropoutWarmup`); 0 (the default): full strength from the
+        first epoch. `mmkeras.train` ramps it over half the epochs; here 0.5
+        had no consistent effect on tuxpaint's retrieval and once collapsed a
+        seed's text -> image R@1 (`benchmarks/results/alignment_notes.md`).
+        Its strength per epoch is in the history (`rare_token_strength`)
+        when a tower has it.
       **encoder_options: `build_dual_encoder` arguments (embed_dim, branch_options, ...).
 
     Returns:
@@ -125,7 +135,8 @@ def pretrain_encoder(
         dataset = exclude_class_ids(dataset, excluded, batch_size)
         # The filter hides the epoch length from Keras; it is known from the labels.
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(kept // batch_size))
-    history = encoder.fit(dataset, epochs=epochs, verbose=verbose, shuffle=False)  # the dataset shuffles
+    history = encoder.fit(dataset, epochs=epochs, verbose=verbose, shuffle=False,  # the dataset shuffles
+                          callbacks=[RareTokenDropoutWarmup(rare_token_warmup)])
     return encoder, history
 
 

@@ -222,3 +222,14 @@ def test_the_text_towers_word_counts_leave_out_held_out_classes_and_carry_into_t
     del plain.branch_config["branch_options"]["text"]["rare_token_dropout"]  # an old encoder's config
     layers = [layer.name for layer in build_classifier_from_encoder(plain, units=8).get_layer("caption_branch").layers]
     assert "token_dropout" not in layers
+
+
+def test_the_text_towers_rare_word_dropout_can_ramp_in_as_in_train(tiny_spec):
+    small = {**SMALL, "branch_options": {"text": SMALL["branch_options"]["text"]}}
+    encoder, history = pretrain_encoder(tiny_spec, ("image", "text"), epochs=4, batch_size=8, seed=0,
+                                        rare_token_warmup=0.5, **small)
+    assert history.history["rare_token_strength"] == [0.0, 0.5, 1.0, 1.0]
+    dropout = encoder.get_tower("caption").get_layer("caption_branch").get_layer("token_dropout")
+    assert float(dropout.strength.numpy()) == 1.0  # full strength once trained
+    _, history = pretrain_encoder(tiny_spec, ("image", "text"), epochs=2, batch_size=8, seed=0, **small)
+    assert history.history["rare_token_strength"] == [1.0, 1.0]  # the default: full strength throughout
