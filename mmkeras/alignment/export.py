@@ -53,6 +53,7 @@ from mmkeras.export.archive import (
     write_metadata,
     write_model_config,
     write_new_version,
+    write_new_versions,
     write_requests,
 )
 from mmkeras.export.check import ExportCheck, ExportSkewError
@@ -98,6 +99,13 @@ def export_tower(
     """
     encoder.get_tower(feature_name)  # raises for an unknown tower
     name = default_tower_name(encoder, feature_name) if name is None else name
+    version_dir = write_new_version(base_dir, name, version, _tower_writer(encoder, feature_name, name))
+    write_model_config(version_dir.parent, name)
+    return version_dir
+
+
+def _tower_writer(encoder: DualEncoder, feature_name: str, name: str):
+    """`write(staging, version)` for `write_new_version`: a tower's SavedModel, metadata, requests, checked."""
 
     def write(staging: Path, version: int) -> None:
         write_tower_saved_model(encoder, feature_name, staging)
@@ -105,9 +113,7 @@ def export_tower(
         _write_requests(encoder, feature_name, staging, name=name)
         check_tower_export(encoder, feature_name, staging)
 
-    version_dir = write_new_version(base_dir, name, version, write)
-    write_model_config(version_dir.parent, name)
-    return version_dir
+    return write
 
 
 def export_towers(
@@ -117,8 +123,9 @@ def export_towers(
 
     For a search service that embeds each modality on its own; every tower
     gets its default name (`default_tower_name`), so each is its own TF Serving
-    model. Towers are exported one after the other: if one fails, those before
-    it stay published.
+    model. Every tower is written and checked before any is published: the
+    towers share one embedding space, so a failed export publishes none
+    rather than a new version of one tower beside the old version of another.
 
     Args:
       encoder: a `DualEncoder`.
@@ -130,15 +137,21 @@ def export_towers(
       Feature name -> the tower's new version folder, `base_dir/<name>/<version>`.
 
     Raises:
-      FileExistsError: if a tower's version already exists.
+      FileExistsError: if a tower's version already exists (nothing is published).
       ValueError: for a bad version or tower name.
-      ExportSkewError: if a tower's SavedModel disagrees with its Keras tower.
+      ExportSkewError: if a tower's SavedModel disagrees with its Keras tower (nothing is published).
 
     Example:
       >>> sorted(export_towers(encoder, "saved_models"))
       ['caption', 'picture']
     """
-    return {name: export_tower(encoder, name, base_dir, version=version) for name in encoder.feature_names}
+    names = {feature: default_tower_name(encoder, feature) for feature in encoder.feature_names}
+    folders = write_new_versions(
+        base_dir, [(name, version, _tower_writer(encoder, feature, name)) for feature, name in names.items()]
+    )
+    for name in names.values():
+        write_model_config(Path(base_dir) / name, name)
+    return dict(zip(names, folders))
 
 
 def default_tower_name(encoder: DualEncoder, feature_name: str) -> str:

@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import keras
@@ -42,7 +42,7 @@ __all__ = [
     "EXTRA_DIR", "KERAS_MODEL_FILE", "METADATA_FILE", "MODEL_CONFIG_FILE", "REST_INPUTS_FILE",
     "REST_INSTANCES_FILE", "library_versions", "model_config_text", "next_version", "read_metadata",
     "resolve_version_dir", "serving_name", "versions", "write_metadata", "write_model_config",
-    "write_new_version", "write_requests", "write_text_atomically",
+    "write_new_version", "write_new_versions", "write_requests", "write_text_atomically",
 ]
 
 EXTRA_DIR = "assets.extra"
@@ -107,27 +107,66 @@ def write_new_version(
       ValueError: for a bad name or version.
       FileExistsError: if the version exists (also if it appeared while writing).
     """
-    if not NAME_PATTERN.match(name):
-        raise ValueError(
-            f"Model name {name!r} is not a valid folder/serving name; use letters, digits, '_', '-' and '.'."
-        )
-    model_dir = Path(base_dir) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    if version is None:
-        version = next_version(model_dir)
-    else:
-        check_positive_int(version, "version", hint=" or None (next free version)")
-    version = int(version)
-    _refuse_existing(model_dir, version)
-    staging = Path(tempfile.mkdtemp(prefix=f".writing-{version}-", dir=model_dir))
-    try:
-        write(staging, version)
+    return write_new_versions(base_dir, [(name, version, write)])[0]
+
+
+def write_new_versions(
+    base_dir: str | os.PathLike, writes: Sequence[tuple[str, int | None, Callable[[Path, int], None]]]
+) -> list[Path]:
+    """Write new version folders of several models, publishing all of them or none.
+
+    Each `(name, version, write)` is staged as `write_new_version` stages one;
+    the staging folders are renamed into place only once every `write` has
+    returned and no target version exists, so models that must be served
+    together (the towers of one embedding space) never appear one without the
+    other: a failed write publishes nothing.
+
+    Args:
+      base_dir: the folder holding exported models.
+      writes: `(name, version or None, write)` per model; names must differ.
+
+    Returns:
+      The new version folders, in the order of `writes`.
+
+    Raises:
+      ValueError: for a bad or repeated name, or a bad version.
+      FileExistsError: if a version exists (also if it appeared while writing).
+
+    Example:
+      >>> write_new_versions("saved_models", [("a_tower", None, write_a), ("b_tower", None, write_b)])
+      [PosixPath('saved_models/a_tower/3'), PosixPath('saved_models/b_tower/3')]
+    """
+    names = [name for name, _, _ in writes]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Each model is written once; got the names {names}.")
+    for name, version, _ in writes:  # every name and version is checked before anything is written
+        if not NAME_PATTERN.match(name):
+            raise ValueError(
+                f"Model name {name!r} is not a valid folder/serving name; use letters, digits, '_', '-' and '.'."
+            )
+        if version is not None:
+            check_positive_int(version, "version", hint=" or None (next free version)")
+    targets = []  # (model folder, version)
+    for name, version, _ in writes:
+        model_dir = Path(base_dir) / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        version = next_version(model_dir) if version is None else int(version)
         _refuse_existing(model_dir, version)
-        os.rename(staging, model_dir / str(version))
+        targets.append((model_dir, version))
+    staged = []  # (model folder, version, staging folder)
+    try:
+        for (model_dir, version), (_, _, write) in zip(targets, writes):
+            staged.append((model_dir, version, Path(tempfile.mkdtemp(prefix=f".writing-{version}-", dir=model_dir))))
+            write(staged[-1][2], version)
+        for model_dir, version, _ in staged:
+            _refuse_existing(model_dir, version)
+        for model_dir, version, staging in staged:
+            os.rename(staging, model_dir / str(version))
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return model_dir / str(version)
+        for _, _, staging in staged:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    return [model_dir / str(version) for model_dir, version, _ in staged]
 
 
 def _refuse_existing(model_dir: Path, version: int) -> None:

@@ -233,3 +233,24 @@ def test_the_text_towers_rare_word_dropout_can_ramp_in_as_in_train(tiny_spec):
     assert float(dropout.strength.numpy()) == 1.0  # full strength once trained
     _, history = pretrain_encoder(tiny_spec, ("image", "text"), epochs=2, batch_size=8, seed=0, **small)
     assert history.history["rare_token_strength"] == [1.0, 1.0]  # the default: full strength throughout
+
+
+def test_export_towers_publishes_every_tower_or_none(trained, tmp_path, monkeypatch):
+    import mmkeras.alignment.export as tower_export
+
+    encoder, _ = trained
+    checked, last = tower_export.check_tower_export, encoder.feature_names[-1]
+
+    def failing_last(encoder, feature_name, path):  # the last tower's export fails its check
+        if feature_name == last:
+            raise RuntimeError(f"{feature_name!r} tower export failed")
+        return checked(encoder, feature_name, path)
+
+    monkeypatch.setattr(tower_export, "check_tower_export", failing_last)
+    with pytest.raises(RuntimeError, match=f"'{last}' tower export failed"):
+        export_towers(encoder, tmp_path)
+    # The other towers were written and checked first, yet none was published, and no staging folder is left.
+    assert not [p for p in tmp_path.rglob("*") if p.name.isdigit() or p.name.startswith(".writing")]
+    monkeypatch.setattr(tower_export, "check_tower_export", checked)
+    assert {name: path.name for name, path in export_towers(encoder, tmp_path).items()} == {
+        "caption": "1", "picture": "1", "sound": "1"}
