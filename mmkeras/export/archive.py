@@ -119,7 +119,8 @@ def write_new_versions(
     the staging folders are renamed into place only once every `write` has
     returned and no target version exists, so models that must be served
     together (the towers of one embedding space) never appear one without the
-    other: a failed write publishes nothing.
+    other: a failed write publishes nothing. (Only another process racing to
+    create the same versions during the renames could publish some of them.)
 
     Args:
       base_dir: the folder holding exported models.
