@@ -70,6 +70,8 @@ BRANCH_SHORTCUTS = ("encoder", "preprocessor", "backbone", "weights", "trainable
 # `encoder: hub:models/use`, `encoder: keras_hub:presets/bert`): relative ones that exist
 # beside the spec file are read from there, as `data_dir` is.
 BRANCH_PATH_KEYS = ("weights", "encoder", "preprocessor")
+# The encoder prefixes the branches read (`is_hub_encoder`, `is_keras_hub_encoder`); the spec cannot import
+# the branches (a lower layer), so it names them here.
 ENCODER_PREFIXES = ("hub:", "keras_hub:")
 ON_ERROR_POLICIES = ("raise", "skip")
 SPEC_KEYS = (

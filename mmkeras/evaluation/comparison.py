@@ -18,6 +18,7 @@ from mmkeras.data import make_dataset
 from mmkeras.datasets import prepare
 from mmkeras.evaluation.report import evaluate
 from mmkeras.fusion import FUSIONS
+from mmkeras.models.classifier import PROBABILITIES
 from mmkeras.registry import lookup
 from mmkeras.spec import DatasetSpec, load_spec
 from mmkeras.training.class_weights import split_labels
@@ -189,7 +190,7 @@ def split_accuracy(model, spec: DatasetSpec, split: str, batch_size: int = 64) -
     """
     right = total = 0
     for features, labels in make_dataset(spec, split, batch_size=batch_size, deterministic=True):
-        predicted = np.argmax(np.asarray(model(features, training=False)["probabilities"]), axis=1)
+        predicted = np.argmax(np.asarray(model(features, training=False)[PROBABILITIES]), axis=1)
         right += int(np.sum(predicted == np.asarray(labels).reshape(-1)))
         total += len(predicted)
     return right / total
