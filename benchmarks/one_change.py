@@ -3,7 +3,8 @@
 Trains the default classifier of a spec (every feature, `mmkeras.train`'s
 defaults) once per seed and per `--variant`, each variant a name and a JSON
 mapping of `train` options that differ from the defaults (`'wd=
-{"weight_decay": 0.05}'`; `'default={}'` for the defaults themselves), with
+{"weight_decay": 0.05}'`; `'default={}'` for the defaults themselves; a
+`"fusion"` key picks the candidate's fusion, concat otherwise), with
 `mmkeras.evaluation.comparison.compare_fusions`: test accuracy, macro-F1,
 accuracy with each modality absent, and the accuracy on the spec's own
 validation split. It also reads each run's history for the epoch of lowest
@@ -15,7 +16,7 @@ test column: the test split is what the issue's targets are read on.
 run of the script).
 
 Run: `python benchmarks/one_change.py --spec tuxpaint --seeds 8 --variant 'default={}'
-'wd=0.05={"weight_decay": 0.05}'`.
+'wd=0.05={"weight_decay": 0.05}'` (or `mmkeras bench one_change` with the same arguments).
 Writes `benchmarks/results/<dataset>_one_change<suffix>.{json,md}`.
 """
 from __future__ import annotations

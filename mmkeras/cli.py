@@ -27,6 +27,7 @@ BENCHMARKS = {
     "alignment_remedies": "alignment_training_remedies.py",
     "generalising": "generalising_defaults.py",
     "blend_heads": "blend_heads.py",
+    "one_change": "one_change.py",
     "train": "train_throughput.py",
     "tta": "time_to_accuracy.py",
     "step": "optimizer_step.py",
