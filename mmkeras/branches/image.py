@@ -39,6 +39,8 @@ MIN_STEM_SIZE = 16
 # Mirrorings `flip` takes (keras.layers.RandomFlip modes). None by default: digits, letters and
 # signs change meaning in a mirror; photographs and drawings of objects do not.
 FLIPS = ("horizontal", "vertical", "horizontal_and_vertical")
+# Largest `rotation`: half a turn either way is every angle.
+MAX_ROTATION = 0.5
 
 
 def build_image_branch(
@@ -53,6 +55,8 @@ def build_image_branch(
     trainable: bool | None = None,
     augment: bool = True,
     flip: str | None = None,
+    rotation: float = 0.0,
+    erasing: float = 0.0,
     embed_dim: int = 128,
     dropout_rate: float = 0.3,
     encoder: str | None = None,
@@ -87,6 +91,13 @@ def build_image_branch(
         object); None (the default) for data whose mirror image means
         something else (digits, text, maps). A spec sets it per feature with
         `branch: {flip: horizontal}`. Needs `augment`.
+      rotation: also rotate images at random while training, by up to this
+        fraction of a full turn either way (0.05: 18 degrees), filled with black
+        as the translation is; 0 (the default) for none, at most 0.5. Needs
+        `augment`.
+      erasing: also erase one random rectangle (Random Erasing, Zhong et al.
+        2017; up to a third of the picture, filled with noise) of this share of
+        the training images; 0 (the default) for none, at most 1. Needs `augment`.
       embed_dim: width of the branch outputs.
       dropout_rate: dropout after each stage and on the pooled features.
       encoder: "hub:<handle-or-path>" of a pretrained image encoder instead of
@@ -102,8 +113,8 @@ def build_image_branch(
       (batch, grid_cells, embed_dim)}`.
 
     Raises:
-      ValueError: for a non-image feature, an unknown backbone or flip, a flip
-        without `augment`, both a backbone
+      ValueError: for a non-image feature, an unknown backbone or flip, a
+        flip, rotation or erasing out of range or without `augment`, both a backbone
         and an encoder, `weights` or `trainable` with neither, or bad sizes.
       FileNotFoundError, ImportError, ConnectionError: for an encoder handle
         that cannot be loaded (see `mmkeras.branches.hub.resolve_handle`).
@@ -133,6 +144,7 @@ def build_image_branch(
             f"Image feature {feature.name!r}: `flip` must be one of {list(FLIPS)} or None, with augment=True; "
             f"got flip={flip!r}, augment={augment!r}."
         )
+    _check_augmentation(feature, augment, rotation=rotation, erasing=erasing)
     inputs = make_input(feature)
     x = inputs
     if flip is not None:
@@ -140,6 +152,10 @@ def build_image_branch(
     if augment:
         x = layers.RandomTranslation(0.08, 0.08, fill_mode="constant", name="augment_translation")(x)
         x = layers.RandomZoom(0.08, fill_mode="constant", name="augment_zoom")(x)
+    if rotation:
+        x = layers.RandomRotation(rotation, fill_mode="constant", name="augment_rotation")(x)
+    if erasing:
+        x = layers.RandomErasing((erasing, erasing), value_range=(0, 255), name="augment_erasing")(x)
     if is_keras_hub_encoder(encoder):  # the preset's image converter resizes and rescales 0..255 pixels
         hub_encoder = make_keras_hub_encoder(
             encoder, modality="image", trainable=trainable, encoder_options=encoder_options
@@ -156,6 +172,21 @@ def build_image_branch(
         x = _backbone(feature, x, backbone, weights, trainable)
     sequence = layers.Reshape((-1, x.shape[-1]), name="grid_to_sequence")(x)
     return finish_branch(feature, inputs, sequence, embed_dim=embed_dim, dropout_rate=dropout_rate)
+
+
+def _check_augmentation(feature: FeatureSpec, augment: bool, **amounts: float) -> None:
+    """Refuse a rotation or erasing amount out of range, or one asked for without `augment`."""
+    limits = {"rotation": MAX_ROTATION, "erasing": 1.0}
+    for name, value in amounts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= limits[name]:
+            raise ValueError(
+                f"Image feature {feature.name!r}: `{name}` must be a number from 0 to {limits[name]}, got {value!r}."
+            )
+        if value and not augment:
+            raise ValueError(
+                f"Image feature {feature.name!r}: `{name}={value}` augments while training and needs augment=True; "
+                f"set {name}=0 or augment=True."
+            )
 
 
 def _conv_stages(x, stages: Sequence[int], convs_per_stage: int, dropout_rate: float, *, stem_stride: int = 1,

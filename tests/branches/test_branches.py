@@ -149,6 +149,33 @@ def test_image_flip_mirrors_only_while_training_and_is_refused_without_augment(s
         build_image_branch(spec.feature("picture"), flip="horizontal", augment=False)
 
 
+def test_image_rotation_and_erasing_change_pictures_only_while_training_and_survive_saving(spec, tmp_path):
+    branch = build_image_branch(spec.feature("picture"), stages=(8,), rotation=0.1, erasing=1.0, embed_dim=8)
+    branch.save(tmp_path / "branch.keras")
+    loaded = keras.saving.load_model(tmp_path / "branch.keras")
+    images = np.full((8, *spec.feature("picture").shape), 200, "uint8")
+    images[:, 4:12, 6:10] = 30  # a bar: a rotation moves it
+    for name in ("augment_rotation", "augment_erasing"):
+        layer = loaded.get_layer(name)
+        np.testing.assert_allclose(np.asarray(layer(images, training=False)), images)
+        changed = np.asarray(layer(images, training=True)) != images
+        assert changed.reshape(len(images), -1).any(axis=1).all(), name  # every picture, with erasing=1.0
+    assert loaded.get_layer("augment_rotation").factor == (-0.1, 0.1)
+    names = [layer.name for layer in build_image_branch(spec.feature("picture")).layers]
+    assert "augment_rotation" not in names and "augment_erasing" not in names
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"rotation": 0.6}, "`rotation` must be a number from 0 to 0.5"),
+    ({"erasing": -0.1}, "`erasing` must be a number from 0 to 1"),
+    ({"erasing": True}, "`erasing` must be a number"),
+    ({"rotation": 0.05, "augment": False}, "needs augment=True"),
+])
+def test_image_rotation_and_erasing_refuse_bad_amounts(spec, options, message):
+    with pytest.raises(ValueError, match=message):
+        build_image_branch(spec.feature("picture"), **options)
+
+
 def test_audio_conv1d_encoder_has_no_lstm(spec):
     branch = build_audio_branch(spec.feature("sound"), encoder="conv1d", embed_dim=8)
     assert not any("lstm" in layer.name for layer in branch.layers)
