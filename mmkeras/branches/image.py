@@ -12,6 +12,7 @@ from mmkeras.branches.common import BATCH_NORM_MOMENTUM, check_positive, finish_
 from mmkeras.branches.hub import HubEncoder, finish_hub_branch, is_hub_encoder, make_hub_encoder
 from mmkeras.branches.imagenet import ImagenetPreprocessing
 from mmkeras.branches.kerashub import is_keras_hub_encoder, make_keras_hub_encoder
+from mmkeras.checks import is_number
 from mmkeras.registry import lookup
 from mmkeras.spec import FeatureSpec
 
@@ -139,12 +140,7 @@ def build_image_branch(
             f"(one of {sorted(BACKBONES)}) or a hub `encoder`; got weights={weights!r}, trainable={trainable!r} "
             "for the CNN stages, which always train from scratch."
         )
-    if flip is not None and (flip not in FLIPS or not augment):
-        raise ValueError(
-            f"Image feature {feature.name!r}: `flip` must be one of {list(FLIPS)} or None, with augment=True; "
-            f"got flip={flip!r}, augment={augment!r}."
-        )
-    _check_augmentation(feature, augment, rotation=rotation, erasing=erasing)
+    _check_augmentation(feature, augment, flip, rotation=rotation, erasing=erasing)
     inputs = make_input(feature)
     x = inputs
     if flip is not None:
@@ -174,11 +170,16 @@ def build_image_branch(
     return finish_branch(feature, inputs, sequence, embed_dim=embed_dim, dropout_rate=dropout_rate)
 
 
-def _check_augmentation(feature: FeatureSpec, augment: bool, **amounts: float) -> None:
-    """Refuse a rotation or erasing amount out of range, or one asked for without `augment`."""
+def _check_augmentation(feature: FeatureSpec, augment: bool, flip: str | None, **amounts: float) -> None:
+    """Refuse an unknown flip, a rotation or erasing amount out of range, or any of them without `augment`."""
+    if flip is not None and (flip not in FLIPS or not augment):
+        raise ValueError(
+            f"Image feature {feature.name!r}: `flip` must be one of {list(FLIPS)} or None, with augment=True; "
+            f"got flip={flip!r}, augment={augment!r}."
+        )
     limits = {"rotation": MAX_ROTATION, "erasing": 1.0}
     for name, value in amounts.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= limits[name]:
+        if not is_number(value) or not 0 <= value <= limits[name]:
             raise ValueError(
                 f"Image feature {feature.name!r}: `{name}` must be a number from 0 to {limits[name]}, got {value!r}."
             )
